@@ -1,0 +1,58 @@
+"""One timing helper for every benchmark: warm-up, L2 flushed before each run, CUDA events,
+median of many; the card's name and clocks; the two floors (bytes / bandwidth, FLOPs / peak)."""
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import subprocess
+
+import torch
+
+L2_FLUSH_BYTES = 256 * 2**20  # several times the H100's 50 MB L2
+
+
+@dataclasses.dataclass(frozen=True)
+class Ceilings:
+    copy_gbps: float       # device-to-device copy, bytes read + written per second / 1e9
+    bf16_tflops: float     # dense bf16 matmul, 8192^3
+
+
+def time_us(fn, iters: int = 50, warmup: int = 5) -> float:
+    """Median microseconds of ``fn()`` on the current stream, L2 flushed before each run."""
+    flush = torch.empty(L2_FLUSH_BYTES, dtype=torch.uint8, device="cuda")
+    for _ in range(warmup):
+        fn()
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+    stops = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+    for start, stop in zip(starts, stops):
+        flush.zero_()
+        start.record()
+        fn()
+        stop.record()
+    torch.cuda.synchronize()
+    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, stops)) * 1e3
+
+
+def measure_ceilings() -> Ceilings:
+    src = torch.empty(2 * 2**30, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    copy_us = time_us(lambda: dst.copy_(src), iters=20)
+    x = torch.randn(8192, 8192, dtype=torch.bfloat16, device="cuda")
+    y = torch.randn(8192, 8192, dtype=torch.bfloat16, device="cuda")
+    mm_us = time_us(lambda: x @ y, iters=20)
+    return Ceilings(copy_gbps=2 * src.numel() / copy_us / 1e3, bf16_tflops=2 * 8192**3 / mm_us / 1e6)
+
+
+def gpu_banner() -> str:
+    name = torch.cuda.get_device_name()
+    try:
+        clocks = subprocess.run(["nvidia-smi", "--query-gpu=clocks.sm,clocks.max.sm,clocks.mem", "--format=csv,noheader"],
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        clocks = f"clocks unavailable ({exc})"
+    return f"{name} (sm clock, max sm clock, mem clock: {clocks})"
+
+
+def floors_us(nbytes: int, flops: int, ceil: Ceilings) -> tuple[float, float]:
+    """(byte floor, FLOP floor) in microseconds."""
+    return nbytes / (ceil.copy_gbps * 1e3), flops / (ceil.bf16_tflops * 1e6)

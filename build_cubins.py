@@ -1,0 +1,297 @@
+#!/usr/bin/env python3
+"""The only place nvcc runs: the variant table in, cubins + PTX + manifest.json out.
+
+    python build_cubins.py            # rebuild what is stale (all variants, all targets)
+    python build_cubins.py --force    # rebuild everything
+    python build_cubins.py --check    # no nvcc: committed files match the sources and the table
+
+Every variant is one ``extern "C"`` symbol compiled from one source with -D macros, once per target.
+The manifest records, per variant, what the launcher needs (parameter list, block, dynamic shared
+memory, grid rule) and, per target, the file, its sha256, registers and the ptxas report. A variant
+whose ptxas report shows a stack frame or spills fails the build: local memory in a GEMM main loop
+is a performance bug we want to see at build time, not in a benchmark.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+SRC_DIR = ROOT / "kernels_cu"
+OUT_DIR = ROOT / "nvfp4_driver" / "cubins"
+MANIFEST = OUT_DIR / "manifest.json"
+MANIFEST_VERSION = 1
+NVCC_FLAGS = ("-std=c++17", "-O3", "--expt-relaxed-constexpr")
+
+# The kernel ABI of every grouped-GEMM family, in order. Types: ptr (8-byte device address),
+# i64, i32, f32. The launcher builds its argument tuple from this list, and a test compares it
+# with the parameter table that ptxas wrote into the cubin.
+GROUPED_GEMM_PARAMS = (
+    ("a", "ptr"), ("b", "ptr"), ("a_scale", "ptr"), ("b_scale", "ptr"), ("m_indptr", "ptr"),
+    ("alpha", "ptr"), ("out", "ptr"), ("cum_m", "i64"), ("a_scale_rows", "i64"), ("n", "i32"),
+    ("k", "i32"), ("num_groups", "i32"), ("out_dtype", "i32"),
+)
+
+# Shared memory a block may ask for on every GPU we target: sm_86/sm_89/sm_120 allow 99 KiB
+# (101,376 B) of dynamic shared memory per block; we keep a little under it.
+SMEM_BUDGET = 98_304
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    family: str      # "sm80": the portable mma.sync kernel
+    tile_n: int
+    tile_k: int
+    swap_ab: bool
+
+    @property
+    def name(self) -> str:
+        return f"{self.family}_nvfp4_grouped_gemm_m128n{self.tile_n}k{self.tile_k}" + (
+            "_swapab" if self.swap_ab else "")
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    source: str
+    targets: tuple[str, ...]  # "sm_XX" -> cubin, "compute_XX" -> PTX
+    threads: callable         # Variant -> block size
+    stage_bytes: callable     # Variant -> shared memory of one pipeline stage
+    max_stages: int
+
+
+def _sm80_stage_bytes(v: Variant) -> int:
+    pitch = v.tile_k // 2 + 16                  # padded row of packed fp4 (see the .cu)
+    sf_words = v.tile_k // 64                   # 4-byte scale words per row per stage
+    return (128 + v.tile_n) * pitch + sf_words * (128 + v.tile_n) * 4
+
+
+FAMILIES = {
+    "sm80": Family(
+        source="sm80_nvfp4_grouped_gemm.cu",
+        targets=("sm_80", "sm_90", "compute_80"),
+        threads=lambda v: 32 * (128 // 64) * (v.tile_n // 32),
+        stage_bytes=_sm80_stage_bytes,
+        max_stages=4,
+    ),
+}
+
+VARIANTS = tuple(
+    Variant(family, tn, tk, swap)
+    for family in FAMILIES
+    for tn in (32, 64, 128)
+    for tk in (128, 256)
+    for swap in (False, True)
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Probe:
+    """nvfp4_probe.cu: echoes its arguments; the loader test and the empty-launch baseline."""
+
+    family: str = "probe"
+    name: str = "nvfp4_probe"
+
+
+PROBE = Probe()
+FAMILIES["probe"] = Family(source="nvfp4_probe.cu", targets=("sm_80", "sm_90", "compute_80"),
+                           threads=lambda v: 32, stage_bytes=lambda v: 0, max_stages=0)
+PROBE_PARAMS = (("out", "ptr"), ("i64", "i64"), ("i32", "i32"), ("f32", "f32"))
+BUILDS = VARIANTS + (PROBE,)
+
+
+def stages(v: Variant) -> int:
+    fam = FAMILIES[v.family]
+    if not fam.max_stages:
+        return 0
+    return max(2, min(fam.max_stages, SMEM_BUDGET // fam.stage_bytes(v)))
+
+
+def launch_config(v: Variant) -> dict:
+    fam = FAMILIES[v.family]
+    n_stages = stages(v)
+    smem = n_stages * fam.stage_bytes(v) if n_stages else 0
+    if smem > SMEM_BUDGET:
+        raise SystemExit(f"{v.name}: {n_stages} stages need {smem} B of shared memory > {SMEM_BUDGET}")
+    return {"threads": fam.threads(v), "stages": n_stages, "smem_bytes": smem}
+
+
+def macros(v: Variant) -> list[str]:
+    if isinstance(v, Probe):
+        return []
+    cfg = launch_config(v)
+    return [
+        f"-DNVFP4_KERNEL_NAME={v.name}", f"-DNVFP4_TILE_N={v.tile_n}", f"-DNVFP4_TILE_K={v.tile_k}",
+        f"-DNVFP4_SWAP_AB={int(v.swap_ab)}", f"-DNVFP4_STAGES={cfg['stages']}",
+        f"-DNVFP4_THREADS={cfg['threads']}", f"-DNVFP4_SMEM_BYTES={cfg['smem_bytes']}",
+    ]
+
+
+def output_file(v: Variant, target: str) -> str:
+    return f"{v.name}.{target}." + ("ptx" if target.startswith("compute_") else "cubin")
+
+
+def source_hash(v: Variant, target: str) -> str:
+    """sha256 of everything that decides the output: the source, every header, flags, macros."""
+    h = hashlib.sha256()
+    files = [SRC_DIR / FAMILIES[v.family].source] + sorted(SRC_DIR.glob("*.cuh"))
+    for f in files:
+        h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    h.update(" ".join((*NVCC_FLAGS, *macros(v), target)).encode())
+    return h.hexdigest()
+
+
+def file_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def nvcc_version(nvcc: str) -> str:
+    out = subprocess.run([nvcc, "--version"], capture_output=True, text=True, check=True).stdout
+    m = re.search(r"release (\S+), (V\S+)", out)
+    return m.group(2) if m else out.strip().splitlines()[-1]
+
+
+_PTXAS = {
+    "registers": re.compile(r"Used (\d+) registers"),
+    "stack_frame": re.compile(r"(\d+) bytes stack frame"),
+    "spill_stores": re.compile(r"(\d+) bytes spill stores"),
+    "spill_loads": re.compile(r"(\d+) bytes spill loads"),
+}
+
+
+def compile_one(nvcc: str, v: Variant, target: str) -> dict:
+    out = OUT_DIR / output_file(v, target)
+    src = SRC_DIR / FAMILIES[v.family].source
+    if target.startswith("compute_"):
+        cmd = [nvcc, *NVCC_FLAGS, "-ptx", f"-arch={target}", *macros(v), "-o", str(out), str(src)]
+    else:
+        arch = target.replace("sm_", "compute_")
+        cmd = [nvcc, *NVCC_FLAGS, "-cubin", f"-gencode=arch={arch},code={target}", "-Xptxas", "-v",
+               *macros(v), "-o", str(out), str(src)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"nvcc failed for {v.name} {target}:\n{' '.join(cmd)}\n{proc.stderr}")
+    entry = {"file": out.name, "sha256": file_hash(out), "source_sha256": source_hash(v, target)}
+    if not target.startswith("compute_"):
+        report = {k: int(m.group(1)) for k, rx in _PTXAS.items() if (m := rx.search(proc.stderr))}
+        if report.get("stack_frame", 0) or report.get("spill_stores", 0) or report.get("spill_loads", 0):
+            raise SystemExit(f"{v.name} {target}: local memory in the ptxas report {report}:\n{proc.stderr}")
+        entry.update(report)
+    return entry
+
+
+def variant_entry(v: Variant) -> dict:
+    if isinstance(v, Probe):
+        return {"family": v.family, "source": FAMILIES[v.family].source, **launch_config(v), "grid": "x: 1",
+                "params": [{"name": n, "type": t} for n, t in PROBE_PARAMS]}
+    return {
+        "family": v.family, "source": FAMILIES[v.family].source, "tile_m": 128, "tile_n": v.tile_n,
+        "tile_k": v.tile_k, "swap_ab": v.swap_ab, **launch_config(v),
+        "grid": "x: (cum_m + 127*G) // 128 M tiles (an upper bound; extra blocks exit), y: ceil(N / tile_n)",
+        "params": [{"name": n, "type": t} for n, t in GROUPED_GEMM_PARAMS],
+    }
+
+
+def load_manifest() -> dict:
+    if MANIFEST.exists():
+        return json.loads(MANIFEST.read_text())
+    return {"version": MANIFEST_VERSION, "kernels": {}}
+
+
+def check() -> list[str]:
+    """Problems that make the committed cubins disagree with the sources or the table."""
+    problems = []
+    manifest = load_manifest()
+    kernels = manifest.get("kernels", {})
+    wanted = {v.name: v for v in BUILDS}
+    for name in sorted(set(kernels) - set(wanted)):
+        problems.append(f"{name}: in the manifest but not in the variant table")
+    for name, v in wanted.items():
+        entry = kernels.get(name)
+        if entry is None:
+            problems.append(f"{name}: missing from the manifest")
+            continue
+        expected = variant_entry(v)
+        for key, value in expected.items():
+            if entry.get(key) != value:
+                problems.append(f"{name}: manifest {key}={entry.get(key)!r}, table says {value!r}")
+        for target in FAMILIES[v.family].targets:
+            t = entry.get("targets", {}).get(target)
+            path = OUT_DIR / output_file(v, target)
+            if t is None or not path.exists():
+                problems.append(f"{name}: no {target} build ({path.name})")
+                continue
+            if t["source_sha256"] != source_hash(v, target):
+                problems.append(f"{name} {target}: stale (sources or flags changed since it was built)")
+            if t["sha256"] != file_hash(path):
+                problems.append(f"{name} {target}: {path.name} differs from the manifest's sha256")
+    return problems
+
+
+def build(force: bool, jobs: int) -> None:
+    nvcc = os.environ.get("NVCC", "nvcc")
+    manifest = load_manifest()
+    manifest["version"] = MANIFEST_VERSION
+    manifest["nvcc"] = nvcc_version(nvcc)
+    manifest["nvcc_flags"] = list(NVCC_FLAGS)
+    kernels = {name: e for name, e in manifest.get("kernels", {}).items() if name in {v.name for v in BUILDS}}
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    todo = []
+    for v in BUILDS:
+        old = kernels.get(v.name, {}).get("targets", {})
+        for target in FAMILIES[v.family].targets:
+            path = OUT_DIR / output_file(v, target)
+            fresh = (target in old and path.exists() and old[target]["source_sha256"] == source_hash(v, target)
+                     and old[target]["sha256"] == file_hash(path))
+            if force or not fresh:
+                todo.append((v, target))
+    print(f"{len(todo)} of {sum(len(FAMILIES[v.family].targets) for v in BUILDS)} builds are stale; nvcc {manifest['nvcc']}")
+    results = {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {pool.submit(compile_one, nvcc, v, t): (v, t) for v, t in todo}
+        for fut in concurrent.futures.as_completed(futures):
+            v, t = futures[fut]
+            results[(v.name, t)] = fut.result()
+            print(f"  built {output_file(v, t)}  {results[(v.name, t)].get('registers', '-')} regs")
+    for v in BUILDS:
+        entry = variant_entry(v)
+        targets = dict(kernels.get(v.name, {}).get("targets", {}))
+        for t in FAMILIES[v.family].targets:
+            if (v.name, t) in results:
+                targets[t] = results[(v.name, t)]
+        entry["targets"] = targets
+        kernels[v.name] = entry
+    manifest["kernels"] = dict(sorted(kernels.items()))
+    MANIFEST.write_text(json.dumps(manifest, indent=1) + "\n")
+    known = {output_file(v, t) for v in BUILDS for t in FAMILIES[v.family].targets}
+    for f in OUT_DIR.iterdir():
+        if f.suffix in (".cubin", ".ptx") and f.name not in known:
+            f.unlink()
+            print(f"  removed {f.name} (no longer in the table)")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--check", action="store_true", help="verify committed outputs against sources; no nvcc")
+    p.add_argument("--force", action="store_true", help="rebuild every variant")
+    p.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 2)
+    args = p.parse_args(argv)
+    if args.check:
+        problems = check()
+        for line in problems:
+            print(line)
+        print("check: " + ("OK" if not problems else f"{len(problems)} problem(s)"))
+        return 1 if problems else 0
+    build(args.force, args.jobs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+// Portable NVFP4 grouped GEMM (SPEC §2) for every GPU from sm_80 on: each warp reads its fp4
+// fragments from shared memory, decodes them exactly to fp16 (nvfp4_decode.cuh) and feeds
+// mma.sync m16n8k16 with fp32 accumulators. Pipeline, group lookup and epilogue:
+// nvfp4_grouped_gemm.cuh.
+//
+// build_cubins.py compiles one variant per symbol with these macros:
+//   NVFP4_KERNEL_NAME  the extern "C" symbol
+//   NVFP4_TILE_N       32 | 64 | 128   output columns per block
+//   NVFP4_TILE_K       128 | 256       K elements per pipeline stage
+//   NVFP4_SWAP_AB      0 | 1           1: weights on the MMA's M side, tokens on its N side
+//   NVFP4_STAGES       pipeline depth; NVFP4_THREADS, NVFP4_SMEM_BYTES: what the host launches with
+#include "nvfp4_decode.cuh"
+#include "nvfp4_grouped_gemm.cuh"
+
+namespace {
+
+using namespace nvfp4;
+using Config = GemmConfig<NVFP4_TILE_N, NVFP4_TILE_K, NVFP4_SWAP_AB != 0, NVFP4_STAGES>;
+static_assert(Config::THREADS == NVFP4_THREADS, "build_cubins.py and the kernel disagree on the block size");
+static_assert(Config::STAGES * Config::STAGE_BYTES == NVFP4_SMEM_BYTES,
+              "build_cubins.py and the kernel disagree on the shared memory size");
+
+__device__ __forceinline__ void mma_f16_16x8x16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+struct MathSm80 {
+  static constexpr int K_CHUNK = 32;  // two m16n8k16 steps per call
+
+  // The fp4 word (8 elements) of `row` at k-chunk `kc` of lane quad `q`, decoded with its scale.
+  // Lane quad q owns elements [8q, 8q+8) of the chunk: all in one 16-element scale block.
+  template <class C>
+  static __device__ __forceinline__ void load_decoded(const uint8_t* data, const uint32_t* sf, int rows, int row,
+                                                      int kc, int q, uint32_t (&regs)[4]) {
+    const uint32_t word = *reinterpret_cast<const uint32_t*>(data + row * C::ROW_PITCH + kc * 16 + q * 4);
+    const int kb = kc * 2 + (q >> 1);  // scale block within the k tile
+    const uint32_t sf_word = sf[(kb >> 2) * rows + row];
+    decode_word(word, ue4m3_to_f16x2((sf_word >> (8 * (kb & 3))) & 0xFFu), regs);
+  }
+
+  template <class C>
+  static __device__ __forceinline__ void chunk(float (&acc)[C::P_TILES][C::Q_TILES][4], const StageView& s,
+                                               int p_base, int q_base, int kc, int lane) {
+    const int grp = lane >> 2, q = lane & 3;
+    // Both operands place the same k elements in the same MMA k slots (a permutation of k within
+    // the chunk, which the sum does not see): byte 2h -> slots 2q..2q+1, byte 2h+1 -> slots
+    // 8+2q..8+2q+1 of MMA step h.
+    uint32_t p_frag[C::P_TILES][2][4];
+    uint32_t q_frag[C::Q_TILES][4];
+#pragma unroll
+    for (int i = 0; i < C::P_TILES; ++i)
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+        load_decoded<C>(s.p_data, s.p_sf, C::P_ROWS, p_base + i * 16 + h * 8 + grp, kc, q, p_frag[i][h]);
+#pragma unroll
+    for (int j = 0; j < C::Q_TILES; ++j)
+      load_decoded<C>(s.q_data, s.q_sf, C::Q_ROWS, q_base + j * 8 + grp, kc, q, q_frag[j]);
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int i = 0; i < C::P_TILES; ++i) {
+        const uint32_t a_regs[4] = {p_frag[i][0][2 * h], p_frag[i][1][2 * h], p_frag[i][0][2 * h + 1],
+                                    p_frag[i][1][2 * h + 1]};
+#pragma unroll
+        for (int j = 0; j < C::Q_TILES; ++j) mma_f16_16x8x16(acc[i][j], a_regs, q_frag[j][2 * h], q_frag[j][2 * h + 1]);
+      }
+  }
+};
+
+}  // namespace
+
+NVFP4_DEFINE_GROUPED_GEMM(NVFP4_KERNEL_NAME, Config, MathSm80)

@@ -1,0 +1,73 @@
+"""``python -m nvfp4_driver {demo,info,selftest}``.
+
+- ``info``: the driver, every GPU, and the kernel each would run.
+- ``demo``: quantize a small random MoE layer, run it on the GPU if there is one, compare with the
+  reference, print the error and the kernel time; without a GPU, run the reference alone.
+- ``selftest``: on every GPU present, the kernel the dispatcher picks, on a grid of shapes and
+  options, against the reference; PASS/FAIL per case; exit status 1 on any failure.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import driver
+from .problem import Problem, Tiles
+from .variants import UnsupportedGpuError, select_variant
+
+
+def _gpus() -> tuple[list[int], str]:
+    """GPU ordinals, or [] and the reason there are none."""
+    try:
+        return list(range(driver.device_count())), ""
+    except (driver.NoCudaDriverError, driver.NoCudaDeviceError) as exc:
+        return [], str(exc)
+
+
+def cmd_info(_args) -> int:
+    ordinals, why = _gpus()
+    if not ordinals:
+        print(f"no GPU: {why}")
+        return 0
+    version = driver.driver_version()
+    print(f"CUDA driver: {version // 1000}.{version % 1000 // 10}"
+          + ("" if version >= driver.MIN_DRIVER_VERSION else
+             f"  (too old: the kernels need {driver.MIN_DRIVER_VERSION // 1000}.0, driver 580+)"))
+    example = Problem(num_groups=8, n=4096, k=7168, cum_m=1024, out_dtype="bfloat16")
+    for d in ordinals:
+        info = driver.device_info(d)
+        try:
+            v = select_variant(example, Tiles(), info.capability)
+            kernel = f"{v.symbol} ({'PTX, compiled by the driver' if v.target.startswith('compute') else v.target + ' cubin'})"
+        except UnsupportedGpuError as exc:
+            kernel = f"none: {exc}"
+        print(f"GPU {d}: {info.name}, sm_{info.capability[0]}{info.capability[1]}, {info.sm_count} SMs, "
+              f"{info.total_memory / 2**30:.0f} GiB; default kernel: {kernel}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+    return run_demo(seed=args.seed)
+
+
+def cmd_selftest(args) -> int:
+    from .selftest import run_selftest
+    return run_selftest(seed=args.seed)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nvfp4_driver", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("info", help="driver, GPUs and the kernel each would use").set_defaults(fn=cmd_info)
+    for name, fn, text in (("demo", cmd_demo, "quantize and run a small MoE layer"),
+                           ("selftest", cmd_selftest, "check the dispatched kernels against the reference")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--seed", type=int, default=None, help="random seed (default: fresh)")
+        p.set_defaults(fn=fn)
+    args = parser.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

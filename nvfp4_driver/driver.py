@@ -1,0 +1,293 @@
+"""The CUDA driver, through cuda.bindings: errors by name, lazy loading, per-device caches, launch.
+
+Nothing here runs at import time: ``import nvfp4_driver`` works on a machine with no driver and no
+GPU, and the first GPU operation raises :class:`NoCudaDriverError` or :class:`NoCudaDeviceError`.
+
+Kernels are loaded with ``cuLibraryLoadData`` (context-independent: one load serves every GPU), once
+per process and file, on first use. A launch runs in the primary context of the device that holds
+the tensors (the context PyTorch, CuPy and JAX use); if another context is current, that context is
+pushed and popped around the launch so the caller's state is left as it was.
+"""
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import threading
+from pathlib import Path
+
+CUBIN_DIR = Path(__file__).resolve().parent / "cubins"
+MIN_DRIVER_VERSION = 13000  # the cubins and PTX are built with nvcc 13.0
+
+
+class CudaError(RuntimeError):
+    """A CUDA driver call failed; ``name`` is the driver's error name (``CUDA_ERROR_...``)."""
+
+    def __init__(self, call: str, name: str, detail: str = ""):
+        self.call, self.name = call, name
+        super().__init__(f"{call} failed with {name}" + (f": {detail}" if detail else ""))
+
+
+class NoCudaDriverError(RuntimeError):
+    """No usable CUDA driver (libcuda) or cuda-bindings on this machine."""
+
+
+class NoCudaDeviceError(RuntimeError):
+    """The driver is there but reports no GPU."""
+
+
+_lock = threading.RLock()
+_state: dict = {}  # "driver": the cuda.bindings.driver module once initialised
+
+
+def _import_driver():
+    try:
+        from cuda.bindings import driver
+    except ImportError as exc:  # cuda-bindings missing or built for another Python
+        raise NoCudaDriverError(f"cuda-bindings is not importable ({exc}); pip install cuda-bindings") from exc
+    return driver
+
+
+def _error_name(drv, err) -> str:
+    res = drv.cuGetErrorName(err)
+    if res[0] == drv.CUresult.CUDA_SUCCESS and res[1]:
+        return res[1].decode() if isinstance(res[1], bytes) else str(res[1])
+    return f"CUresult({int(err)})"
+
+
+def check(result, call: str):
+    """Unwrap a cuda.bindings result tuple ``(CUresult, values...)``; raise CudaError on failure."""
+    drv = _state["driver"]
+    err = result[0] if isinstance(result, tuple) else result
+    if err != drv.CUresult.CUDA_SUCCESS:
+        raise CudaError(call, _error_name(drv, err))
+    if not isinstance(result, tuple) or len(result) == 1:
+        return None
+    return result[1] if len(result) == 2 else result[1:]
+
+
+def driver():
+    """The initialised cuda.bindings.driver module (cuInit done once, thread-safe)."""
+    drv = _state.get("driver")
+    if drv is not None:
+        return drv
+    with _lock:
+        if "driver" in _state:
+            return _state["driver"]
+        drv = _import_driver()
+        try:
+            err = drv.cuInit(0)[0]
+        except (OSError, RuntimeError) as exc:  # libcuda.so absent: cuda.bindings cannot dlopen it
+            raise NoCudaDriverError(f"no NVIDIA driver found (libcuda could not be loaded: {exc})") from exc
+        if err == drv.CUresult.CUDA_ERROR_NO_DEVICE:
+            raise NoCudaDeviceError("the CUDA driver is installed but reports no GPU")
+        if err != drv.CUresult.CUDA_SUCCESS:
+            raise NoCudaDriverError(f"cuInit failed with {_error_name(drv, err)}")
+        _state["driver"] = drv
+        return drv
+
+
+def driver_version() -> int:
+    """The driver's CUDA version as 1000*major + 10*minor (13000 for CUDA 13.0)."""
+    drv = driver()
+    return check(drv.cuDriverGetVersion(), "cuDriverGetVersion")
+
+
+def is_available() -> bool:
+    """True when a driver and at least one GPU are present (never raises)."""
+    try:
+        return device_count() > 0
+    except (NoCudaDriverError, NoCudaDeviceError):
+        return False
+
+
+def device_count() -> int:
+    drv = driver()
+    return check(drv.cuDeviceGetCount(), "cuDeviceGetCount")
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceInfo:
+    ordinal: int
+    name: str
+    capability: tuple[int, int]   # (major, minor)
+    sm_count: int
+    max_smem_optin: int           # dynamic shared memory a block may opt into, bytes
+    total_memory: int
+
+
+_device_info: dict[int, DeviceInfo] = {}
+
+
+def device_info(ordinal: int) -> DeviceInfo:
+    """Attributes of GPU ``ordinal``, read from the driver once per process."""
+    info = _device_info.get(ordinal)
+    if info is not None:
+        return info
+    drv = driver()
+    count = device_count()
+    if not 0 <= ordinal < count:
+        raise ValueError(f"CUDA device {ordinal} does not exist (this machine has {count})")
+    dev = check(drv.cuDeviceGet(ordinal), "cuDeviceGet")
+    attr = drv.CUdevice_attribute
+
+    def get(a):
+        return check(drv.cuDeviceGetAttribute(a, dev), "cuDeviceGetAttribute")
+
+    name = check(drv.cuDeviceGetName(256, dev), "cuDeviceGetName")
+    name = name.split(b"\0", 1)[0].decode() if isinstance(name, bytes) else str(name)
+    info = DeviceInfo(
+        ordinal=ordinal,
+        name=name,
+        capability=(get(attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR),
+                    get(attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)),
+        sm_count=get(attr.CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT),
+        max_smem_optin=get(attr.CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN),
+        total_memory=check(drv.cuDeviceTotalMem(dev), "cuDeviceTotalMem"),
+    )
+    _device_info[ordinal] = info
+    return info
+
+
+_primary: dict[int, object] = {}
+
+
+def primary_context(ordinal: int):
+    """The device's primary context, retained once per process (the one frameworks share)."""
+    ctx = _primary.get(ordinal)
+    if ctx is None:
+        with _lock:
+            ctx = _primary.get(ordinal)
+            if ctx is None:
+                drv = driver()
+                dev = check(drv.cuDeviceGet(ordinal), "cuDeviceGet")
+                ctx = check(drv.cuDevicePrimaryCtxRetain(dev), "cuDevicePrimaryCtxRetain")
+                _primary[ordinal] = ctx
+    return ctx
+
+
+def pointer_device(ptr: int) -> int:
+    """Ordinal of the GPU that owns device address ``ptr`` (one driver query, no synchronisation)."""
+    drv = driver()
+    attr = drv.CUpointer_attribute.CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL
+    try:
+        return int(check(drv.cuPointerGetAttribute(attr, ptr), "cuPointerGetAttribute"))
+    except CudaError as exc:
+        raise ValueError(f"0x{ptr:x} is not a CUDA device address the driver knows ({exc.name})") from exc
+
+
+class _ContextGuard:
+    """Make the primary context of ``ordinal`` current for a block; a no-op when it already is."""
+
+    __slots__ = ("ctx", "pushed")
+
+    def __init__(self, ordinal: int):
+        self.ctx = primary_context(ordinal)
+        self.pushed = False
+
+    def __enter__(self):
+        drv = _state["driver"]
+        current = check(drv.cuCtxGetCurrent(), "cuCtxGetCurrent")
+        if current is None or int(current) != int(self.ctx):
+            check(drv.cuCtxPushCurrent(self.ctx), "cuCtxPushCurrent")
+            self.pushed = True
+        return self
+
+    def __exit__(self, *exc):
+        if self.pushed:
+            check(_state["driver"].cuCtxPopCurrent(), "cuCtxPopCurrent")
+
+
+_libraries: dict[str, object] = {}
+
+
+def load_library(file_name: str):
+    """cuLibraryLoadData of one cubin or PTX file from ``cubins/``, once per process."""
+    lib = _libraries.get(file_name)
+    if lib is not None:
+        return lib
+    with _lock:
+        lib = _libraries.get(file_name)
+        if lib is not None:
+            return lib
+        drv = driver()
+        path = CUBIN_DIR / file_name
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: the installed package is incomplete")
+        data = path.read_bytes()
+        if path.suffix == ".ptx":
+            data += b"\0"  # the driver's JIT wants a NUL-terminated image
+        try:
+            lib = check(drv.cuLibraryLoadData(data, [], [], 0, [], [], 0), "cuLibraryLoadData")
+        except CudaError as exc:
+            version = driver_version()
+            hint = ""
+            if version < MIN_DRIVER_VERSION:
+                hint = (f"; the driver supports CUDA {version // 1000}.{version % 1000 // 10} but these "
+                        f"kernels need a CUDA {MIN_DRIVER_VERSION // 1000}.0 driver (580 or newer)")
+            raise CudaError(exc.call, exc.name, f"loading {file_name}{hint}") from exc
+        _libraries[file_name] = lib
+        return lib
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelSpec:
+    """What a launch needs from the manifest: the file, the symbol, block, shared memory, ABI."""
+
+    file: str
+    symbol: str
+    threads: int
+    smem_bytes: int
+    param_types: tuple[str, ...]  # "ptr" | "i64" | "i32" | "f32", in order
+
+
+_functions: dict[tuple[str, str, int], object] = {}
+_CTYPES = {"ptr": ctypes.c_void_p, "i64": ctypes.c_int64, "i32": ctypes.c_int32, "f32": ctypes.c_float}
+
+
+def function(spec: KernelSpec, ordinal: int):
+    """The CUfunction of ``spec`` in device ``ordinal``'s primary context, set up once."""
+    key = (spec.file, spec.symbol, ordinal)
+    fn = _functions.get(key)
+    if fn is not None:
+        return fn
+    with _lock:
+        fn = _functions.get(key)
+        if fn is not None:
+            return fn
+        drv = driver()
+        lib = load_library(spec.file)
+        kernel = check(drv.cuLibraryGetKernel(lib, spec.symbol.encode()), f"cuLibraryGetKernel({spec.symbol})")
+        info = device_info(ordinal)
+        if spec.smem_bytes > info.max_smem_optin:
+            raise RuntimeError(f"{spec.symbol} needs {spec.smem_bytes} B of shared memory per block; "
+                               f"{info.name} allows {info.max_smem_optin}")
+        with _ContextGuard(ordinal):
+            fn = check(drv.cuKernelGetFunction(kernel), "cuKernelGetFunction")
+            check(drv.cuFuncSetAttribute(
+                fn, drv.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, spec.smem_bytes),
+                "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)")
+        _functions[key] = fn
+        return fn
+
+
+def param_info(spec: KernelSpec, ordinal: int) -> list[tuple[int, int]]:
+    """(offset, size) of every kernel parameter as the loaded image declares it (ABI check)."""
+    drv = driver()
+    fn = function(spec, ordinal)
+    out = []
+    for i in range(len(spec.param_types)):
+        out.append(tuple(int(x) for x in check(drv.cuFuncGetParamInfo(fn, i), "cuFuncGetParamInfo")))
+    return out
+
+
+def launch(spec: KernelSpec, ordinal: int, grid: tuple[int, int, int], stream: int, args: tuple) -> None:
+    """Launch ``spec`` on device ``ordinal`` and ``stream`` with ``args`` in the manifest's order."""
+    if len(args) != len(spec.param_types):
+        raise TypeError(f"{spec.symbol} takes {len(spec.param_types)} arguments, got {len(args)}")
+    drv = _state.get("driver") or driver()
+    fn = _functions.get((spec.file, spec.symbol, ordinal)) or function(spec, ordinal)
+    types = tuple(_CTYPES[t] for t in spec.param_types)
+    with _ContextGuard(ordinal):
+        check(drv.cuLaunchKernel(fn, grid[0], grid[1], grid[2], spec.threads, 1, 1, spec.smem_bytes,
+                                 drv.CUstream(stream), (tuple(args), types), 0),
+              f"cuLaunchKernel({spec.symbol})")

@@ -1,0 +1,80 @@
+"""What is asked (``Problem``), how the caller wants it cut (``Tiles``), and the one predicate that
+says whether the pair is valid (``validate``, SPEC §2). Pure Python: testable without a GPU."""
+from __future__ import annotations
+
+import dataclasses
+
+OUT_DTYPES = ("bfloat16", "float16")
+TILE_M_CHOICES = (128,)
+TILE_N_CHOICES = (32, 64, 128)
+TILE_K_CHOICES = (128, 256)
+_INT32_MAX = 2**31 - 1
+_GRID_Y_MAX = 65535
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """One grouped GEMM: ``out[cum_m, n] = A[cum_m, k] @ B[g, n, k]^T`` per group, G = num_groups."""
+
+    num_groups: int  # G = m_indptr.numel() - 1
+    n: int           # output columns per group (rows of each b[g])
+    k: int           # reduction length, 2 * a.shape[1]
+    cum_m: int       # rows of a and out (the groups use [m_indptr[0], m_indptr[G]) of them)
+    out_dtype: str   # "bfloat16" | "float16"
+
+    @property
+    def n_pad(self) -> int:
+        """Rows of each group's b_scale block: N rounded up to the 128-row scale atom."""
+        return (self.n + 127) // 128 * 128
+
+    @property
+    def sf_k(self) -> int:
+        """Scale bytes per row: one ue4m3 per 16 elements of K."""
+        return self.k // 16
+
+    @property
+    def m_tiles_upper_bound(self) -> int:
+        """Most 128-row tiles any m_indptr with m_indptr[G] <= cum_m can need: sum of ceilings."""
+        return (self.cum_m + 127 * self.num_groups) // 128
+
+    @property
+    def flops(self) -> int:
+        """2*M*N*K for M = cum_m (an upper bound on the rows inside the groups)."""
+        return 2 * self.cum_m * self.n * self.k
+
+
+@dataclasses.dataclass(frozen=True)
+class Tiles:
+    """The caller's cut of the work (FlashInfer's arguments); never changes the result."""
+
+    tile_m: int = 128
+    tile_n: int = 128
+    tile_k: int = 128
+    swap_ab: bool = True
+
+
+def validate(problem: Problem, tiles: Tiles) -> None:
+    """Raise ValueError/TypeError naming the values if ``problem`` cut by ``tiles`` is not valid."""
+    p, t = problem, tiles
+    if p.num_groups < 0:
+        raise ValueError(f"m_indptr must have at least 1 entry (G+1 with G >= 0), got G={p.num_groups}")
+    if p.n <= 0 or p.n % 8:
+        raise ValueError(f"N={p.n} must be a positive multiple of 8 (b.shape[1])")
+    if p.k <= 0 or p.k % 128:
+        raise ValueError(f"K={p.k} must be a positive multiple of 128 (K = 2 * a.shape[1])")
+    if p.cum_m < 0:
+        raise ValueError(f"cum_m={p.cum_m} must be >= 0")
+    if p.out_dtype not in OUT_DTYPES:
+        raise ValueError(f"out_dtype={p.out_dtype!r} must be one of {OUT_DTYPES}")
+    if type(t.swap_ab) is not bool:
+        raise TypeError(f"swap_ab must be a bool, got {t.swap_ab!r}")
+    for name, value, choices in (("tile_m", t.tile_m, TILE_M_CHOICES), ("tile_n", t.tile_n, TILE_N_CHOICES),
+                                 ("tile_k", t.tile_k, TILE_K_CHOICES)):
+        if type(value) is not int or value not in choices:
+            raise ValueError(f"{name}={value!r} must be one of {choices}")
+    if p.k > _INT32_MAX or p.n > _INT32_MAX or p.num_groups > _INT32_MAX:
+        raise ValueError(f"N={p.n}, K={p.k} and G={p.num_groups} must each fit in int32")
+    if -(-p.n // t.tile_n) > _GRID_Y_MAX:
+        raise ValueError(f"N={p.n} needs {-(-p.n // t.tile_n)} column tiles of {t.tile_n}; at most {_GRID_Y_MAX}")
+    if p.m_tiles_upper_bound > _INT32_MAX:
+        raise ValueError(f"cum_m={p.cum_m} with G={p.num_groups} needs more than 2**31-1 row tiles")

@@ -1,0 +1,85 @@
+"""``python -m nvfp4_driver selftest``: the dispatched kernels on this machine's GPUs, checked.
+
+For every GPU: each case runs the kernel the dispatcher picks (default options, then every tile
+option) on fresh random inputs and compares with the float64 reference by SPEC §5. Framework-free:
+device memory comes from ``devmem.DeviceBuffer``. Exit status: 0 all passed, 1 a failure, 2 no GPU.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from . import driver, testing
+from .devmem import DeviceBuffer
+from .ops import group_gemm_nvfp4_nt_groupwise
+from .problem import Problem, Tiles
+from .variants import select_variant
+
+# (group rows, N, K): decode-like and prefill-like, empty groups, K=384 for tile_k=256, N=8.
+SHAPES = [
+    ([1, 0, 7, 3], 256, 512),
+    ([37, 0, 1, 128, 200], 136, 384),
+    ([128, 128, 128], 64, 256),
+    ([1], 8, 128),
+    ([300, 5, 0, 64], 512, 1024),
+]
+OPTIONS = [Tiles()] + [Tiles(128, tn, tk, swap) for tn in (32, 64, 128) for tk in (128, 256)
+                       for swap in (False, True)]
+
+
+def upload(p: testing.RandomProblem, device: int) -> dict:
+    names = ("a", "b", "a_scale", "b_scale", "m_indptr", "alpha")
+    return {n: DeviceBuffer.from_numpy(getattr(p, n), device=device) for n in names if getattr(p, n) is not None}
+
+
+def run_on_gpu(p: testing.RandomProblem, bufs: dict, tiles: Tiles, out_dtype: str, device: int) -> np.ndarray:
+    """Run the op into a poisoned output; return its bit patterns (uint16, (cum_m, N))."""
+    out = DeviceBuffer((p.cum_m, p.n), out_dtype, device=device)
+    out.fill_bytes(0xFF)
+    group_gemm_nvfp4_nt_groupwise(bufs["a"], bufs["b"], bufs["a_scale"], bufs["b_scale"], bufs["m_indptr"],
+                                  alpha=bufs.get("alpha"), out=out, tile_m=tiles.tile_m, tile_n=tiles.tile_n,
+                                  tile_k=tiles.tile_k, swap_ab=tiles.swap_ab)
+    return out.to_numpy()
+
+
+def check_case(p, bits, out_dtype) -> tuple[bool, str]:
+    ref, abs_sum = p.reference()
+    report = testing.tolerance_check(bits, ref, abs_sum, p.k, out_dtype, m_indptr=p.m_indptr)
+    untouched = testing.check_untouched(bits, 0xFFFF, p.m_indptr)
+    ok = report.ok and untouched.ok
+    text = f"max {report.max_ulps:.2f} ulp" if report.ok else str(report)
+    if not untouched.ok:
+        text += f"; {untouched}"
+    return ok, text
+
+
+def run_selftest(seed: int | None = None) -> int:
+    try:
+        ordinals = list(range(driver.device_count()))
+    except (driver.NoCudaDriverError, driver.NoCudaDeviceError) as exc:
+        print(f"selftest: no GPU ({exc}); nothing was checked")
+        return 2
+    seed = int(np.random.SeedSequence().entropy % 2**32) if seed is None else seed
+    print(f"selftest: seed {seed}")
+    rng = np.random.default_rng(seed)
+    failures = total = 0
+    for device in ordinals:
+        info = driver.device_info(device)
+        for rows, n, k in SHAPES:
+            p = testing.random_problem(rng, rows, n=n, k=k, row_offset=int(rng.integers(0, 4)))
+            bufs = upload(p, device)
+            for i, tiles in enumerate(OPTIONS):
+                out_dtype = ("bfloat16", "float16")[i % 2]
+                problem = Problem(p.num_groups, p.n, p.k, p.cum_m, out_dtype)
+                variant = select_variant(problem, tiles, info.capability)
+                t0 = time.perf_counter()
+                bits = run_on_gpu(p, bufs, tiles, out_dtype, device)
+                ok, text = check_case(p, bits, out_dtype)
+                total += 1
+                failures += not ok
+                print(f"{'PASS' if ok else 'FAIL'}  GPU {device} {info.name}  {variant.symbol} ({variant.target})  "
+                      f"G={p.num_groups} N={n} K={k} rows={rows} {out_dtype}  {text}  "
+                      f"[{(time.perf_counter() - t0) * 1e3:.0f} ms incl. copies]")
+    print(f"selftest: {total - failures} passed, {failures} failed")
+    return 1 if failures else 0

@@ -1,0 +1,119 @@
+"""Which compiled kernel serves a problem on a GPU: a pure function of the compute capability,
+the problem and the caller's tiles, plus the manifest that build_cubins.py wrote."""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import json
+import sys
+
+from . import config
+from .driver import CUBIN_DIR, KernelSpec
+from .problem import Problem, Tiles, validate
+
+
+class Family(enum.Enum):
+    SM80 = "sm80"  # portable: fp4 decoded to fp16 in registers, mma.sync; sm_80 and newer
+
+
+class UnsupportedGpuError(RuntimeError):
+    """No compiled kernel can run on this GPU."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    family: Family
+    tile_n: int
+    tile_k: int
+    swap_ab: bool
+    target: str  # "sm_90" (cubin) or "compute_80" (PTX, compiled by the driver)
+
+    @property
+    def symbol(self) -> str:
+        """The extern "C" name, the same in the .cu build, the cubin and the manifest."""
+        return (f"{self.family.value}_nvfp4_grouped_gemm_m128n{self.tile_n}k{self.tile_k}"
+                + ("_swapab" if self.swap_ab else ""))
+
+    @property
+    def file(self) -> str:
+        return f"{self.symbol}.{self.target}." + ("ptx" if self.target.startswith("compute_") else "cubin")
+
+
+def target_for(capability: tuple[int, int], force_ptx: bool = False) -> tuple[Family, str]:
+    """(family, target) for a GPU of compute capability ``(major, minor)``.
+
+    Machine code runs on GPUs of its own major version and an equal or higher minor one; any newer
+    major version takes the PTX, which the driver compiles for it on first load.
+    """
+    major, _minor = capability
+    if capability < (8, 0):
+        raise UnsupportedGpuError(
+            f"compute capability {major}.{_minor} is not supported: the kernels need 8.0 (Ampere) or newer")
+    if force_ptx:
+        return Family.SM80, "compute_80"
+    if major == 8:
+        return Family.SM80, "sm_80"
+    if major == 9:
+        return Family.SM80, "sm_90"
+    return Family.SM80, "compute_80"
+
+
+def select_variant(problem: Problem, tiles: Tiles, capability: tuple[int, int],
+                   force_ptx: bool | None = None) -> Variant:
+    """The kernel for ``problem`` cut by ``tiles`` on a GPU of ``capability``; validates first."""
+    validate(problem, tiles)
+    if force_ptx is None:
+        force_ptx = config.force_ptx()
+    family, target = target_for(capability, force_ptx)
+    variant = Variant(family, tiles.tile_n, tiles.tile_k, tiles.swap_ab, target)
+    if config.log_decisions():
+        _log(problem, tiles, capability, variant)
+    return variant
+
+
+@functools.lru_cache(maxsize=256)
+def _log(problem: Problem, tiles: Tiles, capability: tuple[int, int], variant: Variant) -> None:
+    print(f"nvfp4_driver: G={problem.num_groups} N={problem.n} K={problem.k} cum_m={problem.cum_m} "
+          f"{problem.out_dtype} tiles={tiles} on sm_{capability[0]}{capability[1]} -> "
+          f"{variant.symbol} ({variant.target})", file=sys.stderr)
+
+
+@functools.lru_cache(maxsize=1)
+def manifest() -> dict:
+    """cubins/manifest.json, read once."""
+    path = CUBIN_DIR / "manifest.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: the installed package is incomplete")
+    return json.loads(path.read_text())
+
+
+@functools.lru_cache(maxsize=None)
+def kernel_spec(variant: Variant) -> KernelSpec:
+    """What the launcher needs for ``variant``, from the manifest."""
+    entry = manifest()["kernels"].get(variant.symbol)
+    if entry is None or variant.target not in entry["targets"]:
+        raise UnsupportedGpuError(f"{variant.symbol} has no {variant.target} build in the manifest")
+    return KernelSpec(
+        file=entry["targets"][variant.target]["file"],
+        symbol=variant.symbol,
+        threads=entry["threads"],
+        smem_bytes=entry["smem_bytes"],
+        param_types=tuple(p["type"] for p in entry["params"]),
+    )
+
+
+def grid(problem: Problem, variant: Variant) -> tuple[int, int, int]:
+    """The launch grid from shapes alone (no m_indptr read): row tiles x column tiles."""
+    return (problem.m_tiles_upper_bound, -(-problem.n // variant.tile_n), 1)
+
+
+PROBE_SYMBOL = "nvfp4_probe"
+
+
+def probe_spec(capability: tuple[int, int], force_ptx: bool | None = None) -> KernelSpec:
+    """The argument-echo probe kernel (nvfp4_probe.cu) for a GPU: the loader's smoke test."""
+    _family, target = target_for(capability, config.force_ptx() if force_ptx is None else force_ptx)
+    entry = manifest()["kernels"][PROBE_SYMBOL]
+    return KernelSpec(file=entry["targets"][target]["file"], symbol=PROBE_SYMBOL, threads=entry["threads"],
+                      smem_bytes=entry["smem_bytes"], param_types=tuple(p["type"] for p in entry["params"]))

@@ -1,0 +1,204 @@
+"""The grouped GEMM on the GPU against the float64 reference (SPEC §5), every option and edge case.
+
+Inputs are fresh random bytes every run (all 256 values, scales over every binade, NaN garbage in
+the padding of the scale layouts); outputs are poisoned first and the rows outside the groups must
+keep the poison bit for bit.
+"""
+import os
+
+import numpy as np
+import pytest
+
+import nvfp4_driver as nd
+from nvfp4_driver import testing, variants
+
+torch = pytest.importorskip("torch")
+
+SEED = int(os.environ.get("NVFP4_TEST_SEED", np.random.SeedSequence().entropy % 2**32))
+TORCH_OUT = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@pytest.fixture
+def rng(request):
+    # One stream per test, derived from the run's seed: a failure names the seed to replay it.
+    return np.random.default_rng([SEED, abs(hash(request.node.nodeid)) % 2**31])
+
+
+def to_gpu(x):
+    return None if x is None else torch.from_numpy(np.ascontiguousarray(x)).cuda()
+
+
+def run_case(p, out_dtype="bfloat16", give_out=True, stream=None, **tiles):
+    """Run the op on problem ``p``; returns (out bits as uint16 numpy, the out tensor)."""
+    args = [to_gpu(x) for x in (p.a, p.b, p.a_scale, p.b_scale, p.m_indptr)]
+    alpha = to_gpu(p.alpha)
+    out = None
+    if give_out:
+        out = torch.empty((p.cum_m, p.n), dtype=TORCH_OUT[out_dtype], device="cuda")
+        out.view(torch.int16).fill_(np.int16(np.uint16(testing.POISON_BITS[out_dtype]).view(np.int16)))
+    result = nd.group_gemm_nvfp4_nt_groupwise(*args, alpha=alpha, out=out,
+                                              out_dtype=None if give_out else out_dtype, stream=stream, **tiles)
+    if give_out:
+        assert result is out
+    assert result.dtype == TORCH_OUT[out_dtype] and tuple(result.shape) == (p.cum_m, p.n)
+    torch.cuda.synchronize()
+    return result.view(torch.int16).cpu().numpy().view(np.uint16), result
+
+
+# Norm-wise relative error bounds: output rounding (2**-9 bf16, 2**-12 fp16 at most per element)
+# plus fp32 accumulation. SPEC §5's per-element slack grows with K and would let a wrong operand
+# pass at large K; this second check would not.
+REL_NORM_BOUND = {"bfloat16": 3e-3, "float16": 1e-3}
+
+
+def check(p, bits, out_dtype, record_ulps, poisoned=True):
+    ref, abs_sum = p.reference()
+    report = testing.tolerance_check(bits, ref, abs_sum, p.k, out_dtype, m_indptr=p.m_indptr)
+    assert report.ok, f"seed {SEED}: {report}"
+    rows = slice(int(p.m_indptr[0]), int(p.m_indptr[-1]))
+    to_float = testing.bf16_bits_to_float if out_dtype == "bfloat16" else testing.f16_bits_to_float
+    got, want = to_float(bits[rows]).astype(np.float64), ref[rows]
+    if want.size and np.isfinite(got).all():
+        rel = np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-300)
+        assert rel <= REL_NORM_BOUND[out_dtype], f"seed {SEED}: relative error {rel:.3g}"
+    if report.checked:
+        record_ulps(report.max_ulps)
+    if poisoned:
+        untouched = testing.check_untouched(bits, testing.POISON_BITS[out_dtype], p.m_indptr)
+        assert untouched.ok, f"seed {SEED}: {untouched}"
+    return report
+
+
+VARIANT_GRID = [(tn, tk, swap) for tn in (32, 64, 128) for tk in (128, 256) for swap in (False, True)]
+
+
+@pytest.mark.parametrize("out_dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("tile_n,tile_k,swap_ab", VARIANT_GRID)
+def test_every_variant(rng, record_ulps, tile_n, tile_k, swap_ab, out_dtype):
+    # N=136: a partial column tile for every tile_n; K=384: a partial k tile for tile_k=256;
+    # groups: empty, single row, exactly one tile, several tiles, and rows before/after them.
+    p = testing.random_problem(rng, [37, 0, 1, 128, 200], n=136, k=384, row_offset=5, trailing_rows=7)
+    bits, _ = run_case(p, out_dtype, tile_n=tile_n, tile_k=tile_k, swap_ab=swap_ab)
+    check(p, bits, out_dtype, record_ulps)
+
+
+@pytest.mark.parametrize("swap_ab", [False, True])
+def test_alpha_none(rng, record_ulps, swap_ab):
+    p = testing.random_problem(rng, [3, 70, 0, 150], n=64, k=256, alpha=False)
+    bits, _ = run_case(p, "bfloat16", swap_ab=swap_ab)
+    check(p, bits, "bfloat16", record_ulps)
+
+
+@pytest.mark.parametrize("out_dtype", ["bfloat16", "float16"])
+def test_out_allocated_by_the_op(rng, record_ulps, out_dtype):
+    p = testing.random_problem(rng, [20, 5], n=32, k=128, row_offset=0, trailing_rows=0)
+    bits, out = run_case(p, out_dtype, give_out=False)
+    assert out.device.type == "cuda"
+    check(p, bits, out_dtype, record_ulps, poisoned=False)
+
+
+@pytest.mark.parametrize("tile_n", [32, 128])
+def test_smallest_shapes(rng, record_ulps, tile_n):
+    # N=8, K=128, one group of one row.
+    p = testing.random_problem(rng, [1], n=8, k=128, row_offset=0, trailing_rows=0)
+    bits, _ = run_case(p, "bfloat16", tile_n=tile_n)
+    check(p, bits, "bfloat16", record_ulps)
+
+
+def test_sf_base_beyond_tight_stacking(rng, record_ulps):
+    # Three groups of 128 rows: group 2's scales start at row 384 (SPEC §3), not 256.
+    p = testing.random_problem(rng, [128, 128, 128], n=64, k=256, trailing_rows=0)
+    assert list(nd.a_scale_group_bases(p.m_indptr)) == [0, 128, 384]
+    bits, _ = run_case(p, "bfloat16")
+    check(p, bits, "bfloat16", record_ulps)
+
+
+def test_all_groups_empty_writes_nothing(rng, record_ulps):
+    p = testing.random_problem(rng, [0, 0, 0], n=64, k=128, row_offset=4, trailing_rows=4)
+    bits, _ = run_case(p, "bfloat16")
+    assert (bits == testing.POISON_BITS["bfloat16"]).all()
+
+
+def test_scale_sign_bit_is_ignored(rng, record_ulps):
+    p = testing.random_problem(rng, [40, 90], n=96, k=256, scale_sign_bit=True)
+    bits, _ = run_case(p, "bfloat16")
+    check(p, bits, "bfloat16", record_ulps)
+
+
+@pytest.mark.parametrize("swap_ab", [False, True])
+def test_many_groups_moe_shape(rng, record_ulps, swap_ab):
+    rows = list(rng.integers(0, 300, size=16) * (rng.random(16) < 0.85))
+    p = testing.random_problem(rng, rows, n=512, k=1024, row_offset=3)
+    bits, _ = run_case(p, "bfloat16", tile_n=64, tile_k=256, swap_ab=swap_ab)
+    check(p, bits, "bfloat16", record_ulps)
+
+
+def test_side_stream(rng, record_ulps):
+    p = testing.random_problem(rng, [50, 60], n=128, k=512)
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):  # the default: the framework's current stream
+        bits, _ = run_case(p, "float16")
+    check(p, bits, "float16", record_ulps)
+    bits, _ = run_case(p, "float16", stream=side)  # explicit
+    check(p, bits, "float16", record_ulps)
+
+
+def test_ptx_path(rng, record_ulps, monkeypatch):
+    monkeypatch.setenv("NVFP4_DRIVER_FORCE_PTX", "1")
+    p = testing.random_problem(rng, [33, 0, 140], n=72, k=384, row_offset=2)
+    cap = torch.cuda.get_device_capability()
+    v = variants.select_variant(variants.Problem(3, 72, 384, p.cum_m, "bfloat16"),
+                                variants.Tiles(tile_k=256), cap)
+    assert v.target == "compute_80"
+    for swap in (False, True):
+        bits, _ = run_case(p, "bfloat16", tile_k=256, swap_ab=swap)
+        check(p, bits, "bfloat16", record_ulps)
+
+
+def test_weights_over_4gib(rng, record_ulps):
+    """257 groups of (32768, 1024/2) bytes: group 256 starts past 2**32 bytes of b."""
+    g, n, k = 257, 32768, 1024
+    free, _total = torch.cuda.mem_get_info()
+    if free < 6 * 2**30:
+        pytest.skip(f"needs 6 GiB of free GPU memory, {free / 2**30:.1f} free")
+    m_indptr = np.array([0] * g + [3], dtype=np.int32)
+    gen = torch.Generator(device="cuda").manual_seed(int(rng.integers(2**31)))
+    b = torch.randint(0, 256, (g, n, k // 2), dtype=torch.uint8, device="cuda", generator=gen)
+    assert b.numel() > 2**32
+    b_scale = torch.randint(1, 0x7F, (g, n, k // 16), dtype=torch.uint8, device="cuda", generator=gen)
+    small = testing.random_problem(rng, [3], n=n, k=k, trailing_rows=0)  # the last group's data
+    b[g - 1].copy_(torch.from_numpy(small.b[0]))
+    b_scale[g - 1].copy_(torch.from_numpy(small.b_scale[0]))
+    base = int(nd.a_scale_group_bases(m_indptr)[-1])
+    a_scale = torch.zeros((nd.a_scale_rows(m_indptr), k // 16), dtype=torch.uint8, device="cuda")
+    a_scale[base:base + 128].copy_(torch.from_numpy(small.a_scale[:128]))
+    alpha = torch.ones(g, dtype=torch.float32, device="cuda")
+    alpha[-1] = float(small.alpha[0])
+    out = torch.empty((3, n), dtype=torch.bfloat16, device="cuda")
+    nd.group_gemm_nvfp4_nt_groupwise(to_gpu(small.a), b, a_scale, b_scale, to_gpu(m_indptr), alpha=alpha, out=out)
+    torch.cuda.synchronize()
+    check(small, out.view(torch.int16).cpu().numpy().view(np.uint16), "bfloat16", record_ulps, poisoned=False)
+
+
+def test_raw_pointers_and_cai_buffers(rng, record_ulps):
+    """No framework at all: DeviceBuffer (__cuda_array_interface__) and the raw-pointer entry."""
+    from nvfp4_driver.devmem import DeviceBuffer
+
+    p = testing.random_problem(rng, [12, 0, 130], n=48, k=256, row_offset=1)
+    bufs = {name: DeviceBuffer.from_numpy(getattr(p, name)) for name in ("a", "b", "a_scale", "b_scale", "m_indptr", "alpha")}
+    out = DeviceBuffer((p.cum_m, p.n), "bfloat16")
+    out.fill_bytes(0xFF)
+    nd.group_gemm_nvfp4_nt_groupwise(bufs["a"], bufs["b"], bufs["a_scale"], bufs["b_scale"], bufs["m_indptr"],
+                                     alpha=bufs["alpha"], out=out)
+    check(p, out.to_numpy(), "bfloat16", record_ulps, poisoned=False)
+    assert testing.check_untouched(out.to_numpy(), 0xFFFF, p.m_indptr).ok
+
+    out2 = DeviceBuffer((p.cum_m, p.n), "float16")
+    out2.fill_bytes(0xFF)
+    nd.group_gemm_nvfp4_nt_groupwise_ptr(
+        bufs["a"].ptr, bufs["b"].ptr, bufs["a_scale"].ptr, bufs["b_scale"].ptr, bufs["m_indptr"].ptr,
+        bufs["alpha"].ptr, out2.ptr, num_groups=3, n=p.n, k=p.k, cum_m=p.cum_m,
+        a_scale_nbytes=bufs["a_scale"].nbytes, out_dtype="float16", tile_n=32, swap_ab=False)
+    bits = out2.to_numpy()
+    check(p, bits, "float16", record_ulps, poisoned=False)
+    assert testing.check_untouched(bits, 0xFFFF, p.m_indptr).ok

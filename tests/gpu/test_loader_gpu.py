@@ -1,0 +1,53 @@
+"""The driver layer on a toy kernel before any GEMM: loading, launching, argument passing, ABI."""
+import struct
+
+import numpy as np
+import pytest
+
+from nvfp4_driver import driver, variants
+from nvfp4_driver.devmem import DeviceBuffer
+
+_SIZES = {"ptr": 8, "i64": 8, "i32": 4, "f32": 4}
+
+
+@pytest.mark.parametrize("force_ptx", [False, True])
+def test_probe_echoes_its_arguments(force_ptx):
+    cap = driver.device_info(0).capability
+    spec = variants.probe_spec(cap, force_ptx=force_ptx)
+    out = DeviceBuffer((8,), "int32")
+    rng = np.random.default_rng()
+    i64 = int(rng.integers(-2**62, 2**62))
+    i32 = int(rng.integers(-2**31, 2**31))
+    f32 = float(np.float32(rng.standard_normal() * 1e6))
+    driver.launch(spec, 0, (1, 1, 1), 0, (out.ptr, i64, i32, f32))
+    got = out.to_numpy().view(np.int64)
+    assert got[0] == i64 and got[1] == i32
+    assert struct.unpack("<f", struct.pack("<I", int(got[2]) & 0xFFFFFFFF))[0] == f32
+    assert got[3] == out.ptr
+
+
+def test_launch_errors_carry_the_driver_name():
+    cap = driver.device_info(0).capability
+    spec = variants.probe_spec(cap)
+    out = DeviceBuffer((8,), "int32")
+    with pytest.raises(driver.CudaError, match="CUDA_ERROR_INVALID_VALUE"):
+        driver.launch(driver.KernelSpec(spec.file, spec.symbol, 4096, 0, spec.param_types), 0, (1, 1, 1), 0,
+                      (out.ptr, 1, 2, 3.0))
+
+
+@pytest.mark.parametrize("target", ["native", "ptx"])
+def test_every_gemm_kernel_abi_matches_manifest(target):
+    """cuFuncGetParamInfo on the loaded image vs the manifest's parameter list."""
+    cap = driver.device_info(0).capability
+    for name, entry in variants.manifest()["kernels"].items():
+        if name == variants.PROBE_SYMBOL:
+            continue
+        v = variants.Variant(variants.Family(entry["family"]), entry["tile_n"], entry["tile_k"], entry["swap_ab"],
+                             variants.target_for(cap, force_ptx=target == "ptx")[1])
+        spec = variants.kernel_spec(v)
+        layout, offset = [], 0
+        for t in spec.param_types:
+            offset = (offset + _SIZES[t] - 1) // _SIZES[t] * _SIZES[t]
+            layout.append((offset, _SIZES[t]))
+            offset += _SIZES[t]
+        assert driver.param_info(spec, 0) == layout, name

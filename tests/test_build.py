@@ -1,0 +1,87 @@
+"""The committed cubins: fresh (build_cubins.py --check), complete, and with the ABI the manifest says."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import cuobjdump
+
+ROOT = Path(__file__).resolve().parents[1]
+CUBINS = ROOT / "nvfp4_driver" / "cubins"
+MANIFEST = json.loads((CUBINS / "manifest.json").read_text())
+_SIZES = {"ptr": 8, "i64": 8, "i32": 4, "f32": 4}
+
+
+def expected_layout(param_types):
+    """Natural alignment, as the CUDA ABI lays out kernel parameters."""
+    layout, offset = [], 0
+    for t in param_types:
+        size = _SIZES[t]
+        offset = (offset + size - 1) // size * size
+        layout.append((offset, size))
+        offset += size
+    return layout
+
+
+def test_check_passes_on_committed_cubins():
+    proc = subprocess.run([sys.executable, str(ROOT / "build_cubins.py"), "--check"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "check: OK" in proc.stdout
+
+
+def test_check_catches_a_stale_source(tmp_path, monkeypatch):
+    sys.path.insert(0, str(ROOT))
+    try:
+        import build_cubins
+    finally:
+        sys.path.pop(0)
+    # Same table, one header changed: every build must be reported stale.
+    fake_src = tmp_path / "kernels_cu"
+    fake_src.mkdir()
+    for f in (ROOT / "kernels_cu").iterdir():
+        (fake_src / f.name).write_bytes(f.read_bytes())
+    (fake_src / "nvfp4_common.cuh").write_text((fake_src / "nvfp4_common.cuh").read_text() + "\n// edit\n")
+    monkeypatch.setattr(build_cubins, "SRC_DIR", fake_src)
+    problems = build_cubins.check()
+    stale = [p for p in problems if "stale" in p]
+    assert len(stale) == sum(len(build_cubins.FAMILIES[v.family].targets) for v in build_cubins.BUILDS)
+
+
+def test_every_variant_and_target_is_in_the_manifest():
+    sys.path.insert(0, str(ROOT))
+    try:
+        import build_cubins
+    finally:
+        sys.path.pop(0)
+    for v in build_cubins.BUILDS:
+        entry = MANIFEST["kernels"][v.name]
+        assert set(entry["targets"]) == set(build_cubins.FAMILIES[v.family].targets)
+        for target, t in entry["targets"].items():
+            assert (CUBINS / t["file"]).exists()
+            if not target.startswith("compute_"):
+                assert t["stack_frame"] == 0 and t["spill_stores"] == 0 and t["spill_loads"] == 0
+
+
+CUBIN_FILES = sorted((name, t["file"]) for name, e in MANIFEST["kernels"].items()
+                     for tgt, t in e["targets"].items() if t["file"].endswith(".cubin"))
+
+
+@pytest.mark.parametrize("name,file", CUBIN_FILES, ids=[f for _, f in CUBIN_FILES])
+def test_cubin_abi_and_resources_match_manifest(name, file):
+    tool = cuobjdump.find()
+    if tool is None:
+        pytest.skip("cuobjdump not found (pip install nvidia-cuda-cuobjdump)")
+    entry = MANIFEST["kernels"][name]
+    types = [p["type"] for p in entry["params"]]
+    assert cuobjdump.param_layout(tool, CUBINS / file) == expected_layout(types)
+    usage = cuobjdump.resource_usage(tool, CUBINS / file)
+    assert usage["local"] == 0 and usage["stack"] == 0, usage
+    target = next(t for t in entry["targets"].values() if t["file"] == file)
+    assert usage["registers"] == target["registers"]
+    # The launch asks for smem_bytes of dynamic shared memory on top of the static part; 99 KiB is
+    # what sm_86/sm_89/sm_120 give one block.
+    assert usage["shared"] + entry["smem_bytes"] <= 101_376
+    # Registers x threads must fit one SM's 64K-register file, or the launch fails.
+    assert usage["registers"] * entry["threads"] <= 65_536

@@ -1,0 +1,90 @@
+"""Validation (SPEC §2) and variant selection: pure functions, no GPU."""
+import numpy as np
+import pytest
+
+from nvfp4_driver import variants
+from nvfp4_driver.problem import Problem, Tiles, validate
+from nvfp4_driver.variants import Family, UnsupportedGpuError, grid, kernel_spec, select_variant, target_for
+
+
+def problem(**kw):
+    base = dict(num_groups=4, n=256, k=512, cum_m=1000, out_dtype="bfloat16")
+    base.update(kw)
+    return Problem(**base)
+
+
+@pytest.mark.parametrize("kw,needle", [
+    (dict(n=12), "N=12"), (dict(n=0), "N=0"), (dict(k=192), "K=192"), (dict(k=0), "K=0"),
+    (dict(out_dtype="float32"), "out_dtype='float32'"), (dict(num_groups=-1), "G=-1"),
+    (dict(n=8 * 2**20), "column tiles"),
+])
+def test_problem_refusals_name_the_value(kw, needle):
+    with pytest.raises(ValueError, match=needle.replace("(", r"\(")):
+        validate(problem(**kw), Tiles())
+
+
+@pytest.mark.parametrize("tiles,exc,needle", [
+    (Tiles(tile_m=64), ValueError, "tile_m=64"), (Tiles(tile_n=96), ValueError, "tile_n=96"),
+    (Tiles(tile_k=64), ValueError, "tile_k=64"), (Tiles(tile_n=128.0), ValueError, "tile_n=128.0"),
+    (Tiles(swap_ab=1), TypeError, "swap_ab"),
+])
+def test_tile_refusals(tiles, exc, needle):
+    with pytest.raises(exc, match=needle):
+        validate(problem(), tiles)
+
+
+@pytest.mark.parametrize("cap,target", [
+    ((8, 0), "sm_80"), ((8, 6), "sm_80"), ((8, 9), "sm_80"), ((9, 0), "sm_90"),
+    ((10, 0), "compute_80"), ((12, 0), "compute_80"), ((12, 1), "compute_80"),
+])
+def test_target_by_capability(cap, target):
+    assert target_for(cap) == (Family.SM80, target)
+    assert target_for(cap, force_ptx=True) == (Family.SM80, "compute_80")
+
+
+def test_old_gpus_refused():
+    with pytest.raises(UnsupportedGpuError, match="7.5"):
+        target_for((7, 5))
+
+
+def test_every_option_selects_a_built_kernel():
+    for tn in (32, 64, 128):
+        for tk in (128, 256):
+            for swap in (False, True):
+                for cap in ((8, 0), (9, 0), (12, 0)):
+                    v = select_variant(problem(), Tiles(128, tn, tk, swap), cap, force_ptx=False)
+                    assert (v.tile_n, v.tile_k, v.swap_ab) == (tn, tk, swap)
+                    spec = kernel_spec(v)
+                    assert spec.symbol == v.symbol and spec.file == v.file
+                    assert spec.param_types[:7] == ("ptr",) * 7
+                    assert spec.threads == 2 * tn and 0 < spec.smem_bytes <= 98_304
+
+
+def test_env_forces_ptx(monkeypatch):
+    monkeypatch.setenv("NVFP4_DRIVER_FORCE_PTX", "1")
+    assert select_variant(problem(), Tiles(), (9, 0)).target == "compute_80"
+    monkeypatch.setenv("NVFP4_DRIVER_FORCE_PTX", "0")
+    assert select_variant(problem(), Tiles(), (9, 0)).target == "sm_90"
+
+
+def test_log_prints_the_decision(monkeypatch, capsys):
+    monkeypatch.setenv("NVFP4_DRIVER_LOG", "1")
+    variants._log.cache_clear()
+    select_variant(problem(n=136), Tiles(tile_n=64), (9, 0), force_ptx=False)
+    err = capsys.readouterr().err
+    assert "N=136" in err and "sm80_nvfp4_grouped_gemm_m128n64k128_swapab" in err and "sm_90" in err
+
+
+def test_grid_bounds_every_m_indptr():
+    rng = np.random.default_rng()
+    for _ in range(500):
+        g = int(rng.integers(1, 40))
+        rows = rng.integers(0, 300, size=g) * (rng.random(g) < 0.8)
+        start = int(rng.integers(0, 50))
+        m_indptr = np.concatenate([[start], start + np.cumsum(rows)])
+        cum_m = int(m_indptr[-1] + rng.integers(0, 20))
+        p = problem(num_groups=g, cum_m=cum_m)
+        needed = int(sum(-(-r // 128) for r in rows))
+        v = select_variant(p, Tiles(tile_n=32), (9, 0), force_ptx=False)
+        gx, gy, gz = grid(p, v)
+        assert needed <= gx and gy == 256 // 32 and gz == 1
