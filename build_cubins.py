@@ -138,11 +138,25 @@ def output_file(v: Variant, target: str) -> str:
     return f"{v.name}.{target}." + ("ptx" if target.startswith("compute_") else "cubin")
 
 
+_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
+
+
+def included_files(source: Path) -> list[Path]:
+    """``source`` and every project header it includes, transitively, in a stable order."""
+    seen, todo = {}, [source]
+    while todo:
+        f = todo.pop()
+        if f.name in seen:
+            continue
+        seen[f.name] = f
+        todo.extend(SRC_DIR / name for name in _INCLUDE.findall(f.read_text()) if (SRC_DIR / name).exists())
+    return [seen[name] for name in sorted(seen)]
+
+
 def source_hash(v: Variant, target: str) -> str:
     """sha256 of everything that decides the output: the source, every header, flags, macros."""
     h = hashlib.sha256()
-    files = [SRC_DIR / FAMILIES[v.family].source] + sorted(SRC_DIR.glob("*.cuh"))
-    for f in files:
+    for f in included_files(SRC_DIR / FAMILIES[v.family].source):
         h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
     h.update(" ".join((*NVCC_FLAGS, *macros(v), target)).encode())
     return h.hexdigest()
