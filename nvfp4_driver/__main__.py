@@ -53,7 +53,7 @@ def cmd_demo(args) -> int:
 
 def cmd_selftest(args) -> int:
     from .selftest import run_selftest
-    return run_selftest(seed=args.seed)
+    return run_selftest(seed=args.seed, twin=args.twin)
 
 
 def main(argv=None) -> int:
@@ -65,6 +65,9 @@ def main(argv=None) -> int:
         p = sub.add_parser(name, help=text)
         p.add_argument("--seed", type=int, default=None, help="random seed (default: fresh)")
         p.set_defaults(fn=fn)
+        if name == "selftest":
+            p.add_argument("--twin", action="store_true",
+                           help="on sm_90: run the native Blackwell kernel's twin (software FP4 MMA)")
     args = parser.parse_args(argv)
     return args.fn(args)
 

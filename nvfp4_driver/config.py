@@ -4,6 +4,8 @@
   per distinct decision.
 - ``NVFP4_DRIVER_FORCE_PTX=1``: use the portable PTX (JIT-compiled by the driver) even where a cubin
   exists for the GPU; for testing the path that future GPUs take.
+- ``NVFP4_DRIVER_TWIN=1``: on an sm_90 GPU, run the native Blackwell kernel's twin (its FP4 MMA
+  replaced by a software model); for testing that kernel where no Blackwell GPU is at hand.
 """
 from __future__ import annotations
 
@@ -22,3 +24,7 @@ def log_decisions() -> bool:
 
 def force_ptx() -> bool:
     return _flag("NVFP4_DRIVER_FORCE_PTX")
+
+
+def twin() -> bool:
+    return _flag("NVFP4_DRIVER_TWIN")

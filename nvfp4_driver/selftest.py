@@ -6,6 +6,7 @@ device memory comes from ``devmem.DeviceBuffer``. Exit status: 0 all passed, 1 a
 """
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -54,7 +55,10 @@ def check_case(p, bits, out_dtype) -> tuple[bool, str]:
     return ok, text
 
 
-def run_selftest(seed: int | None = None) -> int:
+def run_selftest(seed: int | None = None, twin: bool = False) -> int:
+    """Run the grid of cases on every GPU; ``twin``: on sm_90 GPUs, the sm120 kernel's twin."""
+    if twin:
+        os.environ["NVFP4_DRIVER_TWIN"] = "1"  # read by select_variant on every call
     try:
         ordinals = list(range(driver.device_count()))
     except (driver.NoCudaDriverError, driver.NoCudaDeviceError) as exc:

@@ -14,7 +14,8 @@ from .problem import Problem, Tiles, validate
 
 
 class Family(enum.Enum):
-    SM80 = "sm80"  # portable: fp4 decoded to fp16 in registers, mma.sync; sm_80 and newer
+    SM80 = "sm80"    # portable: fp4 decoded to fp16 in registers, mma.sync; sm_80 and newer
+    SM120 = "sm120"  # native Blackwell FP4: block-scaled mma.sync; sm_120a, sm_121a (and its sm_90 twin)
 
 
 class UnsupportedGpuError(RuntimeError):
@@ -40,18 +41,27 @@ class Variant:
         return f"{self.symbol}.{self.target}." + ("ptx" if self.target.startswith("compute_") else "cubin")
 
 
-def target_for(capability: tuple[int, int], force_ptx: bool = False) -> tuple[Family, str]:
+def target_for(capability: tuple[int, int], force_ptx: bool = False, twin: bool = False) -> tuple[Family, str]:
     """(family, target) for a GPU of compute capability ``(major, minor)``.
 
-    Machine code runs on GPUs of its own major version and an equal or higher minor one; any newer
-    major version takes the PTX, which the driver compiles for it on first load.
+    12.0 and 12.1 get the native FP4 kernel (arch-specific cubins: each runs on its own minor
+    version only). Other machine code runs on GPUs of its own major version and an equal or higher
+    minor one; any other newer GPU takes the portable PTX, which the driver compiles on first load.
+    ``twin`` asks for the native kernel's sm_90 twin (its MMA instruction replaced by a software
+    model), which exists to test that kernel on a Hopper GPU.
     """
-    major, _minor = capability
+    major, minor = capability
     if capability < (8, 0):
         raise UnsupportedGpuError(
-            f"compute capability {major}.{_minor} is not supported: the kernels need 8.0 (Ampere) or newer")
+            f"compute capability {major}.{minor} is not supported: the kernels need 8.0 (Ampere) or newer")
+    if twin:
+        if capability != (9, 0):
+            raise UnsupportedGpuError(f"the sm120 twin is built for sm_90 only, not {major}.{minor}")
+        return Family.SM120, "twin_sm_90"
     if force_ptx:
         return Family.SM80, "compute_80"
+    if capability in ((12, 0), (12, 1)):
+        return Family.SM120, f"sm_12{minor}a"
     if major == 8:
         return Family.SM80, "sm_80"
     if major == 9:
@@ -60,12 +70,15 @@ def target_for(capability: tuple[int, int], force_ptx: bool = False) -> tuple[Fa
 
 
 def select_variant(problem: Problem, tiles: Tiles, capability: tuple[int, int],
-                   force_ptx: bool | None = None) -> Variant:
-    """The kernel for ``problem`` cut by ``tiles`` on a GPU of ``capability``; validates first."""
+                   force_ptx: bool | None = None, twin: bool | None = None) -> Variant:
+    """The kernel for ``problem`` cut by ``tiles`` on a GPU of ``capability``; validates first.
+
+    ``force_ptx`` / ``twin`` default to the NVFP4_DRIVER_FORCE_PTX / NVFP4_DRIVER_TWIN variables.
+    """
     validate(problem, tiles)
-    if force_ptx is None:
-        force_ptx = config.force_ptx()
-    family, target = target_for(capability, force_ptx)
+    force_ptx = config.force_ptx() if force_ptx is None else force_ptx
+    twin = config.twin() if twin is None else twin
+    family, target = target_for(capability, force_ptx, twin)
     variant = Variant(family, tiles.tile_n, tiles.tile_k, tiles.swap_ab, target)
     if config.log_decisions():
         _log(problem, tiles, capability, variant)
@@ -114,6 +127,8 @@ PROBE_SYMBOL = "nvfp4_probe"
 def probe_spec(capability: tuple[int, int], force_ptx: bool | None = None) -> KernelSpec:
     """The argument-echo probe kernel (nvfp4_probe.cu) for a GPU: the loader's smoke test."""
     _family, target = target_for(capability, config.force_ptx() if force_ptx is None else force_ptx)
+    if target.startswith("sm_12"):
+        target = "compute_80"  # the probe is built for the portable targets only; PTX runs anywhere
     entry = manifest()["kernels"][PROBE_SYMBOL]
     return KernelSpec(file=entry["targets"][target]["file"], symbol=PROBE_SYMBOL, threads=entry["threads"],
                       smem_bytes=entry["smem_bytes"], param_types=tuple(p["type"] for p in entry["params"]))

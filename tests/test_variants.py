@@ -35,11 +35,20 @@ def test_tile_refusals(tiles, exc, needle):
 
 @pytest.mark.parametrize("cap,target", [
     ((8, 0), "sm_80"), ((8, 6), "sm_80"), ((8, 9), "sm_80"), ((9, 0), "sm_90"),
-    ((10, 0), "compute_80"), ((12, 0), "compute_80"), ((12, 1), "compute_80"),
+    ((10, 0), "compute_80"), ((10, 3), "compute_80"), ((11, 0), "compute_80"), ((12, 0), "sm_120a"),
+    ((12, 1), "sm_121a"), ((12, 2), "compute_80"), ((13, 0), "compute_80"),
 ])
 def test_target_by_capability(cap, target):
-    assert target_for(cap) == (Family.SM80, target)
+    family = Family.SM120 if target.startswith("sm_12") else Family.SM80
+    assert target_for(cap) == (family, target)
     assert target_for(cap, force_ptx=True) == (Family.SM80, "compute_80")
+
+
+def test_twin_only_on_sm90():
+    assert target_for((9, 0), twin=True) == (Family.SM120, "twin_sm_90")
+    for cap in ((8, 0), (12, 0), (10, 0)):
+        with pytest.raises(UnsupportedGpuError, match="sm_90"):
+            target_for(cap, twin=True)
 
 
 def test_old_gpus_refused():
@@ -51,8 +60,9 @@ def test_every_option_selects_a_built_kernel():
     for tn in (32, 64, 128):
         for tk in (128, 256):
             for swap in (False, True):
-                for cap in ((8, 0), (9, 0), (12, 0)):
-                    v = select_variant(problem(), Tiles(128, tn, tk, swap), cap, force_ptx=False)
+                for cap, twin in (((8, 0), False), ((9, 0), False), ((12, 0), False), ((12, 1), False),
+                                  ((10, 0), False), ((9, 0), True)):
+                    v = select_variant(problem(), Tiles(128, tn, tk, swap), cap, force_ptx=False, twin=twin)
                     assert (v.tile_n, v.tile_k, v.swap_ab) == (tn, tk, swap)
                     spec = kernel_spec(v)
                     assert spec.symbol == v.symbol and spec.file == v.file
@@ -63,8 +73,11 @@ def test_every_option_selects_a_built_kernel():
 def test_env_forces_ptx(monkeypatch):
     monkeypatch.setenv("NVFP4_DRIVER_FORCE_PTX", "1")
     assert select_variant(problem(), Tiles(), (9, 0)).target == "compute_80"
+    assert select_variant(problem(), Tiles(), (12, 0)).target == "compute_80"
     monkeypatch.setenv("NVFP4_DRIVER_FORCE_PTX", "0")
     assert select_variant(problem(), Tiles(), (9, 0)).target == "sm_90"
+    monkeypatch.setenv("NVFP4_DRIVER_TWIN", "1")
+    assert select_variant(problem(), Tiles(), (9, 0)).target == "twin_sm_90"
 
 
 def test_log_prints_the_decision(monkeypatch, capsys):

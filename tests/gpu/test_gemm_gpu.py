@@ -18,6 +18,16 @@ SEED = int(os.environ.get("NVFP4_TEST_SEED", np.random.SeedSequence().entropy % 
 TORCH_OUT = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+@pytest.fixture(autouse=True, params=["portable", "twin"])
+def kernel_path(request, monkeypatch):
+    """Every test runs twice: the kernel the H100 dispatches to (portable, sm_90 cubin) and the
+    native Blackwell kernel's twin (sm120 source, its FP4 MMA replaced by a software model)."""
+    monkeypatch.setenv("NVFP4_DRIVER_TWIN", "1" if request.param == "twin" else "0")
+    if request.param == "twin" and torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the twin is built for sm_90")
+    return request.param
+
+
 @pytest.fixture
 def rng(request):
     # One stream per test, derived from the run's seed: a failure names the seed to replay it.
@@ -143,7 +153,16 @@ def test_side_stream(rng, record_ulps):
     check(p, bits, "float16", record_ulps)
 
 
-def test_ptx_path(rng, record_ulps, monkeypatch):
+def test_dispatch_follows_the_path(kernel_path):
+    p = variants.Problem(2, 64, 256, 10, "bfloat16")
+    v = variants.select_variant(p, variants.Tiles(), torch.cuda.get_device_capability())
+    assert (v.family, v.target) == ((variants.Family.SM120, "twin_sm_90") if kernel_path == "twin"
+                                    else (variants.Family.SM80, "sm_90"))
+
+
+def test_ptx_path(rng, record_ulps, monkeypatch, kernel_path):
+    if kernel_path == "twin":
+        pytest.skip("the PTX is the portable kernel's")
     monkeypatch.setenv("NVFP4_DRIVER_FORCE_PTX", "1")
     p = testing.random_problem(rng, [33, 0, 140], n=72, k=384, row_offset=2)
     cap = torch.cuda.get_device_capability()
