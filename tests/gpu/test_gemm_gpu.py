@@ -72,7 +72,7 @@ def check(p, bits, out_dtype, record_ulps, poisoned=True):
         rel = np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-300)
         assert rel <= REL_NORM_BOUND[out_dtype], f"seed {SEED}: relative error {rel:.3g}"
     if report.checked:
-        record_ulps(report.max_ulps)
+        record_ulps(report)
     if poisoned:
         untouched = testing.check_untouched(bits, testing.POISON_BITS[out_dtype], p.m_indptr)
         assert untouched.ok, f"seed {SEED}: {untouched}"
