@@ -56,3 +56,27 @@ def gpu_banner() -> str:
 def floors_us(nbytes: int, flops: int, ceil: Ceilings) -> tuple[float, float]:
     """(byte floor, FLOP floor) in microseconds."""
     return nbytes / (ceil.copy_gbps * 1e3), flops / (ceil.bf16_tflops * 1e6)
+
+
+def host_us_per_call(fn, calls: int = 200, rounds: int = 60, warmup: int = 3, sync=None) -> float:
+    """Median host (Python) microseconds per ``fn()`` call, for work whose GPU side is shorter.
+
+    Rounds of ``calls`` back-to-back calls, timed by the host clock; the GPU is drained between rounds
+    (untimed), so no round waits on a full launch queue. The median over rounds drops the ones a
+    garbage collection or an interrupt hit.
+    """
+    import time
+
+    sync = sync or torch.cuda.synchronize
+    for _ in range(warmup):
+        for _ in range(calls):
+            fn()
+        sync()
+    per_call = []
+    for _ in range(rounds):
+        t0 = time.perf_counter_ns()
+        for _ in range(calls):
+            fn()
+        per_call.append((time.perf_counter_ns() - t0) / calls / 1e3)
+        sync()
+    return statistics.median(per_call)

@@ -6,16 +6,41 @@
   exists for the GPU; for testing the path that future GPUs take.
 - ``NVFP4_DRIVER_TWIN=1``: on an sm_90 GPU, run the native Blackwell kernel's twin (its FP4 MMA
   replaced by a software model); for testing that kernel where no Blackwell GPU is at hand.
+- ``NVFP4_DRIVER_CHECK=1``: every call runs as with ``check_inputs=True``: ``m_indptr`` is copied to
+  the host and checked before the launch (a device-to-host copy and a stream synchronisation per
+  call, which is why it is off by default).
+
+The variables are read on every call, so a test (or a user) may change them between calls. A read
+goes straight to the environment's dictionary: ``os.environ.get`` of an unset name costs about a
+microsecond (it raises and catches a KeyError), four of them a tenth of the per-call budget.
 """
 from __future__ import annotations
 
 import os
 
 _TRUE = {"1", "true", "yes", "on"}
+_TRUE_BYTES = {v.encode() for v in _TRUE}
+_KEYS: dict[str, object] = {}  # variable name -> its key in os.environ._data (bytes on POSIX)
+
+
+def _key(name: str):
+    key = _KEYS.get(name)
+    if key is None:
+        encodekey = getattr(os.environ, "encodekey", None)
+        key = _KEYS[name] = encodekey(name) if encodekey is not None else name
+    return key
 
 
 def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in _TRUE
+    data = getattr(os.environ, "_data", None)
+    if data is None:  # not CPython's os._Environ: the public, slower way
+        return os.environ.get(name, "").strip().lower() in _TRUE
+    value = data.get(_key(name))
+    if value is None:
+        return False
+    if isinstance(value, bytes):
+        return value.strip().lower() in _TRUE_BYTES
+    return value.strip().lower() in _TRUE
 
 
 def log_decisions() -> bool:
@@ -28,3 +53,25 @@ def force_ptx() -> bool:
 
 def twin() -> bool:
     return _flag("NVFP4_DRIVER_TWIN")
+
+
+def check_inputs() -> bool:
+    return _flag("NVFP4_DRIVER_CHECK")
+
+
+_FLAG_NAMES = ("NVFP4_DRIVER_FORCE_PTX", "NVFP4_DRIVER_TWIN", "NVFP4_DRIVER_LOG", "NVFP4_DRIVER_CHECK")
+_FLAG_KEYS = tuple(_key(name) for name in _FLAG_NAMES)
+_ALL_FALSE = (False, False, False, False)
+
+
+def launch_flags() -> tuple[bool, bool, bool, bool]:
+    """``(force_ptx, twin, log, check)``: the variables one call depends on, read together. A plain
+    tuple, not a NamedTuple: it is part of the per-call plan cache's key and built on every call, and
+    the common case (none set) costs four dictionary misses."""
+    data = getattr(os.environ, "_data", None)
+    if data is not None:
+        f, t, lg, c = _FLAG_KEYS
+        if f not in data and t not in data and lg not in data and c not in data:
+            return _ALL_FALSE
+    return (_flag("NVFP4_DRIVER_FORCE_PTX"), _flag("NVFP4_DRIVER_TWIN"), _flag("NVFP4_DRIVER_LOG"),
+            _flag("NVFP4_DRIVER_CHECK"))

@@ -1,14 +1,22 @@
 """Device memory and events with no framework: what ``demo``, ``selftest`` and raw-pointer users need.
 
-``DeviceBuffer`` owns a cuMemAlloc allocation and exposes ``__cuda_array_interface__``, so it can be
-passed to the public op like a CuPy array (and to CuPy/Numba themselves). Copies are synchronous.
+``DeviceBuffer`` owns a cuMemAlloc allocation and exposes ``__cuda_array_interface__`` (v3) and
+DLPack (``__dlpack__`` / ``__dlpack_device__``), so it can be passed to the public op like a CuPy
+array, and handed to CuPy, Numba, torch (``torch.from_dlpack``) or JAX (``jax.numpy.from_dlpack``)
+without a copy. It is also what the op returns when it allocates ``out`` for inputs that come from
+neither torch nor CuPy (JAX, Numba, any other DLPack or CAI producer). Copies are synchronous.
 """
 from __future__ import annotations
+
+import ctypes
+import threading
 
 import numpy as np
 
 from . import driver
 from .driver import _ContextGuard, check
+from .tensors import (_DLDataType, _DLDevice, _DLManagedTensor, _DLManagedTensorVersioned, _DLPackVersion,
+                      _DLTensor, kDLCUDA)
 
 _NUMPY_OF = {"uint8": np.uint8, "int8": np.int8, "int32": np.int32, "float32": np.float32,
              "float16": np.float16, "bfloat16": np.uint16, "uint16": np.uint16}
@@ -31,6 +39,11 @@ class DeviceBuffer:
     """A C-contiguous device array of ``shape`` and ``dtype`` (a name from ``_NUMPY_OF``) on GPU ``device``.
 
     bfloat16 buffers travel to and from the host as their uint16 bit patterns.
+
+    ``stream`` is the CUstream handle the buffer's last writer queued its work on (None: nothing
+    pending, or the legacy default stream). The op sets it when it writes an output it allocated;
+    ``__cuda_array_interface__`` reports it (CAI v3) and ``__dlpack__(stream=s)`` makes stream ``s``
+    wait for it, so consumers on other streams read finished data.
     """
 
     def __init__(self, shape, dtype: str, device: int = 0):
@@ -40,6 +53,7 @@ class DeviceBuffer:
         self.dtype = _DType(dtype)
         self.device = device
         self.nbytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        self.stream: int | None = None
         self.ptr = 0
         drv = driver.driver()
         with _ContextGuard(device):
@@ -71,8 +85,37 @@ class DeviceBuffer:
 
     @property
     def __cuda_array_interface__(self) -> dict:
+        # CAI forbids stream 0 (ambiguous); the legacy default stream is 1 there.
+        stream = None if self.stream is None else (self.stream or 1)
         return {"version": 3, "shape": self.shape, "typestr": _TYPESTR[self.dtype.name],
-                "data": (self.ptr, False), "strides": None, "stream": None}
+                "data": (self.ptr, False), "strides": None, "stream": stream}
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        return (kDLCUDA, self.device)
+
+    def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+        """A DLPack capsule over this buffer (no copy): 'dltensor_versioned' when the consumer
+        accepts DLPack 1.x (``max_version``), else the legacy 'dltensor'.
+
+        ``stream``: the consumer's stream (DLPack's CUDA convention: None or 1 the legacy default
+        stream, 2 the per-thread default stream, -1 no ordering wanted); it is made to wait for
+        :attr:`stream`, the buffer's pending writer. The buffer stays alive until the consumer
+        calls the capsule's deleter (or the unconsumed capsule is collected).
+        """
+        if copy:
+            raise BufferError("DeviceBuffer exports without a copy only (copy=True was asked)")
+        if dl_device is not None and tuple(dl_device) != (kDLCUDA, self.device):
+            raise BufferError(f"DeviceBuffer lives on (kDLCUDA, {self.device}), not {tuple(dl_device)}")
+        if stream is not None and (isinstance(stream, bool) or not isinstance(stream, int) or stream == 0
+                                   or stream < -1):
+            raise ValueError(f"stream={stream!r} is not a DLPack CUDA stream (None, -1, 1, 2 or a handle)")
+        consumer = 1 if stream is None else stream
+        pending = self.stream
+        if consumer != -1 and pending is not None and not (pending in (0, 1) and consumer in (0, 1)) \
+                and pending != consumer:
+            driver.stream_wait(consumer, pending, self.device)
+        versioned = max_version is not None and tuple(max_version)[0] >= 1
+        return _export_capsule(self, versioned)
 
     def __del__(self):
         if self.ptr and driver._state.get("driver") is not None:
@@ -104,3 +147,62 @@ def time_ms(run, iters: int = 50, warmup: int = 5, stream: int = 0, device: int 
         finally:
             drv.cuEventDestroy(start)
             drv.cuEventDestroy(stop)
+
+
+# --- DLPack export ------------------------------------------------------------------------------------
+#
+# A capsule points at a _DLManagedTensor[Versioned] that we allocate with ctypes. _exports keeps the
+# struct, its shape array and the DeviceBuffer alive (keyed by the struct's address) until its deleter
+# runs: called by the consumer once it is done with the memory, or by the capsule's destructor when
+# nobody consumed it. Both callbacks take the GIL through ctypes, from whatever thread calls them.
+
+_DL_CODES = {"uint8": (1, 8), "int8": (0, 8), "int32": (0, 32), "float32": (2, 32), "float16": (2, 16),
+             "bfloat16": (4, 16), "uint16": (1, 16)}
+_exports: dict[int, tuple] = {}
+_exports_lock = threading.Lock()
+_DELETER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+_CAPSULE_DESTRUCTOR = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+# PyObject* as c_void_p: the destructor runs while the capsule is being freed, so it must never be
+# wrapped in a Python reference again.
+_PyCapsule_IsValid = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p)(
+    ("PyCapsule_IsValid", ctypes.pythonapi))
+_PyCapsule_GetPointer = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p)(
+    ("PyCapsule_GetPointer", ctypes.pythonapi))
+_PyCapsule_New = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p)(
+    ("PyCapsule_New", ctypes.pythonapi))
+_NAME = b"dltensor"
+_NAME_VERSIONED = b"dltensor_versioned"
+
+
+@_DELETER
+def _release(managed_address):
+    with _exports_lock:
+        _exports.pop(managed_address, None)
+
+
+@_CAPSULE_DESTRUCTOR
+def _capsule_destructor(capsule):
+    # A consumed capsule was renamed ('used_dltensor...'): its consumer owns the deleter call.
+    for name in (_NAME, _NAME_VERSIONED):
+        if _PyCapsule_IsValid(capsule, name):
+            _release(_PyCapsule_GetPointer(capsule, name))
+            return
+
+
+def _export_capsule(buf: DeviceBuffer, versioned: bool):
+    code, bits = _DL_CODES[buf.dtype.name]
+    ndim = len(buf.shape)
+    shape = (ctypes.c_int64 * max(ndim, 1))(*buf.shape)
+    tensor = _DLTensor(buf.ptr, _DLDevice(kDLCUDA, buf.device), ndim, _DLDataType(code, bits, 1),
+                       ctypes.cast(shape, ctypes.POINTER(ctypes.c_int64)), None, 0)  # strides NULL: C order
+    deleter = ctypes.cast(_release, ctypes.c_void_p).value
+    if versioned:
+        managed = _DLManagedTensorVersioned(_DLPackVersion(1, 0), None, deleter, 0, tensor)
+        name = _NAME_VERSIONED
+    else:
+        managed = _DLManagedTensor(tensor, None, deleter)
+        name = _NAME
+    address = ctypes.addressof(managed)
+    with _exports_lock:
+        _exports[address] = (buf, managed, shape)
+    return _PyCapsule_New(address, name, ctypes.cast(_capsule_destructor, ctypes.c_void_p))

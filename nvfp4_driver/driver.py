@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import struct
 import threading
 from pathlib import Path
 
@@ -37,6 +38,7 @@ class NoCudaDeviceError(RuntimeError):
 
 _lock = threading.RLock()
 _state: dict = {}  # "driver": the cuda.bindings.driver module once initialised
+_SUCCESS = None  # CUresult.CUDA_SUCCESS once initialised (compared on every launch)
 
 
 def _import_driver():
@@ -82,6 +84,8 @@ def driver():
             raise NoCudaDeviceError("the CUDA driver is installed but reports no GPU")
         if err != drv.CUresult.CUDA_SUCCESS:
             raise NoCudaDriverError(f"cuInit failed with {_error_name(drv, err)}")
+        global _SUCCESS
+        _SUCCESS = drv.CUresult.CUDA_SUCCESS
         _state["driver"] = drv
         return drv
 
@@ -241,7 +245,6 @@ class KernelSpec:
 
 
 _functions: dict[tuple[str, str, int], object] = {}
-_CTYPES = {"ptr": ctypes.c_void_p, "i64": ctypes.c_int64, "i32": ctypes.c_int32, "f32": ctypes.c_float}
 
 
 def function(spec: KernelSpec, ordinal: int):
@@ -280,14 +283,134 @@ def param_info(spec: KernelSpec, ordinal: int) -> list[tuple[int, int]]:
     return out
 
 
+# Every parameter gets an 8-byte slot in one buffer and kernelParams[i] points at slot i; the driver
+# copies each parameter's own size from there. struct.pack_into fills the slots in one C call, where
+# cuda.bindings' (values, ctypes types) form builds a ctypes object per argument.
+_PACK = {"ptr": "Q", "i64": "q", "i32": "i4x", "f32": "f4x"}
+
+
+class PreparedKernel:
+    """One kernel on one device, ready to launch with the least Python work per call.
+
+    Holds the CUfunction, its primary context and a packer for its parameter list. The argument
+    buffers are per thread (``threading.local``): ``cuLaunchKernel`` reads them before it returns, so
+    one buffer per thread can be reused by every launch of that thread, and threads never share one.
+    """
+
+    __slots__ = ("spec", "ordinal", "fn", "ctx", "ctx_id", "_pack", "_local", "_symbol")
+
+    def __init__(self, spec: KernelSpec, ordinal: int):
+        self.spec, self.ordinal = spec, ordinal
+        self.fn = function(spec, ordinal)
+        self.ctx = primary_context(ordinal)
+        self.ctx_id = int(self.ctx)
+        self._pack = struct.Struct("<" + "".join(_PACK[t] for t in spec.param_types)).pack_into
+        self._local = threading.local()
+        self._symbol = spec.symbol
+
+    def _buffers(self):
+        n = len(self.spec.param_types)
+        storage = ctypes.create_string_buffer(8 * n)
+        base = ctypes.addressof(storage)
+        params = (ctypes.c_void_p * n)(*(base + 8 * i for i in range(n)))
+        # The int address is what cuLaunchKernel takes; storage and params stay alive with it.
+        buffers = self._local.buffers = (storage, params, ctypes.addressof(params))
+        return buffers
+
+    def launch(self, grid: tuple[int, int, int], stream: int, args: tuple) -> None:
+        """Launch on ``stream`` (an int CUstream handle) with ``args`` in the manifest's order."""
+        try:
+            storage, _params, params_addr = self._local.buffers
+        except AttributeError:
+            storage, _params, params_addr = self._buffers()
+        try:
+            self._pack(storage, 0, *args)
+        except struct.error as exc:
+            raise TypeError(f"{self._symbol} takes ({', '.join(self.spec.param_types)}), got {args!r}: "
+                            f"{exc}") from None
+        drv = _state["driver"]
+        err, current = drv.cuCtxGetCurrent()
+        if err != _SUCCESS:
+            raise CudaError("cuCtxGetCurrent", _error_name(drv, err))
+        pushed = current is None or int(current) != self.ctx_id
+        if pushed:
+            check(drv.cuCtxPushCurrent(self.ctx), "cuCtxPushCurrent")
+        try:
+            spec = self.spec
+            err = drv.cuLaunchKernel(self.fn, grid[0], grid[1], grid[2], spec.threads, 1, 1, spec.smem_bytes,
+                                     stream, params_addr, 0)[0]
+        finally:
+            if pushed:
+                check(drv.cuCtxPopCurrent(), "cuCtxPopCurrent")
+        if err != _SUCCESS:
+            raise CudaError(f"cuLaunchKernel({self._symbol})", _error_name(drv, err))
+
+
+_prepared: dict[tuple[KernelSpec, int], PreparedKernel] = {}
+
+
+def prepared(spec: KernelSpec, ordinal: int) -> PreparedKernel:
+    """The PreparedKernel of ``spec`` on device ``ordinal``, made once per process."""
+    key = (spec, ordinal)
+    kernel = _prepared.get(key)
+    if kernel is None:
+        with _lock:
+            kernel = _prepared.get(key)
+            if kernel is None:
+                kernel = _prepared[key] = PreparedKernel(spec, ordinal)
+    return kernel
+
+
 def launch(spec: KernelSpec, ordinal: int, grid: tuple[int, int, int], stream: int, args: tuple) -> None:
     """Launch ``spec`` on device ``ordinal`` and ``stream`` with ``args`` in the manifest's order."""
     if len(args) != len(spec.param_types):
         raise TypeError(f"{spec.symbol} takes {len(spec.param_types)} arguments, got {len(args)}")
-    drv = _state.get("driver") or driver()
-    fn = _functions.get((spec.file, spec.symbol, ordinal)) or function(spec, ordinal)
-    types = tuple(_CTYPES[t] for t in spec.param_types)
+    prepared(spec, ordinal).launch(grid, stream, tuple(args))
+
+
+# --- small synchronous helpers: checked mode, DLPack export, tests -----------------------------------
+
+def read_device(ptr: int, nbytes: int, ordinal: int, stream: int) -> bytes:
+    """``nbytes`` at device address ``ptr``, copied in ``stream``'s order (after the work already queued
+    on it) and waited for. Synchronises ``stream``: the checked mode's price."""
+    import numpy as np
+
+    drv = driver()
+    host = np.empty(max(nbytes, 1), dtype=np.uint8)
+    if nbytes:
+        with _ContextGuard(ordinal):
+            check(drv.cuMemcpyDtoHAsync(host.ctypes.data, ptr, nbytes, stream), "cuMemcpyDtoHAsync")
+            check(drv.cuStreamSynchronize(stream), "cuStreamSynchronize")
+    return host[:nbytes].tobytes()
+
+
+def stream_is_capturing(stream: int, ordinal: int) -> bool:
+    """Whether ``stream`` is being captured into a CUDA graph (where nothing may synchronise it)."""
+    drv = driver()
     with _ContextGuard(ordinal):
-        check(drv.cuLaunchKernel(fn, grid[0], grid[1], grid[2], spec.threads, 1, 1, spec.smem_bytes,
-                                 drv.CUstream(stream), (tuple(args), types), 0),
-              f"cuLaunchKernel({spec.symbol})")
+        err, status = drv.cuStreamIsCapturing(stream)
+    if err == drv.CUresult.CUDA_ERROR_STREAM_CAPTURE_IMPLICIT:
+        return True  # the legacy stream, while another stream captures in global mode
+    if err != _SUCCESS:
+        raise CudaError("cuStreamIsCapturing", _error_name(drv, err))
+    return status != drv.CUstreamCaptureStatus.CU_STREAM_CAPTURE_STATUS_NONE
+
+
+def stream_wait(consumer: int, producer: int, ordinal: int) -> None:
+    """Make ``consumer`` wait for the work queued on ``producer`` so far (an event, no host wait)."""
+    drv = driver()
+    with _ContextGuard(ordinal):
+        event = check(drv.cuEventCreate(drv.CUevent_flags.CU_EVENT_DISABLE_TIMING), "cuEventCreate")
+        try:
+            check(drv.cuEventRecord(event, producer), "cuEventRecord")
+            check(drv.cuStreamWaitEvent(consumer, event, 0), "cuStreamWaitEvent")
+        finally:
+            check(drv.cuEventDestroy(event), "cuEventDestroy")  # released once the wait is done
+
+
+def mem_get_info(ordinal: int) -> tuple[int, int]:
+    """(free, total) bytes of device memory on GPU ``ordinal``, as the driver reports them."""
+    drv = driver()
+    with _ContextGuard(ordinal):
+        free, total = check(drv.cuMemGetInfo(), "cuMemGetInfo")
+    return int(free), int(total)

@@ -17,6 +17,7 @@ caller handed us such an object, so the refusals are testable on a machine witho
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, NamedTuple
@@ -613,12 +614,17 @@ def _current_stream(arrays: Mapping[str, DeviceArray] | Iterable[DeviceArray]) -
 # outputs
 # ---------------------------------------------------------------------------------------------
 
-def allocate(like: DeviceArray, shape: tuple[int, ...], dtype: str) -> tuple[Any, DeviceArray]:
+def allocate(like: DeviceArray, shape: tuple[int, ...], dtype: str, *,
+             device: int | None = None) -> tuple[Any, DeviceArray]:
     """Allocate an uninitialized C-contiguous array in `like`'s framework and on its device.
 
-    Returns (the framework's object, its DeviceArray). torch and CuPy inputs are supported;
-    for every other framework the caller must pass ``out=``. CuPy has bfloat16 only through
-    ml_dtypes (recent CuPy); where it is missing, a TypeError says to pass out= or use float16.
+    Returns (the framework's object, its DeviceArray). torch and CuPy inputs get a torch tensor or
+    a CuPy array. For every other framework (JAX, Numba, other DLPack/CAI producers, raw pointers):
+    with ``device`` (a GPU ordinal) a :class:`nvfp4_driver.devmem.DeviceBuffer` on that GPU, which
+    exposes ``__cuda_array_interface__`` and ``__dlpack__`` (``jax.numpy.from_dlpack(out)``,
+    ``numba.cuda.as_cuda_array(out)``, ``torch.from_dlpack(out)`` take it without a copy); without
+    ``device``, a TypeError asking for ``out=``. CuPy has bfloat16 only through ml_dtypes (recent
+    CuPy); where it is missing, a TypeError says to pass out= or use float16.
     """
     canon = dtype_name(dtype)
     shape = tuple(int(s) for s in shape)
@@ -649,6 +655,12 @@ def allocate(like: DeviceArray, shape: tuple[int, ...], dtype: str) -> tuple[Any
             with cupy.cuda.Device(device):
                 out = cupy.empty(shape, dtype=numpy.dtype(canon))
         return out, as_device_array(out, "out")
+    if device is not None:
+        from .devmem import DeviceBuffer
+
+        buf = DeviceBuffer(shape, canon, device)
+        arr = as_device_array(buf, "out")
+        return buf, dataclasses.replace(arr, device=device)
     raise TypeError(f"cannot allocate the output for {like.framework} inputs; pass out= "
                     f"(a C-contiguous CUDA array of shape {shape} and dtype {canon})")
 
