@@ -96,9 +96,21 @@ def group_gemm_nvfp4_nt_groupwise(a, b, a_scale, b_scale, m_indptr, alpha=None, 
             except TypeError:  # an unhashable out_dtype: the general path names it
                 entry = None
             if entry is not None:
-                result = entry.run(a, b, a_scale, b_scale, m_indptr, alpha, out, stream)
-                if result is not None:
-                    return result
+                # _TorchPlan.run, inlined.
+                pa, pb, ps, pbs, pm = (a.data_ptr(), b.data_ptr(), a_scale.data_ptr(), b_scale.data_ptr(),
+                                       m_indptr.data_ptr())
+                palpha = 0 if alpha is None else alpha.data_ptr()
+                po = 0 if out is None else out.data_ptr()
+                # An odd address (an empty view may sit anywhere) or an output to allocate for an explicit
+                # stream (torch's allocator must be told of it): the general path decides.
+                if not ((pa | pb) & 15 or (ps | pbs | pm | palpha | po) & 3 or (out is None and stream is not None)):
+                    handle = _raw_stream[0](entry.ordinal) if stream is None else tensors.resolve_stream(stream, ())
+                    if out is None:
+                        out = _torch_empty(entry.out_shape, dtype=entry.out_dtype, device=entry.device)
+                        po = out.data_ptr()
+                    if entry.launch is not None:
+                        entry.launch(entry.grid, handle, (pa, pb, ps, pbs, pm, palpha, po) + entry.tail)
+                    return out
     return _call(a, b, a_scale, b_scale, m_indptr, alpha, tile_m, tile_n, tile_k, swap_ab, out, out_dtype,
                  stream, check_inputs)
 
@@ -447,39 +459,18 @@ class _TorchPlan:
     The key (see the public function) holds, per tensor, exactly what the checks depended on: shape,
     dtype, device and contiguity (torch's is_contiguous() is our C-order rule: size-1 dimensions and
     empty tensors are contiguous). A hit therefore passed every metadata check before; only the
-    addresses are new, and ``run`` checks them.
+    addresses are new, and the public function checks them.
     """
 
-    __slots__ = ("kernel", "grid", "tail", "ordinal", "out_shape", "out_dtype", "device", "empty")
+    __slots__ = ("launch", "grid", "tail", "ordinal", "out_shape", "out_dtype", "device")
 
     def __init__(self, plan: _Plan, ordinal: int, device):
         torch = sys.modules["torch"]
-        self.kernel, self.grid = plan.kernel(ordinal)
-        self.empty = not (self.grid[0] and self.grid[1])
+        kernel, self.grid = plan.kernel(ordinal)
+        self.launch = kernel.launch if self.grid[0] and self.grid[1] else None  # None: nothing to write
         self.tail, self.ordinal, self.device = plan.tail, ordinal, device
         self.out_shape = (plan.problem.cum_m, plan.problem.n)
         self.out_dtype = getattr(torch, plan.problem.out_dtype)
-
-    def run(self, a, b, a_scale, b_scale, m_indptr, alpha, out, stream):
-        """Launch, or None where the general path must decide (an odd address; an output to allocate
-        for an explicit stream, which torch's allocator must be told about)."""
-        pa, pb, ps, pbs, pm = a.data_ptr(), b.data_ptr(), a_scale.data_ptr(), b_scale.data_ptr(), m_indptr.data_ptr()
-        palpha = 0 if alpha is None else alpha.data_ptr()
-        if out is None:
-            if stream is not None:
-                return None
-            po = 0
-        else:
-            po = out.data_ptr()
-        if (pa | pb) & 15 or (ps | pbs | pm | palpha | po) & 3:
-            return None  # an empty view may sit anywhere: the general path decides, and names it
-        handle = _raw_stream[0](self.ordinal) if stream is None else tensors.resolve_stream(stream, ())
-        if out is None:
-            out = sys.modules["torch"].empty(self.out_shape, dtype=self.out_dtype, device=self.device)
-            po = out.data_ptr()
-        if not self.empty:
-            self.kernel.launch(self.grid, handle, (pa, pb, ps, pbs, pm, palpha, po) + self.tail)
-        return out
 
 
 def _torch_key(given, tile_m, tile_n, tile_k, swap_ab, out_dtype, flags):
@@ -502,6 +493,7 @@ def _remember_torch(given, tile_m, tile_n, tile_k, swap_ab, out_dtype, flags, pl
 
 
 _raw_stream: list = [None]
+_torch_empty = None  # torch.empty once torch is seen
 
 
 def _saw_torch() -> None:
@@ -511,6 +503,8 @@ def _saw_torch() -> None:
     raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
     # The private call skips building a torch.cuda.Stream object (about 1 us vs 10 us).
     _raw_stream[0] = raw if raw is not None else (lambda device: torch.cuda.current_stream(device).cuda_stream)
+    global _torch_empty
+    _torch_empty = torch.empty
     _TorchTensor[0] = torch.Tensor
     from . import torch_ops  # noqa: F401  (registers nvfp4_driver::group_gemm_nvfp4_nt_groupwise)
 

@@ -258,28 +258,49 @@ def _typestr_name(typestr: Any, x: Any, name: str) -> str:
     return canon
 
 
+_SIMPLE_TYPESTR: dict[str, str] = {}  # typestr -> canonical name, for typestrs that need no .dtype
+_CAI_SHAPES: dict[tuple, tuple] = {}   # C-order shape seen before -> (shape as ints, its strides)
+
+
 def _from_cai(x: Any, cai: Any, name: str) -> DeviceArray:
-    if not isinstance(cai, Mapping):
+    # Called for every CAI argument of every call (CuPy, Numba, DeviceBuffer): the common case takes
+    # exact-type tests and dictionary lookups only; the checks and messages are those of the general case.
+    if type(cai) is not dict and not isinstance(cai, Mapping):
         raise TypeError(f"{name}.__cuda_array_interface__ is a {type(cai).__name__}, not a dict")
-    missing = [k for k in ("shape", "typestr", "data") if k not in cai]
-    if missing:
+    if "shape" not in cai or "typestr" not in cai or "data" not in cai:
+        missing = [k for k in ("shape", "typestr", "data") if k not in cai]
         raise ValueError(f"{name}.__cuda_array_interface__ lacks {missing} "
                          f"(version {cai.get('version')!r})")
     if cai.get("mask") is not None:
         raise ValueError(f"{name} is a masked array (__cuda_array_interface__['mask'] is set); "
                          f"nvfp4_driver reads every element, so pass unmasked data")
     data = cai["data"]
-    if not (isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], int)):
+    if not (type(data) is tuple and len(data) == 2 and isinstance(data[0], int)):
         raise ValueError(f"{name}.__cuda_array_interface__['data']={data!r} is not (ptr, readonly)")
     ptr, readonly = data
-    shape = tuple(int(s) for s in cai["shape"])
-    if any(s < 0 for s in shape):
-        raise ValueError(f"{name}.shape={shape} has a negative size")
-    dtype = _typestr_name(cai["typestr"], x, name)
-    itemsize = _ITEMSIZE[dtype]
     byte_strides = cai.get("strides")
-    if byte_strides is None:
+    known = _CAI_SHAPES.get(cai["shape"]) if byte_strides is None else None
+    if known is not None:
+        shape, strides = known  # a shape seen before: ints, non-negative, its C strides
+    else:
+        shape = tuple(int(s) for s in cai["shape"])
+        if any(s < 0 for s in shape):
+            raise ValueError(f"{name}.shape={shape} has a negative size")
+        strides = None
+    typestr = cai["typestr"]
+    dtype = _SIMPLE_TYPESTR.get(typestr) if type(typestr) is str else None
+    if dtype is None:
+        dtype = _typestr_name(typestr, x, name)
+        if typestr[1] != "V":
+            _SIMPLE_TYPESTR[typestr] = dtype
+    itemsize = _ITEMSIZE[dtype]
+    if strides is not None:
+        pass
+    elif byte_strides is None:
         strides = _c_strides(shape)
+        if len(_CAI_SHAPES) >= 4096:
+            _CAI_SHAPES.clear()
+        _CAI_SHAPES[shape] = (shape, strides)
     else:
         byte_strides = tuple(int(s) for s in byte_strides)
         if len(byte_strides) != len(shape) or any(s % itemsize for s in byte_strides):
@@ -292,16 +313,22 @@ def _from_cai(x: Any, cai: Any, name: str) -> DeviceArray:
             # The CAI spec forbids 0 (ambiguous between legacy and per-thread default streams).
             raise ValueError(f"{name}.__cuda_array_interface__['stream']={stream!r} is not a "
                              f"positive CUstream handle")
-    module = type(x).__module__
+    cls = type(x)
+    module = cls.__module__
     if module.startswith("cupy"):
         framework = "cupy"
         # A CuPy array knows its device; this spares the driver a pointer query.
         dev_id = getattr(getattr(x, "device", None), "id", None)
         device = dev_id if isinstance(dev_id, int) else None
+    elif module == "nvfp4_driver.devmem" and cls.__name__ == "DeviceBuffer":
+        framework, device = "cai", x.device  # our own buffer: its device is an attribute
     else:
         framework, device = "cai", None
-    return DeviceArray(ptr, shape, strides, dtype, device, framework, x,
-                       readonly=bool(readonly), stream=stream)
+    d = _new(DeviceArray)  # as in _fast_device_array: the frozen dataclass __init__ costs ~2 us
+    d.__dict__.update({"ptr": ptr, "shape": shape, "strides": strides, "dtype": dtype, "device": device,
+                       "framework": framework, "obj": x, "readonly": bool(readonly), "stream": stream,
+                       "keepalive": None})
+    return d
 
 
 # --- DLPack -----------------------------------------------------------------------------------

@@ -170,3 +170,27 @@ def test_traced_call_refuses_stream_and_checked_mode():
         torch_ops.traced_call(*args, 128, 128, 128, True, None, None, 5, None)
     with pytest.raises(ValueError, match="not available under torch.compile"):
         torch_ops.traced_call(*args, 128, 128, 128, True, None, None, None, True)
+
+
+def test_torch_fast_path_key_is_the_remembered_one(monkeypatch):
+    """The key the public function builds inline equals the one _remember_torch stores (else the fast
+    path would never hit and every call would silently take the general path)."""
+    from nvfp4_driver import config
+
+    launches = []
+    a, b = torch.zeros(100, 128, dtype=torch.uint8), torch.zeros(2, 64, 128, dtype=torch.uint8)
+    a_scale, b_scale = torch.zeros(512, 16, dtype=torch.uint8), torch.zeros(2, 128, 16, dtype=torch.uint8)
+    m_indptr, alpha = torch.zeros(3, dtype=torch.int32), torch.ones(2)
+    out = torch.empty(100, 64, dtype=torch.float16)
+    entry = object.__new__(ops._TorchPlan)
+    entry.launch, entry.grid, entry.tail = (lambda grid, stream, args: launches.append(args)), (3, 1, 1), (1,)
+    entry.ordinal, entry.out_shape, entry.out_dtype, entry.device = 0, (100, 64), torch.float16, a.device
+    monkeypatch.setattr(ops, "_torch_plans", {})
+    monkeypatch.setattr(ops, "_raw_stream", [lambda device: 0])
+    given = (a, b, a_scale, b_scale, m_indptr, alpha, out)
+    ops._torch_plans[ops._torch_key(given, 128, 64, 256, False, "fp16", config.launch_flags())] = entry
+    assert nd.group_gemm_nvfp4_nt_groupwise(*given[:5], alpha, 128, 64, 256, False, out, "fp16") is out
+    assert len(launches) == 1 and launches[0][:7] == tuple(t.data_ptr() for t in given) and launches[0][7:] == (1,)
+    # Any other metadata misses and takes the general path (which refuses CPU tensors).
+    with pytest.raises(ValueError, match="on the CPU"):
+        nd.group_gemm_nvfp4_nt_groupwise(*given[:5], alpha, 128, 64, 256, True, out, "fp16")

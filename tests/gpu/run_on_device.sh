@@ -3,15 +3,17 @@
 # Runs from the repository root with the source tree on PYTHONPATH (the device image already has
 # numpy, cuda-bindings, torch, cupy, jax, numba). Logs go to $OUT (the device tool brings them back).
 #
-# SANITIZE=1 then runs compute-sanitizer's four tools over the kernels, in the same call:
+# SANITIZE=1 then runs compute-sanitizer's four tools over the kernels, in the same call, side by side
+# (separate processes on the one GPU: the wall time is the slowest tool's, not the sum):
 #   memcheck   out-of-bounds and misaligned global/shared accesses (the clamping tests prove the
 #              kernels stay inside the given tensors: exact-size cuMemAlloc operands)
 #   racecheck  shared-memory hazards between threads of a block (the cp.async pipeline)
 #   initcheck  reads of device memory nothing wrote (padding of the scale layouts must never be read)
 #   synccheck  barriers that not every thread of a block reaches
-# SANITIZE_TOOLS   the tools to run (default: all four)
-# SANITIZE_TESTS   the test files they run (default: the GEMM and checked-mode tests)
-# SANITIZE_K       pytest -k expression for them (default: not 4gib and not ptx: hours under the tools)
+# SANITIZE_TOOLS    the tools to run (default: all four)
+# SANITIZE_TESTS    the test files they run (default: the GEMM and checked-mode tests)
+# SANITIZE_K        pytest -k expression for them (default: not 4gib and not ptx: hours under the tools)
+# SANITIZE_TIMEOUT  seconds each tool may run (default: no limit); a tool stopped by it counts as failed
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -25,13 +27,23 @@ python3 -m pytest -q -rs -p no:cacheprovider tests/gpu "$@" 2>&1 | tee "$OUT/gpu
 rc=${PIPESTATUS[0]}
 if [ "${SANITIZE:-0}" = 1 ]; then
   read -r -a files <<< "${SANITIZE_TESTS:-tests/gpu/test_gemm_gpu.py tests/gpu/test_checked_gpu.py}"
-  for tool in ${SANITIZE_TOOLS:-memcheck racecheck initcheck synccheck}; do
-    compute-sanitizer --tool "$tool" --error-exitcode 9 --target-processes all \
-      python3 -m pytest -q -p no:cacheprovider "${files[@]}" -k "${SANITIZE_K:-not 4gib and not ptx}" -x 2>&1 \
-      | tail -n 30 | tee "$OUT/sanitizer-$tool.log"
-    s=${PIPESTATUS[0]}
-    echo "compute-sanitizer $tool: exit $s" | tee -a "$OUT/sanitizer-summary.log"
-    [ "$s" = 0 ] || rc=$s
+  limit=()
+  [ "${SANITIZE_TIMEOUT:-0}" != 0 ] && limit=(timeout "$SANITIZE_TIMEOUT")
+  tools=(${SANITIZE_TOOLS:-memcheck racecheck initcheck synccheck})
+  pids=()
+  for tool in "${tools[@]}"; do
+    "${limit[@]}" compute-sanitizer --tool "$tool" --error-exitcode 9 --target-processes all \
+      python3 -m pytest -q -p no:cacheprovider "${files[@]}" -k "${SANITIZE_K:-not 4gib and not ptx}" -x \
+      > "$OUT/sanitizer-$tool.log" 2>&1 &
+    pids+=($!)
   done
+  for i in "${!tools[@]}"; do
+    wait "${pids[$i]}"
+    s=$?
+    echo "== compute-sanitizer ${tools[$i]}: exit $s"
+    tail -n 12 "$OUT/sanitizer-${tools[$i]}.log"
+    [ "$s" = 0 ] || rc=$s
+  done 2>&1 | tee "$OUT/sanitizer-summary.log"
+  grep -q "exit [^0]" "$OUT/sanitizer-summary.log" && rc=9
 fi
 exit "$rc"

@@ -91,6 +91,16 @@ def test_soak_no_growth(rng):
                 assert testing.tolerance_check(full, ref, abs_sum, case.p.k, "bfloat16", m_indptr=case.p.m_indptr).ok
                 case.want = got
             np.testing.assert_array_equal(got, case.want, err_msg=f"seed {SEED}")
+    # Repeated torch calls never reach the general path (the fast path's key matches).
+    general = []
+    real_call = ops._call
+    ops._call = lambda *args: general.append(1) or real_call(*args)
+    try:
+        for case in cases:
+            case.run(0)
+    finally:
+        ops._call = real_call
+    assert not general, "a repeated torch call took the general path"
     gc.collect()
     torch.cuda.synchronize()
     before = dict(counts=counts(), torch_alloc=torch.cuda.memory_allocated(), torch_reserved=torch.cuda.memory_reserved(),
