@@ -66,6 +66,7 @@ class Family:
     threads: callable         # Variant -> block size
     stage_bytes: callable     # Variant -> shared memory of one pipeline stage
     max_stages: int
+    flags: tuple[str, ...] = ()  # nvcc flags of this family only (hashed with the sources)
 
 
 def _gemm_threads(v: Variant) -> int:
@@ -120,7 +121,64 @@ PROBE = Probe()
 FAMILIES["probe"] = Family(source="nvfp4_probe.cu", targets=("sm_80", "sm_90", "compute_80"),
                            threads=lambda v: 32, stage_bytes=lambda v: 0, max_stages=0)
 PROBE_PARAMS = (("out", "ptr"), ("i64", "i64"), ("i32", "i32"), ("f32", "f32"))
-BUILDS = VARIANTS + (PROBE,)
+
+# nvfp4_quantize.cu: the SPEC §4 quantizer, its inverse and the global-scale helpers. One symbol per
+# build (op x dtype of the unquantized side). The same portable source serves every target; its
+# codecs are software so every target writes the same bytes, and -fmad=false keeps every float32
+# step separately rounded as SPEC §4 asks (the source also uses the _rn intrinsics throughout).
+QUANTIZE_PARAMS = (
+    ("x", "ptr"), ("q", "ptr"), ("q_scale", "ptr"), ("global_scale", "ptr"), ("m_indptr", "ptr"),
+    ("rows", "i64"), ("sf_rows", "i64"), ("k", "i32"), ("num_groups", "i32"), ("group_rows", "i32"),
+    ("gs_stride", "i32"), ("gs_value", "f32"),
+)
+DEQUANTIZE_PARAMS = (
+    ("q", "ptr"), ("q_scale", "ptr"), ("global_scale", "ptr"), ("m_indptr", "ptr"), ("out", "ptr"),
+    ("rows", "i64"), ("sf_rows", "i64"), ("k", "i32"), ("num_groups", "i32"), ("group_rows", "i32"),
+    ("gs_stride", "i32"), ("gs_value", "f32"),
+)
+AMAX_PARAMS = (
+    ("x", "ptr"), ("amax_bits", "ptr"), ("m_indptr", "ptr"), ("rows", "i64"), ("k", "i32"),
+    ("num_groups", "i32"), ("group_rows", "i32"), ("per_group", "i32"),
+)
+GLOBAL_SCALE_PARAMS = (("scale", "ptr"), ("n", "i32"))
+ALPHA_PARAMS = (("gs_a", "ptr"), ("gs_b", "ptr"), ("alpha", "ptr"), ("a_stride", "i32"), ("b_stride", "i32"),
+                ("n", "i32"))
+
+_ROW_GRID = ("x: ceil(rows * ceil(K / 1024) / 8): one warp per (row, 1024-element segment), row-major "
+             "(quantize_rows: rows = max(rows, sf_rows))")
+# op -> (NVFP4_QUANT_OP, parameters, block size, grid rule)
+QUANT_OPS = {
+    "quantize_rows": (1, QUANTIZE_PARAMS, 256, _ROW_GRID),
+    "dequantize_rows": (2, DEQUANTIZE_PARAMS, 256, _ROW_GRID),
+    "amax_rows": (3, AMAX_PARAMS, 256, _ROW_GRID),
+    "global_scale_from_amax": (4, GLOBAL_SCALE_PARAMS, 128, "x: ceil(n / 128)"),
+    "alpha_from_global_scales": (5, ALPHA_PARAMS, 128, "x: ceil(n / 128)"),
+}
+QUANT_DTYPES = {"bf16": 0, "f16": 1, "f32": 2}
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantKernel:
+    """One symbol of nvfp4_quantize.cu: an op and, for the row kernels, the unquantized dtype."""
+
+    op: str     # a key of QUANT_OPS
+    dtype: str  # a key of QUANT_DTYPES, or "" for the scalar kernels
+    family: str = "quantize"
+
+    @property
+    def name(self) -> str:
+        return f"nvfp4_{self.op}" + (f"_{self.dtype}" if self.dtype else "")
+
+
+QUANT_KERNELS = tuple(
+    QuantKernel(op, dtype)
+    for op in QUANT_OPS
+    for dtype in (QUANT_DTYPES if op.endswith("_rows") else ("",))
+)
+FAMILIES["quantize"] = Family(source="nvfp4_quantize.cu", targets=("sm_80", "sm_90", "compute_80", "sm_120a", "sm_121a"),
+                              threads=lambda v: QUANT_OPS[v.op][2], stage_bytes=lambda v: 0, max_stages=0,
+                              flags=("-fmad=false",))
+BUILDS = VARIANTS + (PROBE,) + QUANT_KERNELS
 
 
 def stages(v: Variant) -> int:
@@ -142,6 +200,9 @@ def launch_config(v: Variant) -> dict:
 def macros(v: Variant) -> list[str]:
     if isinstance(v, Probe):
         return []
+    if isinstance(v, QuantKernel):
+        return [f"-DNVFP4_KERNEL_NAME={v.name}", f"-DNVFP4_QUANT_OP={QUANT_OPS[v.op][0]}",
+                f"-DNVFP4_DTYPE={QUANT_DTYPES.get(v.dtype, 0)}"]
     cfg = launch_config(v)
     return [
         f"-DNVFP4_KERNEL_NAME={v.name}", f"-DNVFP4_TILE_N={v.tile_n}", f"-DNVFP4_TILE_K={v.tile_k}",
@@ -174,7 +235,7 @@ def source_hash(v: Variant, target: str) -> str:
     h = hashlib.sha256()
     for f in included_files(SRC_DIR / FAMILIES[v.family].source):
         h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
-    h.update(" ".join((*NVCC_FLAGS, *macros(v), target)).encode())
+    h.update(" ".join((*NVCC_FLAGS, *FAMILIES[v.family].flags, *macros(v), target)).encode())
     return h.hexdigest()
 
 
@@ -199,13 +260,14 @@ _PTXAS = {
 def compile_one(nvcc: str, v: Variant, target: str) -> dict:
     out = OUT_DIR / output_file(v, target)
     src = SRC_DIR / FAMILIES[v.family].source
+    flags = (*NVCC_FLAGS, *FAMILIES[v.family].flags)
     if target.startswith("compute_"):
-        cmd = [nvcc, *NVCC_FLAGS, "-ptx", f"-arch={target}", *macros(v), "-o", str(out), str(src)]
+        cmd = [nvcc, *flags, "-ptx", f"-arch={target}", *macros(v), "-o", str(out), str(src)]
     else:
         real = target.removeprefix("twin_")
         twin = ["-DNVFP4_TWIN"] if real != target else []
         arch = real.replace("sm_", "compute_")
-        cmd = [nvcc, *NVCC_FLAGS, "-cubin", f"-gencode=arch={arch},code={real}", "-Xptxas", "-v", *twin,
+        cmd = [nvcc, *flags, "-cubin", f"-gencode=arch={arch},code={real}", "-Xptxas", "-v", *twin,
                *macros(v), "-o", str(out), str(src)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -223,6 +285,10 @@ def compile_one(nvcc: str, v: Variant, target: str) -> dict:
 
 
 def variant_entry(v: Variant) -> dict:
+    if isinstance(v, QuantKernel):
+        _op_code, params, _threads, grid = QUANT_OPS[v.op]
+        return {"family": v.family, "source": FAMILIES[v.family].source, "op": v.op, "dtype": v.dtype or None,
+                **launch_config(v), "grid": grid, "params": [{"name": n, "type": t} for n, t in params]}
     if isinstance(v, Probe):
         return {"family": v.family, "source": FAMILIES[v.family].source, **launch_config(v), "grid": "x: 1",
                 "params": [{"name": n, "type": t} for n, t in PROBE_PARAMS]}

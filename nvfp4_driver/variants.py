@@ -132,3 +132,16 @@ def probe_spec(capability: tuple[int, int], force_ptx: bool | None = None) -> Ke
     entry = manifest()["kernels"][PROBE_SYMBOL]
     return KernelSpec(file=entry["targets"][target]["file"], symbol=PROBE_SYMBOL, threads=entry["threads"],
                       smem_bytes=entry["smem_bytes"], param_types=tuple(p["type"] for p in entry["params"]))
+
+
+@functools.lru_cache(maxsize=None)
+def quantize_spec(symbol: str, capability: tuple[int, int], force_ptx: bool = False) -> KernelSpec:
+    """A kernel of the quantizer family (nvfp4_quantize.cu: ``nvfp4_quantize_rows_bf16``, ...) for a
+    GPU of ``capability``. Same targets as the GEMM (:func:`target_for`): sm_80/sm_90 cubins, sm_120a /
+    sm_121a cubins on 12.0 / 12.1, the compute_80 PTX on every other GPU or with ``force_ptx``."""
+    _family, target = target_for(capability, force_ptx)
+    entry = manifest()["kernels"].get(symbol)
+    if entry is None or entry.get("family") != "quantize" or target not in entry["targets"]:
+        raise UnsupportedGpuError(f"{symbol} has no {target} build in the manifest")
+    return KernelSpec(file=entry["targets"][target]["file"], symbol=symbol, threads=entry["threads"],
+                      smem_bytes=entry["smem_bytes"], param_types=tuple(p["type"] for p in entry["params"]))

@@ -48,7 +48,8 @@ def test_check_catches_a_stale_source(tmp_path, monkeypatch):
     stale = [p for p in problems if "stale" in p]
     including = [v for v in build_cubins.BUILDS if "nvfp4_common.cuh" in
                  {f.name for f in build_cubins.included_files(fake_src / build_cubins.FAMILIES[v.family].source)}]
-    assert len(including) == len(build_cubins.VARIANTS)  # every GEMM includes it; the probe does not
+    # Every GEMM and every quantizer kernel includes it; the probe does not.
+    assert len(including) == len(build_cubins.VARIANTS) + len(build_cubins.QUANT_KERNELS)
     assert len(stale) == sum(len(build_cubins.FAMILIES[v.family].targets) for v in including)
 
 

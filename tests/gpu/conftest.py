@@ -45,7 +45,19 @@ def record_ulps(request):
     return record
 
 
+_BYTES_CHECKED: list[int] = []
+
+
+@pytest.fixture
+def record_bytes():
+    """Record how many output bytes a bit-exact check compared (summed in the closing line)."""
+    return _BYTES_CHECKED.append
+
+
 def pytest_terminal_summary(terminalreporter):
+    if _BYTES_CHECKED:
+        terminalreporter.write_line(
+            f"bit-exact quantizer checks: {sum(_BYTES_CHECKED):,} output bytes in {len(_BYTES_CHECKED)} checks")
     if _MAX_ULPS:
         worst = max(_MAX_ULPS)
         terminalreporter.write_line(

@@ -1,0 +1,145 @@
+"""Time NVFP4 activation quantization against the byte floor and the same work in plain PyTorch.
+
+    python benchmarks/bench_quantize.py
+
+Quantizing is memory-bound: per bf16 element it reads 2 bytes and writes 0.5625 (half a byte of
+e2m1 code plus a sixteenth of a scale byte). The floor is those bytes at the measured copy
+bandwidth. The peer is the SPEC §4 quantizer written in eager PyTorch ops (float32 math, float8
+scale conversion, comparisons for e2m1, the swizzle as a permute), timed in the same process on
+the same card; the last column says whether its bytes equal ours.
+
+Three timings of one call, each the median of many:
+  flush  benchmarks.common.time_us: L2 flushed by a 256 MB memset before each launch. The memset
+         leaves the L2 full of dirty lines, which the timed kernel then pays to write back (about
+         50 MB, 17 us at 3 TB/s): a fixed tax that dominates a 15 us kernel.
+  clean  the same, but the L2 is flushed by reading 256 MB (a sum), which leaves only clean lines.
+  graph  20 launches captured in a CUDA graph, rotating over input copies larger than the L2,
+         replayed; no host overhead and no flush: the steady state of back-to-back layers.
+% of floor uses "clean". One line per shape: the three timings | GB/s | floor | % | torch | x | bytes.
+"""
+from __future__ import annotations
+
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import L2_FLUSH_BYTES, floors_us, gpu_banner, measure_ceilings, time_us  # noqa: E402
+from nvfp4_driver import quantize as q  # noqa: E402
+
+# (rows, K, groups): 16M and 64M elements; groups split the rows evenly.
+SHAPES = [(4096, 4096, 1), (4096, 4096, 8), (2048, 7168, 1), (8192, 8192, 1), (16384, 4096, 32)]
+BYTES_PER_ELEMENT = 2 + 0.5 + 1 / 16
+ONE_SIXTH = 1.0 / 6.0  # float32(1/6) once converted; the peer multiplies in float32 like SPEC §4
+
+
+def torch_quantize(x: torch.Tensor, gsf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """SPEC §4 for one group whose rows are a multiple of 128, in eager PyTorch: (packed, swizzled sf)."""
+    rows, k = x.shape
+    blocks = x.float().view(rows, k // 16, 16)
+    amax = blocks.abs().amax(-1)
+    sixth = torch.tensor(ONE_SIXTH, dtype=torch.float32, device=x.device)
+    y = gsf * (amax * sixth)
+    sf = torch.where(torch.isnan(y), y, y.clamp(max=448.0)).to(torch.float8_e4m3fn)
+    sf_val = sf.float()
+    scale = torch.where(sf_val == 0, torch.zeros_like(sf_val), 1.0 / (sf_val * (1.0 / gsf)))
+    v = blocks * scale[..., None]
+    m = torch.nan_to_num(v.abs(), nan=6.0).clamp(max=6.0)
+    code = ((m > 0.25).to(torch.uint8) + (m >= 0.75) + (m > 1.25) + (m >= 1.75) + (m > 2.5) + (m >= 3.5)
+            + (m > 5.0)).to(torch.uint8)
+    code |= (torch.signbit(v) & ~torch.isnan(v)).to(torch.uint8) << 3
+    code = code.view(rows, k)
+    packed = code[:, 0::2] | (code[:, 1::2] << 4)
+    sf_bytes = sf.view(torch.uint8).view(rows // 128, 4, 32, k // 64, 4).permute(0, 3, 2, 1, 4).reshape(rows, k // 16)
+    return packed, sf_bytes
+
+
+def time_clean_us(fn, iters: int = 50, warmup: int = 5) -> float:
+    """Median us of fn() with the L2 flushed by reading 256 MB before each run (see the docstring)."""
+    flush = torch.ones(L2_FLUSH_BYTES // 4, dtype=torch.float32, device="cuda")
+    sink = torch.empty((), dtype=torch.float32, device="cuda")
+    for _ in range(warmup):
+        fn()
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+    stops = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+    for start, stop in zip(starts, stops):
+        torch.sum(flush, dim=0, out=sink)
+        start.record()
+        fn()
+        stop.record()
+    torch.cuda.synchronize()
+    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, stops)) * 1e3
+
+
+def time_graph_us(calls, reps: int = 20, replays: int = 10) -> float:
+    """Per-call us of ``reps`` launches cycling over ``calls`` (one per input copy), in one CUDA graph."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for fn in calls:
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for r in range(reps):
+            calls[r % len(calls)]()
+    graph.replay()
+    times = []
+    for _ in range(replays):
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        stop.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(stop) * 1e3 / reps)
+    return statistics.median(times)
+
+
+def copies_beyond_l2(x: torch.Tensor) -> list[torch.Tensor]:
+    """Enough copies of x that rotating over them defeats the L2 (at least 128 MB in all, 2 copies)."""
+    count = max(2, -(-128 * 2**20 // (x.numel() * x.element_size())))
+    return [x] + [x.clone() for _ in range(count - 1)]
+
+
+def main():
+    ceil = measure_ceilings()
+    print(gpu_banner())
+    print(f"measured copy bandwidth {ceil.copy_gbps:.0f} GB/s (read + write); bf16 input, "
+          f"{BYTES_PER_ELEMENT} B moved per element")
+    print(f"{'op':9} {'rows':>5} {'K':>5} {'G':>2} {'Melem':>5} | {'flush':>6} {'clean':>6} {'graph':>6} us | "
+          f"{'GB/s':>5} {'floor':>5} {'%floor':>6} | {'torch us':>8} {'x torch':>7} {'bytes':>5}")
+    for rows, k, groups in SHAPES:
+        x = torch.randn(rows, k, dtype=torch.bfloat16, device="cuda") * 3
+        m_indptr = (torch.arange(groups + 1, dtype=torch.int32, device="cuda") * (rows // groups)).contiguous()
+        gsf = q.global_scale_from_amax(x)
+        nbytes = int(rows * k * BYTES_PER_ELEMENT)
+        floor = floors_us(nbytes, 0, ceil)[0]
+        ours = lambda: q.quantize_activations(x, m_indptr, gsf)  # noqa: E731
+        flush_us, clean_us = time_us(ours), time_clean_us(ours)
+        graph_us = time_graph_us([lambda c=c: q.quantize_activations(c, m_indptr, gsf) for c in copies_beyond_l2(x)])
+        peer_us, same = float("nan"), "-"
+        if groups == 1:
+            peer_us = time_clean_us(lambda: torch_quantize(x, gsf), iters=10)
+            a, a_scale = ours()
+            pa, psf = torch_quantize(x, gsf)
+            same = "equal" if torch.equal(a, pa) and torch.equal(a_scale[:rows], psf) else "DIFF"
+        print(f"{'quantize':9} {rows:5} {k:5} {groups:2} {rows * k / 2**20:5.0f} | {flush_us:6.1f} {clean_us:6.1f} "
+              f"{graph_us:6.1f}    | {nbytes / clean_us / 1e3:5.0f} {floor:5.1f} {100 * floor / clean_us:5.1f}% | "
+              f"{peer_us:8.1f} {peer_us / clean_us:7.1f} {same:>5}")
+        if groups == 1 and k == 4096:
+            amax = lambda: q.global_scale_from_amax(x)  # noqa: E731
+            amax_bytes = rows * k * 2
+            amax_floor = floors_us(amax_bytes, 0, ceil)[0]
+            a_flush, a_clean = time_us(amax), time_clean_us(amax)
+            a_graph = time_graph_us([lambda c=c: q.global_scale_from_amax(c) for c in copies_beyond_l2(x)])
+            peer_amax = time_clean_us(lambda: 448 * 6 / x.abs().amax().float())
+            print(f"{'amax->gsf':9} {rows:5} {k:5} {groups:2} {rows * k / 2**20:5.0f} | {a_flush:6.1f} {a_clean:6.1f} "
+                  f"{a_graph:6.1f}    | {amax_bytes / a_clean / 1e3:5.0f} {amax_floor:5.1f} "
+                  f"{100 * amax_floor / a_clean:5.1f}% | {peer_amax:8.1f} {peer_amax / a_clean:7.1f} {'-':>5}")
+        del x
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,380 @@
+"""NVFP4 quantization on the GPU: the producers of the grouped GEMM's inputs (SPEC §3, §4).
+
+    a, a_scale = quantize_activations(x, m_indptr, gsf_x)        # (cum_m, K) -> GEMM's a, a_scale
+    b, b_scale = quantize_weights(w, gsf_w)                      # (G, N, K)  -> GEMM's b, b_scale
+    gsf = global_scale_from_amax(x)                              # 448 * 6 / max|x|, on the GPU
+    alpha = alpha_from_global_scales(gsf_x, gsf_w)               # 1 / (gsf_a * gsf_b) per group
+    x_hat = dequantize(a, a_scale, m_indptr, gsf_x)              # the inverse
+
+Bytes: every output byte equals what :func:`nvfp4_driver.reference.quantize_blocks` (SPEC §4,
+float32 steps, correctly rounded, in SPEC's order) gives, placed as SPEC §3 says; the kernels'
+codecs are software (``kernels_cu/nvfp4_quantize.cuh``), so sm_80 ... sm_121a and the PTX agree.
+
+Non-finite inputs (as in reference.py): a 16-element block holding a NaN gets scale byte 0x7F
+(NaN) and codes 7, so it decodes to NaN; a block holding +-inf gets scale 0x7E (448), the inf
+becomes +-6 and its finite neighbours are quantized against that scale. A global scale that is not
+finite and > 0 cannot be refused without reading it on the host; the kernels treat it as NaN (every
+scale byte of its group 0x7F, every code 7), so the GEMM's result is NaN rather than silently wrong.
+A Python float global scale is checked on the host and refused with ValueError.
+
+Every check runs before any launch and raises ValueError/TypeError naming the values. Nothing here
+copies device memory to the host: sizes come from shapes (``a_scale`` is sized for any
+``m_indptr`` of its length), and the kernels read ``m_indptr`` and the global scales on the GPU.
+Outputs are allocated in the input's framework (torch, CuPy) on its device; work is queued on
+``stream`` (default: the framework's current stream, as for the GEMM).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import config, driver, tensors
+from .layout import SF_VEC, a_scale_rows_upper_bound, padded_n
+from .variants import quantize_spec
+
+__all__ = ["quantize_activations", "quantize_weights", "dequantize", "global_scale_from_amax",
+           "alpha_from_global_scales"]
+
+# dtype of the unquantized side -> the suffix of its kernels' symbols
+_DTYPE_TAG = {"bfloat16": "bf16", "float16": "f16", "float32": "f32"}
+_DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}
+_PACKED_DTYPES = ("uint8", "int8", "float4_e2m1fn_x2")
+_SCALE_DTYPES = ("uint8", "int8", "float8_e4m3fn")
+
+_K_MULTIPLE = 64        # the swizzle atom is 4 scale columns of 16 elements
+_ROWS_PER_BLOCK = 8     # nvfp4_quantize.cu: one warp per row, 8 warps per block
+_SEGMENT = 1024         # elements of one row per warp
+_SCALAR_BLOCK = 128     # the per-group scalar kernels
+_INT32_MAX = 2**31 - 1
+_GRID_X_MAX = 2**31 - 1
+_INPUT_ALIGNMENT = 16   # the row kernels load and store the unquantized side in 16-byte pieces
+
+
+# ------------------------------------------------------------------------------------------ checks
+
+
+def _check_k(k: int, what: str) -> None:
+    if k <= 0 or k % _K_MULTIPLE:
+        raise ValueError(f"K={k} ({what}) must be a positive multiple of {_K_MULTIPLE}: a scale byte "
+                         f"covers 16 elements and the swizzled layout groups 4 of them (the GEMM "
+                         f"needs K % 128 == 0)")
+    if k > _INT32_MAX - _SEGMENT:
+        raise ValueError(f"K={k} ({what}) is too large: at most {_INT32_MAX - _SEGMENT}")
+
+
+def _check_grid_rows(rows: int, k: int, what: str) -> None:
+    if _row_grid(rows, k)[0] > _GRID_X_MAX:
+        raise ValueError(f"{what}={rows} rows of K={k} exceed what one launch covers "
+                         f"({_GRID_X_MAX * _ROWS_PER_BLOCK} row segments of {_SEGMENT})")
+
+
+def _unquantized(x, name: str, ndim: tuple[int, ...]) -> tensors.DeviceArray:
+    arr = tensors.as_device_array(x, name)
+    tensors.check_array(arr, name, dtype=tuple(_DTYPE_TAG))  # and C-contiguous
+    if len(arr.shape) not in ndim:
+        want = " or ".join(f"{n}-D" for n in ndim)
+        raise ValueError(f"{name}.shape={arr.shape} must be {want}")
+    _check_alignment(arr, name)
+    return arr
+
+
+def _check_alignment(arr: tensors.DeviceArray, name: str) -> None:
+    if arr.numel and arr.ptr % _INPUT_ALIGNMENT:
+        raise ValueError(f"{name} starts at 0x{arr.ptr:x}, which is not {_INPUT_ALIGNMENT}-byte aligned; the "
+                         f"kernel reads it in 16-byte pieces (pass a tensor that starts at its allocation)")
+
+
+def _indptr(m_indptr) -> tensors.DeviceArray:
+    arr = tensors.as_device_array(m_indptr, "m_indptr")
+    tensors.check_array(arr, "m_indptr", dtype="int32", ndim=1)
+    if arr.shape[0] < 1:
+        raise ValueError(f"m_indptr.shape={arr.shape} but it needs G + 1 >= 1 entries")
+    if arr.shape[0] - 1 > _INT32_MAX:
+        raise ValueError(f"G={arr.shape[0] - 1} groups do not fit in int32")
+    return arr
+
+
+def _global_scale(global_scale, groups: int, arrays: dict, name: str = "global_scale") -> tuple[int, int, float]:
+    """(device pointer or 0, stride 0/1, value for pointer 0) of a global scale argument.
+
+    A Python/NumPy real number is checked here (finite, > 0) and passed by value. A device tensor
+    holds float32 values: one for every group (stride 0) or one per group (G values, stride 1);
+    its values are read on the GPU only.
+    """
+    if isinstance(global_scale, (float, int, np.floating, np.integer)) and not isinstance(global_scale, (bool, np.bool_)):
+        value = np.float32(global_scale)
+        if not (np.isfinite(value) and value > 0):
+            raise ValueError(f"{name}={global_scale!r} must be finite and > 0 (FlashInfer: 448 * 6 / amax)")
+        return 0, 0, float(value)
+    arr = tensors.as_device_array(global_scale, name)
+    tensors.check_array(arr, name, dtype="float32")
+    if arr.numel == 1:
+        stride = 0
+    elif arr.numel == groups and len(arr.shape) == 1:
+        stride = 1
+    else:
+        raise ValueError(f"{name}.shape={arr.shape} but it must hold one float32 for all groups or one "
+                         f"per group, (G,) = ({groups},)")
+    arrays[name] = arr
+    return arr.ptr, stride, 1.0
+
+
+def _device(arrays: dict, first: tensors.DeviceArray) -> int:
+    ordinal = tensors.check_same_device(arrays)
+    return driver.pointer_device(first.ptr) if ordinal is None else ordinal
+
+
+def _launch(op: str, tag: str, ordinal: int, grid: tuple[int, int, int], stream: int, args: tuple) -> None:
+    symbol = f"nvfp4_{op}" + (f"_{tag}" if tag else "")
+    spec = quantize_spec(symbol, driver.device_info(ordinal).capability, config.force_ptx())
+    driver.launch(spec, ordinal, grid, stream, args)
+
+
+def _row_grid(rows: int, k: int) -> tuple[int, int, int]:
+    """nvfp4_quantize.cu's row kernels: one warp per (row, 1024-element segment), 8 warps a block."""
+    return (-(-rows * -(-k // _SEGMENT) // _ROWS_PER_BLOCK), 1, 1)
+
+
+# ------------------------------------------------------------------------------------- quantizers
+
+
+def quantize_activations(x, m_indptr, global_scale, *, stream=None):
+    """Quantize stacked activations into the GEMM's ``a`` and grouped ``a_scale`` (SPEC §3, §4).
+
+    Args:
+      x:            (cum_m, K) bfloat16, float16 or float32, C-contiguous, 16-byte aligned;
+                    K a positive multiple of 64 (the GEMM needs K % 128 == 0).
+      m_indptr:     (G+1,) int32 on the GPU, non-decreasing: group g owns rows
+                    [m_indptr[g], m_indptr[g+1]) of x. Empty groups and m_indptr[0] > 0 are fine.
+      global_scale: float32 on the GPU, one value for all groups (shape () or (1,)) or one per
+                    group (G,); or a Python float. FlashInfer's convention: 448 * 6 / amax
+                    (:func:`global_scale_from_amax`).
+      stream:       as for the GEMM: an int handle, a torch/CuPy stream, an object with
+                    ``__cuda_stream__``; default the current stream of x's framework.
+
+    Returns ``(a, a_scale)`` in x's framework and device:
+      a:       (cum_m, K/2) uint8, two e2m1 codes per byte (element 2i in the low nibble). Rows
+               outside [m_indptr[0], m_indptr[G]) hold zeros (e2m1 +0).
+      a_scale: (a_scale_rows_upper_bound(cum_m, G), K/16) uint8, ue4m3 in the 128x4-swizzled
+               layout; row m of group g at scale row sf_base(g) + m. Sized from shapes alone, it
+               is never smaller than ``a_scale_rows(m_indptr)`` (what the GEMM reads); every other
+               byte is zero.
+    """
+    X = _unquantized(x, "x", (2,))
+    rows, k = X.shape
+    _check_k(k, "x.shape[1]")
+    M = _indptr(m_indptr)
+    groups = M.shape[0] - 1
+    arrays = {"x": X, "m_indptr": M}
+    gs_ptr, gs_stride, gs_value = _global_scale(global_scale, groups, arrays)
+    sf_rows = a_scale_rows_upper_bound(rows, groups)
+    _check_grid_rows(max(rows, sf_rows), k, "cum_m")
+    ordinal = _device(arrays, X)
+    a, A = tensors.allocate(X, (rows, k // 2), "uint8")
+    a_scale, S = tensors.allocate(X, (sf_rows, k // SF_VEC), "uint8")
+    if max(rows, sf_rows):
+        _launch("quantize_rows", _DTYPE_TAG[X.dtype], ordinal, _row_grid(max(rows, sf_rows), k),
+                tensors.resolve_stream(stream, arrays),
+                (X.ptr, A.ptr, S.ptr, gs_ptr, M.ptr, rows, sf_rows, k, groups, 0, gs_stride, gs_value))
+    return a, a_scale
+
+
+def quantize_weights(w, global_scale, *, stream=None):
+    """Quantize per-expert weights into the GEMM's ``b`` and ``b_scale`` (SPEC §2, §3, §4).
+
+    Args:
+      w:            (G, N, K) bfloat16, float16 or float32, C-contiguous, 16-byte aligned; row n of
+                    group g holds output column n's K values ("NT"). K a positive multiple of 64.
+      global_scale: float32 on the GPU, one for all groups or (G,) one per group; or a Python float.
+      stream:       as in :func:`quantize_activations`.
+
+    Returns ``(b, b_scale)``: b (G, N, K/2) uint8 e2m1 pairs; b_scale (G, N_pad, K/16) uint8,
+    N_pad = ceil(N/128)*128, each group's block 128x4-swizzled, padding rows zero.
+    """
+    W = _unquantized(w, "w", (3,))
+    groups, n, k = W.shape
+    _check_k(k, "w.shape[2]")
+    if n > _INT32_MAX:
+        raise ValueError(f"N={n} (w.shape[1]) must fit in int32")
+    arrays = {"w": W}
+    gs_ptr, gs_stride, gs_value = _global_scale(global_scale, groups, arrays)
+    n_pad = padded_n(n)
+    _check_grid_rows(groups * n_pad, k, "G * N_pad")
+    ordinal = _device(arrays, W)
+    b, B = tensors.allocate(W, (groups, n, k // 2), "uint8")
+    b_scale, S = tensors.allocate(W, (groups, n_pad, k // SF_VEC), "uint8")
+    if groups * n_pad:
+        _launch("quantize_rows", _DTYPE_TAG[W.dtype], ordinal, _row_grid(groups * n_pad, k),
+                tensors.resolve_stream(stream, arrays),
+                (W.ptr, B.ptr, S.ptr, gs_ptr, 0, groups * n, groups * n_pad, k, groups, n, gs_stride, gs_value))
+    return b, b_scale
+
+
+def _out_dtype(out_dtype) -> str:
+    if isinstance(out_dtype, str) and out_dtype.lower() in _DTYPE_ALIASES:
+        return _DTYPE_ALIASES[out_dtype.lower()]
+    try:
+        canon = tensors.dtype_name(out_dtype)
+    except TypeError:
+        canon = None
+    if canon not in _DTYPE_TAG:
+        raise ValueError(f"out_dtype={out_dtype!r} must be bfloat16, float16 or float32 (a name or a torch dtype)")
+    return canon
+
+
+def dequantize(q, q_scale, m_indptr=None, global_scale=None, *, out_dtype="bfloat16", stream=None):
+    """The inverse of the quantizers: ``out = e2m1(code) * ue4m3(scale) * (1 / global_scale)``.
+
+    Args:
+      q:            (cum_m, K/2) uint8 activations (then ``m_indptr`` is required and ``q_scale`` is
+                    the grouped a_scale), or (G, N, K/2) uint8 weights (then ``m_indptr`` is None and
+                    ``q_scale`` is (G, N_pad, K/16)). K a positive multiple of 64.
+      q_scale:      the swizzled ue4m3 scales (uint8 or float8_e4m3fn), C-contiguous. For activations,
+                    reads stop at its end: a row whose scale row lies beyond gets NaN.
+      m_indptr:     (G+1,) int32 on the GPU for activations, else None.
+      global_scale: None (no division: the decode is exact in every output dtype, since each value
+                    has at most 6 significant bits in [2^-10, 2688]), or the global scale(s) the data
+                    was quantized with, as in :func:`quantize_activations`; then each value is
+                    ``decoded * rcp(gsf)`` in float32 (both steps correctly rounded), then rounded once
+                    to ``out_dtype``.
+      out_dtype:    "bfloat16" (default), "float16" or "float32" (or a torch dtype).
+
+    Returns ``out`` of shape q.shape[:-1] + (K,) in q's framework. Activation rows outside the groups
+    are 0.
+    """
+    Q = tensors.as_device_array(q, "q")
+    tensors.check_array(Q, "q", dtype=_PACKED_DTYPES)
+    if len(Q.shape) not in (2, 3):
+        raise ValueError(f"q.shape={Q.shape} must be 2-D (cum_m, K/2) activations or 3-D (G, N, K/2) weights")
+    k = 2 * Q.shape[-1]
+    _check_k(k, "2 * q.shape[-1]")
+    sf_k = k // SF_VEC
+    out_canon = _out_dtype(out_dtype)
+    S = tensors.as_device_array(q_scale, "q_scale")
+    tensors.check_array(S, "q_scale", dtype=_SCALE_DTYPES)
+    arrays = {"q": Q, "q_scale": S}
+    if len(Q.shape) == 3:
+        if m_indptr is not None:
+            raise ValueError("m_indptr must be None for 3-D q (weights, (G, N, K/2)); 2-D q is activations")
+        groups, n, _ = Q.shape
+        if n > _INT32_MAX:
+            raise ValueError(f"N={n} (q.shape[1]) must fit in int32")
+        need = groups * padded_n(n) * sf_k
+        if S.nbytes != need:
+            raise ValueError(f"q_scale has {S.nbytes} bytes (shape {S.shape}) but (G, N_pad, K/16) = "
+                             f"({groups}, {padded_n(n)}, {sf_k}) needs {need}")
+        rows, sf_rows, group_rows, indptr_ptr = groups * n, groups * padded_n(n), n, 0
+    else:
+        if m_indptr is None:
+            raise ValueError("m_indptr is required for 2-D q (activations); pass 3-D (G, N, K/2) q for weights")
+        M = _indptr(m_indptr)
+        arrays["m_indptr"] = M
+        groups = M.shape[0] - 1
+        rows, sf_rows, group_rows, indptr_ptr = Q.shape[0], S.nbytes // sf_k, 0, M.ptr
+    if global_scale is None:
+        gs_ptr, gs_stride, gs_value = 0, 0, 1.0
+    else:
+        gs_ptr, gs_stride, gs_value = _global_scale(global_scale, groups, arrays)
+    _check_grid_rows(rows, k, "rows")
+    ordinal = _device(arrays, Q)
+    out, O = tensors.allocate(Q, (*Q.shape[:-1], k), out_canon)
+    if rows:
+        _launch("dequantize_rows", _DTYPE_TAG[out_canon], ordinal, _row_grid(rows, k),
+                tensors.resolve_stream(stream, arrays),
+                (Q.ptr, S.ptr, gs_ptr, indptr_ptr, O.ptr, rows, sf_rows, k, groups, group_rows, gs_stride, gs_value))
+    return out
+
+
+# --------------------------------------------------------------------------------- global scales
+
+
+def global_scale_from_amax(x, m_indptr=None, *, per_group: bool = True, stream=None):
+    """FlashInfer's global scale ``448 * 6 / max|x|`` (float32, correctly rounded), on the GPU.
+
+    Args:
+      x:         (cum_m, K) activations or (G, N, K) weights, bfloat16/float16/float32, K a positive
+                 multiple of 64, C-contiguous, 16-byte aligned.
+      m_indptr:  for 2-D x: None (one scale over all rows) or (G+1,) int32 on the GPU (then rows
+                 outside [m_indptr[0], m_indptr[G]) are ignored). Must be None for 3-D x.
+      per_group: with groups (m_indptr, or 3-D x): True gives one scale per group, False one for all.
+      stream:    as in :func:`quantize_activations`.
+
+    Returns a float32 tensor in x's framework: (G,) per group, else (1,). Edge cases: a group whose
+    values are all zero (or that is empty) gets 1.0, which quantizes zeros exactly (448 * 6 / 0 would
+    be inf); a quotient too large for float32 (amax < 2688 / FLT_MAX) is clamped to FLT_MAX; an amax
+    of inf gives 0 and NaN gives NaN, which the quantizers turn into NaN scales for that group.
+    """
+    X = _unquantized(x, "x", (2, 3))
+    k = X.shape[-1]
+    _check_k(k, f"x.shape[{len(X.shape) - 1}]")
+    if type(per_group) is not bool:
+        raise TypeError(f"per_group must be a bool, got {per_group!r}")
+    arrays = {"x": X}
+    if len(X.shape) == 3:
+        if m_indptr is not None:
+            raise ValueError("m_indptr must be None for 3-D x (weights, (G, N, K)); groups are its first dimension")
+        groups, n, _ = X.shape
+        if per_group and n > _INT32_MAX:
+            raise ValueError(f"N={n} (x.shape[1]) must fit in int32")
+        rows, indptr_ptr = groups * n, 0
+        group_rows = n if per_group else 0
+        count = groups if per_group else 1
+    elif m_indptr is None:
+        rows, indptr_ptr, groups, group_rows, count = X.shape[0], 0, 1, 0, 1
+        per_group = False
+    else:
+        M = _indptr(m_indptr)
+        arrays["m_indptr"] = M
+        rows, indptr_ptr, groups, group_rows = X.shape[0], M.ptr, M.shape[0] - 1, 0
+        count = groups if per_group else 1
+    _check_grid_rows(rows, k, "rows")
+    ordinal = _device(arrays, X)
+    out, O = tensors.allocate(X, (count,), "float32")
+    if count == 0:
+        return out
+    handle = tensors.resolve_stream(stream, arrays)
+    _zero_words(O.ptr, count, ordinal, handle)
+    if rows:
+        _launch("amax_rows", _DTYPE_TAG[X.dtype], ordinal, _row_grid(rows, k), handle,
+                (X.ptr, O.ptr, indptr_ptr, rows, k, groups, group_rows, int(per_group)))
+    _launch("global_scale_from_amax", "", ordinal, (-(-count // _SCALAR_BLOCK), 1, 1), handle, (O.ptr, count))
+    return out
+
+
+def _zero_words(ptr: int, count: int, ordinal: int, stream: int) -> None:
+    """Queue a 4-byte memset of ``count`` words at ``ptr`` on ``stream`` (the amax accumulators)."""
+    drv = driver.driver()
+    with driver._ContextGuard(ordinal):
+        driver.check(drv.cuMemsetD32Async(drv.CUdeviceptr(ptr), 0, count, drv.CUstream(stream)),
+                     "cuMemsetD32Async")
+
+
+def alpha_from_global_scales(gsf_a, gsf_b, *, stream=None):
+    """The GEMM's ``alpha[g] = 1 / (gsf_a[g] * gsf_b[g])`` (float32, each step correctly rounded).
+
+    Args:
+      gsf_a, gsf_b: float32 tensors on the GPU, each one value (shape () or (1,)) or one per group
+                    (G,); G is the longer one (both (G,) must agree).
+      stream:       as in :func:`quantize_activations`.
+
+    Returns ``alpha`` (G,) float32 in gsf_a's framework ((1,) when both are single values).
+    """
+    A = tensors.as_device_array(gsf_a, "gsf_a")
+    B = tensors.as_device_array(gsf_b, "gsf_b")
+    for name, arr in (("gsf_a", A), ("gsf_b", B)):
+        tensors.check_array(arr, name, dtype="float32")
+        if arr.numel != 1 and len(arr.shape) != 1:
+            raise ValueError(f"{name}.shape={arr.shape} must be () or (1,) (one value) or (G,) (one per group)")
+        if arr.numel == 0:
+            raise ValueError(f"{name} is empty; it needs one value or one per group")
+    if A.numel != 1 and B.numel != 1 and A.numel != B.numel:
+        raise ValueError(f"gsf_a has {A.numel} values but gsf_b has {B.numel}; each must be 1 or G")
+    count = max(A.numel, B.numel)
+    if count > _INT32_MAX:
+        raise ValueError(f"G={count} does not fit in int32")
+    arrays = {"gsf_a": A, "gsf_b": B}
+    ordinal = _device(arrays, A)
+    alpha, O = tensors.allocate(A, (count,), "float32")
+    _launch("alpha_from_global_scales", "", ordinal, (-(-count // _SCALAR_BLOCK), 1, 1),
+            tensors.resolve_stream(stream, arrays),
+            (A.ptr, B.ptr, O.ptr, int(A.numel != 1), int(B.numel != 1), count))
+    return alpha
