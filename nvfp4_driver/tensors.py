@@ -142,6 +142,10 @@ def as_device_array(x: Any, name: str, *, stream: int | None = None) -> DeviceAr
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(x, torch.Tensor):  # user-defined Tensor subclasses
         return _from_torch(x, name)
+    if type(x) is _CUPY_NDARRAY[0]:
+        arr = _from_cupy(x)
+        if arr is not None:
+            return arr
 
     try:
         cai = x.__cuda_array_interface__
@@ -320,6 +324,9 @@ def _from_cai(x: Any, cai: Any, name: str) -> DeviceArray:
         # A CuPy array knows its device; this spares the driver a pointer query.
         dev_id = getattr(getattr(x, "device", None), "id", None)
         device = dev_id if isinstance(dev_id, int) else None
+        cupy = sys.modules.get("cupy")
+        if cupy is not None and cls is getattr(cupy, "ndarray", None):
+            _CUPY_NDARRAY[0] = cls  # from now on, the attribute path (_from_cupy)
     elif module == "nvfp4_driver.devmem" and cls.__name__ == "DeviceBuffer":
         framework, device = "cai", x.device  # our own buffer: its device is an attribute
     else:
@@ -328,6 +335,31 @@ def _from_cai(x: Any, cai: Any, name: str) -> DeviceArray:
     d.__dict__.update({"ptr": ptr, "shape": shape, "strides": strides, "dtype": dtype, "device": device,
                        "framework": framework, "obj": x, "readonly": bool(readonly), "stream": stream,
                        "keepalive": None})
+    return d
+
+
+# --- CuPy -------------------------------------------------------------------------------------
+
+_CUPY_NDARRAY: list = [None]  # cupy.ndarray once a CuPy array has come through the CAI path
+_NUMPY_NAMES = {name: name for name in _ITEMSIZE}  # numpy dtype names that are also ours
+
+
+def _from_cupy(x: Any) -> DeviceArray | None:
+    """A cupy.ndarray read from its attributes: CuPy builds its __cuda_array_interface__ dict anew on
+    every access (with a query of the current stream), several microseconds per argument. None for
+    anything unusual (the CAI path then decides, and words any refusal)."""
+    dtype = _NUMPY_NAMES.get(x.dtype.name)
+    if dtype is None:
+        return None
+    itemsize = _ITEMSIZE[dtype]
+    shape = x.shape
+    byte_strides = x.strides
+    if any(s % itemsize for s in byte_strides):
+        return None
+    d = _new(DeviceArray)
+    d.__dict__.update({"ptr": x.data.ptr, "shape": shape, "strides": tuple(s // itemsize for s in byte_strides),
+                       "dtype": dtype, "device": x.device.id, "framework": "cupy", "obj": x, "readonly": False,
+                       "stream": None, "keepalive": None})
     return d
 
 

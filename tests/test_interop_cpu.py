@@ -194,3 +194,31 @@ def test_torch_fast_path_key_is_the_remembered_one(monkeypatch):
     # Any other metadata misses and takes the general path (which refuses CPU tensors).
     with pytest.raises(ValueError, match="on the CPU"):
         nd.group_gemm_nvfp4_nt_groupwise(*given[:5], alpha, 128, 64, 256, True, out, "fp16")
+
+
+class _FakeCupyNdarray:
+    """The attributes _from_cupy reads from a cupy.ndarray, and the CAI that CuPy would give."""
+    __module__ = "cupy._core.core"
+
+    def __init__(self, shape, dtype, strides=None, ptr=FAKE_PTR, device=0):
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        self.strides = strides or tuple(int(np.prod(shape[i + 1:])) * self.dtype.itemsize for i in range(len(shape)))
+        self.data = type("MemoryPointer", (), {"ptr": ptr})()
+        self.device = type("Device", (), {"id": device})()
+
+    @property
+    def __cuda_array_interface__(self):
+        return {"version": 3, "shape": self.shape, "typestr": self.dtype.str, "data": (self.data.ptr, False),
+                "strides": self.strides, "stream": None}
+
+
+@pytest.mark.parametrize("shape,dtype,strides", [((4, 8), "uint8", None), ((3, 5), "float16", (20, 4)),
+                                                 ((2, 0, 3), "int32", None), ((6,), "float32", (8,))])
+def test_cupy_attribute_path_matches_the_cai_path(monkeypatch, shape, dtype, strides):
+    x = _FakeCupyNdarray(shape, dtype, strides, device=2)
+    via_cai = tensors.as_device_array(x, "a")
+    monkeypatch.setattr(tensors, "_CUPY_NDARRAY", [_FakeCupyNdarray])
+    via_attributes = tensors.as_device_array(x, "a")
+    fields = ("ptr", "shape", "strides", "dtype", "device", "framework", "readonly")
+    assert [getattr(via_attributes, f) for f in fields] == [getattr(via_cai, f) for f in fields]
+    assert via_attributes.obj is x
