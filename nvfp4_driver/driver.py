@@ -50,11 +50,6 @@ def _import_driver():
 
 
 def _error_name(drv, err) -> str:
-    if isinstance(err, int) and not isinstance(err, drv.CUresult):  # a code from a ctypes call
-        try:
-            err = drv.CUresult(err)
-        except ValueError:
-            return f"CUresult({err})"
     res = drv.cuGetErrorName(err)
     if res[0] == drv.CUresult.CUDA_SUCCESS and res[1]:
         return res[1].decode() if isinstance(res[1], bytes) else str(res[1])
@@ -293,37 +288,6 @@ def param_info(spec: KernelSpec, ordinal: int) -> list[tuple[int, int]]:
 # cuda.bindings' (values, ctypes types) form builds a ctypes object per argument.
 _PACK = {"ptr": "Q", "i64": "q", "i32": "i4x", "f32": "f4x"}
 
-# The two driver calls of every launch, called through ctypes at the addresses the driver itself
-# gives (cuGetProcAddress, legacy default stream semantics for handle 0, as cuda.bindings uses).
-# Measured on an H100 host: an empty kernel's launch costs about 7 us through cuda.bindings' Python
-# wrappers (a CUstream, a kernel-parameter helper and a result enum built per call) and about half
-# that this way. Everything else (loading, attributes, errors, rare context pushes) stays on
-# cuda.bindings.
-_LAUNCH_T = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint,
-                             ctypes.c_uint, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p,
-                             ctypes.c_void_p, ctypes.c_void_p)  # releases the GIL: a full queue blocks here
-_GET_CURRENT_T = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_void_p)  # keeps the GIL: a thread-local read
-_c_api_cache: list = []  # [(launch, get_current) or None], looked up once
-
-
-def _c_api():
-    """(cuLaunchKernel, cuCtxGetCurrent) as ctypes functions, or None where the driver does not give
-    them (then every launch goes through cuda.bindings)."""
-    if _c_api_cache:
-        return _c_api_cache[0]
-    with _lock:
-        if _c_api_cache:
-            return _c_api_cache[0]
-        drv = driver()
-        flags = drv.CUdriverProcAddress_flags.CU_GET_PROC_ADDRESS_LEGACY_STREAM
-        found = []
-        for name in (b"cuLaunchKernel", b"cuCtxGetCurrent"):
-            res = drv.cuGetProcAddress(name, 12000, flags)
-            found.append(int(res[1]) if res[0] == _SUCCESS and res[1] else 0)
-        api = (_LAUNCH_T(found[0]), _GET_CURRENT_T(found[1])) if all(found) else None
-        _c_api_cache.append(api)
-        return api
-
 
 class PreparedKernel:
     """One kernel on one device, ready to launch with the least Python work per call.
@@ -333,62 +297,48 @@ class PreparedKernel:
     one buffer per thread can be reused by every launch of that thread, and threads never share one.
     """
 
-    __slots__ = ("spec", "ordinal", "fn", "fn_id", "ctx", "ctx_id", "_pack", "_local", "_symbol", "_c")
+    __slots__ = ("spec", "ordinal", "fn", "ctx", "ctx_id", "_pack", "_local", "_symbol")
 
     def __init__(self, spec: KernelSpec, ordinal: int):
         self.spec, self.ordinal = spec, ordinal
         self.fn = function(spec, ordinal)
-        self.fn_id = int(self.fn)
         self.ctx = primary_context(ordinal)
         self.ctx_id = int(self.ctx)
         self._pack = struct.Struct("<" + "".join(_PACK[t] for t in spec.param_types)).pack_into
         self._local = threading.local()
         self._symbol = spec.symbol
-        self._c = _c_api()
 
     def _buffers(self):
         n = len(self.spec.param_types)
         storage = ctypes.create_string_buffer(8 * n)
         base = ctypes.addressof(storage)
         params = (ctypes.c_void_p * n)(*(base + 8 * i for i in range(n)))
-        current = ctypes.c_void_p()  # where cuCtxGetCurrent writes
-        # Int addresses are what the calls take; the ctypes objects stay alive beside them.
-        buffers = self._local.buffers = (storage, params, ctypes.addressof(params), current,
-                                         ctypes.addressof(current))
+        # The int address is what cuLaunchKernel takes; storage and params stay alive with it.
+        buffers = self._local.buffers = (storage, params, ctypes.addressof(params))
         return buffers
 
     def launch(self, grid: tuple[int, int, int], stream: int, args: tuple) -> None:
         """Launch on ``stream`` (an int CUstream handle) with ``args`` in the manifest's order."""
         try:
-            storage, _params, params_addr, current, current_addr = self._local.buffers
+            storage, _params, params_addr = self._local.buffers
         except AttributeError:
-            storage, _params, params_addr, current, current_addr = self._buffers()
+            storage, _params, params_addr = self._buffers()
         try:
             self._pack(storage, 0, *args)
         except struct.error as exc:
             raise TypeError(f"{self._symbol} takes ({', '.join(self.spec.param_types)}), got {args!r}: "
                             f"{exc}") from None
         drv = _state["driver"]
-        c = self._c
-        if c is not None:
-            err = c[1](current_addr)
-            current_id = current.value
-        else:
-            err, current = drv.cuCtxGetCurrent()
-            current_id = None if current is None else int(current)
+        err, current = drv.cuCtxGetCurrent()
         if err != _SUCCESS:
             raise CudaError("cuCtxGetCurrent", _error_name(drv, err))
-        pushed = current_id != self.ctx_id
+        pushed = current is None or int(current) != self.ctx_id
         if pushed:
             check(drv.cuCtxPushCurrent(self.ctx), "cuCtxPushCurrent")
         try:
             spec = self.spec
-            if c is not None:
-                err = c[0](self.fn_id, grid[0], grid[1], grid[2], spec.threads, 1, 1, spec.smem_bytes, stream,
-                           params_addr, None)
-            else:
-                err = drv.cuLaunchKernel(self.fn, grid[0], grid[1], grid[2], spec.threads, 1, 1, spec.smem_bytes,
-                                         stream, params_addr, 0)[0]
+            err = drv.cuLaunchKernel(self.fn, grid[0], grid[1], grid[2], spec.threads, 1, 1, spec.smem_bytes,
+                                     stream, params_addr, 0)[0]
         finally:
             if pushed:
                 check(drv.cuCtxPopCurrent(), "cuCtxPopCurrent")

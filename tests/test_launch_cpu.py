@@ -49,42 +49,15 @@ class FakeDriver:
         return (1,) if self.fail_launch else (0,)
 
 
-def make_kernel(types, drv, ctx_id=0xC0, c_api=None):
+def make_kernel(types, drv, ctx_id=0xC0):
     spec = KernelSpec("k.cubin", "my_kernel", 256, 1024, tuple(types))
     kernel = object.__new__(PreparedKernel)
     kernel.spec, kernel.ordinal, kernel.fn, kernel.ctx, kernel.ctx_id = spec, 0, "FN", "CTX", ctx_id
-    kernel.fn_id = 0xF00
     kernel._pack = struct.Struct("<" + "".join(driver._PACK[t] for t in types)).pack_into
     kernel._local = threading.local()
     kernel._symbol = spec.symbol
-    kernel._c = c_api  # None: the cuda.bindings path
     drv.types = types
     return kernel
-
-
-class FakeCApi:
-    """cuLaunchKernel and cuCtxGetCurrent as real C function pointers (ctypes callbacks), called
-    through the same ctypes prototypes as the driver's."""
-
-    def __init__(self, drv):
-        self.drv = drv
-
-        @driver._LAUNCH_T
-        def launch(fn, gx, gy, gz, bx, by, bz, smem, stream, params, extra):
-            ptrs = (ctypes.c_void_p * len(drv.types)).from_address(params)
-            values = tuple(_READ[t].from_address(ptrs[i]).value for i, t in enumerate(drv.types))
-            drv.calls.append(("launch", fn, (gx, gy, gz), (bx, by, bz), smem, stream or 0, values, extra or 0))
-            return 1 if drv.fail_launch else 0
-
-        @ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
-        def get_current(out):
-            drv.calls.append(("get",))
-            ctypes.c_void_p.from_address(out).value = None if drv.current is None else int(drv.current)
-            return 0
-
-        self.callbacks = (launch, get_current)  # kept alive as long as the pointers are used
-        address = ctypes.cast(get_current, ctypes.c_void_p).value
-        self.api = (driver._LAUNCH_T(ctypes.cast(launch, ctypes.c_void_p).value), driver._GET_CURRENT_T(address))
 
 
 @pytest.fixture
@@ -103,38 +76,27 @@ class Ctx:
         return self.value
 
 
-@pytest.fixture(params=["cuda.bindings", "ctypes"])
-def path(request, fake_driver):
-    """Both ways a launch can reach the driver."""
-    return None if request.param == "cuda.bindings" else FakeCApi(fake_driver)
-
-
-def api(path):
-    return None if path is None else path.api
-
-
-def test_gemm_arguments_arrive_in_order(fake_driver, path):
-    kernel = make_kernel(GEMM_TYPES, fake_driver, c_api=api(path))
+def test_gemm_arguments_arrive_in_order(fake_driver):
+    kernel = make_kernel(GEMM_TYPES, fake_driver)
     args = (0x7F00_0000_0000, 2**64 - 16, 0x10, 0x20, 0x30, 0, 0x40, 2**40 + 3, 12345, 4096, 7168, 256, 1)
     fake_driver.current = Ctx(0xC0)
     kernel.launch((3, 4, 1), 77, args)
     (launch,) = [c for c in fake_driver.calls if c[0] == "launch"]
-    fn = "FN" if path is None else 0xF00
-    assert launch[1:] == (fn, (3, 4, 1), (256, 1, 1), 1024, 77, args, 0)
+    assert launch[1:] == ("FN", (3, 4, 1), (256, 1, 1), 1024, 77, args, 0)
     assert ("push", "CTX") not in fake_driver.calls  # its context was already current
 
 
-def test_every_parameter_type(fake_driver, path):
+def test_every_parameter_type(fake_driver):
     types = ("ptr", "i64", "i32", "f32", "i32", "ptr")
-    kernel = make_kernel(types, fake_driver, c_api=api(path))
+    kernel = make_kernel(types, fake_driver)
     args = (0xDEADBEEF0, -2**62, -5, 1.5, 2**31 - 1, 0)
     kernel.launch((1, 1, 1), 0, args)
     launch = [c for c in fake_driver.calls if c[0] == "launch"][0]
     assert launch[6] == args
 
 
-def test_other_context_is_pushed_and_popped(fake_driver, path):
-    kernel = make_kernel(("i32",), fake_driver, c_api=api(path))
+def test_other_context_is_pushed_and_popped(fake_driver):
+    kernel = make_kernel(("i32",), fake_driver)
     for current in (None, Ctx(0xAB)):
         fake_driver.calls.clear()
         fake_driver.current = current
@@ -142,8 +104,8 @@ def test_other_context_is_pushed_and_popped(fake_driver, path):
         assert [c[0] for c in fake_driver.calls] == ["get", "push", "launch", "pop"]
 
 
-def test_launch_failure_pops_and_names_the_error(fake_driver, path):
-    kernel = make_kernel(("i32",), fake_driver, c_api=api(path))
+def test_launch_failure_pops_and_names_the_error(fake_driver):
+    kernel = make_kernel(("i32",), fake_driver)
     fake_driver.fail_launch = True
     with pytest.raises(driver.CudaError, match=r"cuLaunchKernel\(my_kernel\) failed with CUDA_ERROR_INVALID_VALUE"):
         kernel.launch((1, 1, 1), 0, (1,))
@@ -158,8 +120,8 @@ def test_values_that_do_not_fit_are_type_errors(fake_driver, args):
     assert not fake_driver.calls
 
 
-def test_buffers_are_per_thread(fake_driver, path):
-    kernel = make_kernel(("i64",), fake_driver, c_api=api(path))
+def test_buffers_are_per_thread(fake_driver):
+    kernel = make_kernel(("i64",), fake_driver)
     seen = {}
     alive = threading.Barrier(4)  # a finished thread's buffers are freed, and their address reused
 
