@@ -506,7 +506,8 @@ def _saw_torch() -> None:
     global _torch_empty
     _torch_empty = torch.empty
     _TorchTensor[0] = torch.Tensor
-    from . import torch_ops  # noqa: F401  (registers nvfp4_driver::group_gemm_nvfp4_nt_groupwise)
+    if hasattr(getattr(torch, "library", None), "custom_op"):  # torch >= 2.4; older: no torch.compile support
+        from . import torch_ops  # noqa: F401  (registers nvfp4_driver::group_gemm_nvfp4_nt_groupwise)
 
 
 if "torch" in sys.modules:  # registered now if torch came first, else on the first torch tensor
