@@ -48,14 +48,15 @@ SMEM_BUDGET = 98_304
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
-    family: str      # "sm80": the portable mma.sync kernel
+    family: str      # "sm80": the portable mma.sync kernel; "sm120": native Blackwell FP4
+    tile_m: int      # tokens per block: 128 (FlashInfer's tile_m), or 16/32/64 for few rows per group
     tile_n: int
     tile_k: int
     swap_ab: bool
 
     @property
     def name(self) -> str:
-        return f"{self.family}_nvfp4_grouped_gemm_m128n{self.tile_n}k{self.tile_k}" + (
+        return f"{self.family}_nvfp4_grouped_gemm_m{self.tile_m}n{self.tile_n}k{self.tile_k}" + (
             "_swapab" if self.swap_ab else "")
 
 
@@ -70,15 +71,15 @@ class Family:
 
 
 def _gemm_threads(v: Variant) -> int:
-    """Warps of 64 tokens x 32 columns over a 128 x tile_n block (nvfp4_grouped_gemm.cuh)."""
-    return 32 * (128 // 64) * (v.tile_n // 32)
+    """Warps of min(tile_m, 64) tokens x 32 columns over a tile_m x tile_n block (nvfp4_grouped_gemm.cuh)."""
+    return 32 * (v.tile_m // min(v.tile_m, 64)) * (v.tile_n // 32)
 
 
 def _stage_bytes(v: Variant) -> int:
     """One pipeline stage of nvfp4_grouped_gemm.cuh (its layout comment)."""
     pitch = v.tile_k // 2 + 16                  # padded row of packed fp4
     sf_words = v.tile_k // 64                   # 4-byte scale words per row per stage
-    return (128 + v.tile_n) * pitch + sf_words * (128 + v.tile_n) * 4
+    return (v.tile_m + v.tile_n) * pitch + sf_words * (v.tile_m + v.tile_n) * 4
 
 
 FAMILIES = {
@@ -100,12 +101,17 @@ FAMILIES = {
     ),
 }
 
+# FlashInfer's cut (tile_m = 128, every tile_n / tile_k / swap_ab), plus token tiles of 16/32/64
+# with swap_ab for groups of few rows (decode): weights on the MMA's M side, so each weight byte is
+# decoded once per 16-64 tokens instead of once per 128-row tile that is mostly empty.
 VARIANTS = tuple(
-    Variant(family, tn, tk, swap)
+    Variant(family, tm, tn, tk, swap)
     for family in FAMILIES
+    for tm, swaps in ((128, (False, True)), (16, (True,)), (32, (True,)), (64, (True,)))
     for tn in (32, 64, 128)
     for tk in (128, 256)
-    for swap in (False, True)
+    for swap in swaps
+    if tm == 128 or tn == 128
 )
 
 
@@ -205,7 +211,8 @@ def macros(v: Variant) -> list[str]:
                 f"-DNVFP4_DTYPE={QUANT_DTYPES.get(v.dtype, 0)}"]
     cfg = launch_config(v)
     return [
-        f"-DNVFP4_KERNEL_NAME={v.name}", f"-DNVFP4_TILE_N={v.tile_n}", f"-DNVFP4_TILE_K={v.tile_k}",
+        f"-DNVFP4_KERNEL_NAME={v.name}", f"-DNVFP4_TILE_M={v.tile_m}", f"-DNVFP4_TILE_N={v.tile_n}",
+        f"-DNVFP4_TILE_K={v.tile_k}",
         f"-DNVFP4_SWAP_AB={int(v.swap_ab)}", f"-DNVFP4_STAGES={cfg['stages']}",
         f"-DNVFP4_THREADS={cfg['threads']}", f"-DNVFP4_SMEM_BYTES={cfg['smem_bytes']}",
     ]
@@ -293,9 +300,10 @@ def variant_entry(v: Variant) -> dict:
         return {"family": v.family, "source": FAMILIES[v.family].source, **launch_config(v), "grid": "x: 1",
                 "params": [{"name": n, "type": t} for n, t in PROBE_PARAMS]}
     return {
-        "family": v.family, "source": FAMILIES[v.family].source, "tile_m": 128, "tile_n": v.tile_n,
+        "family": v.family, "source": FAMILIES[v.family].source, "tile_m": v.tile_m, "tile_n": v.tile_n,
         "tile_k": v.tile_k, "swap_ab": v.swap_ab, **launch_config(v),
-        "grid": "x: (cum_m + 127*G) // 128 M tiles (an upper bound; extra blocks exit), y: ceil(N / tile_n)",
+        "grid": "x: (cum_m + (tile_m-1)*G) // tile_m row tiles (an upper bound; extra blocks exit), "
+                "y: ceil(N / tile_n)",
         "params": [{"name": n, "type": t} for n, t in GROUPED_GEMM_PARAMS],
     }
 

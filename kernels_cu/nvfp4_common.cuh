@@ -7,7 +7,7 @@
 
 namespace nvfp4 {
 
-constexpr int kTileM = 128;     // rows of one output tile; also the scale atom's row count
+constexpr int kSfAtomRows = 128;  // rows of one 128x4 scale atom (SPEC §3)
 constexpr int kSfVec = 16;      // fp4 elements per ue4m3 scale
 constexpr int kOutBf16 = 0;     // values of the `out_dtype` kernel argument
 constexpr int kOutF16 = 1;
@@ -24,13 +24,15 @@ struct MTile {
   int group;         // -1: this block has no tile (the grid is an upper bound)
   int64_t row_begin; // first output row of the tile (global row of `a` / `out`)
   int64_t row_end;   // one past the last row of the tile's group (the tile may end earlier)
-  int64_t sf_row;    // row of a_scale that holds the tile's first row (a multiple of 128)
+  int64_t sf_row;    // row of a_scale that holds the tile's first row
 };
 
-// Tile `tile` in the concatenation of every group's ceil(rows/128) tiles. Each warp computes
-// it on its own (a scan of G entries, 32 at a time), so no barrier or shared memory is needed.
+// Tile `tile` in the concatenation of every group's ceil(rows/TM) tiles of TM rows. Each warp
+// computes it on its own (a scan of G entries, 32 at a time), so no barrier or shared memory is
+// needed.
 // Entries are clamped into [0, cum_m] and made non-decreasing per group, so a malformed
 // m_indptr can never send a read or write outside `a` or `out`.
+template <int TM>
 __device__ __forceinline__ MTile find_m_tile(const int32_t* __restrict__ m_indptr, int num_groups,
                                              int64_t cum_m, int64_t tile) {
   const int lane = threadIdx.x & 31;
@@ -41,7 +43,7 @@ __device__ __forceinline__ MTile find_m_tile(const int32_t* __restrict__ m_indpt
     if (g < num_groups) {
       lo = min(max((int64_t)__ldg(m_indptr + g), (int64_t)0), cum_m);
       hi = min(max((int64_t)__ldg(m_indptr + g + 1), lo), cum_m);
-      tiles = (hi - lo + kTileM - 1) / kTileM;
+      tiles = (hi - lo + TM - 1) / TM;
     }
     int64_t inclusive = tiles;
 #pragma unroll
@@ -57,7 +59,7 @@ __device__ __forceinline__ MTile find_m_tile(const int32_t* __restrict__ m_indpt
       const int64_t o_hi = __shfl_sync(0xffffffffu, hi, owner);
       const int64_t o_first = tiles_before + __shfl_sync(0xffffffffu, inclusive - tiles, owner);
       const int owner_group = g0 + owner;
-      const int64_t local = (tile - o_first) * kTileM;
+      const int64_t local = (tile - o_first) * TM;
       // sf_base(g) of SPEC §3: each group's scale rows start at a 128-aligned row.
       const int64_t sf_base = ((o_lo + (int64_t)owner_group * 127) / 128) * 128;
       return MTile{owner_group, o_lo + local, o_hi, sf_base + local};

@@ -4,40 +4,41 @@
 //
 //   out[m, n] = alpha[g] * sum_k e2m1(a[m,k]) sa(m,k/16) * e2m1(b[g,n,k]) sb(g,n,k/16)
 //
-// One block computes a 128 x TILE_N output tile of one group; warps tile it 64 tokens x 32
-// columns. "P" is the operand on the MMA's M side (16-row fragments), "Q" the one on its N side
+// One block computes a TM x TN output tile of one group (TM tokens: 16, 32, 64 or 128); warps
+// tile it min(TM, 64) tokens x 32 columns. "P" is the operand on the MMA's M side (16-row fragments), "Q" the one on its N side
 // (8-column fragments): tokens are P and weights Q, or the other way round with SWAP_AB.
 //
 // Shared memory per stage (bytes):
-//   A  [128][TK/2 + 16]       packed fp4 rows; +16 B pitch so the 8 rows a warp reads hit distinct banks
+//   A  [TM][TK/2 + 16]        packed fp4 rows; +16 B pitch so the 8 rows a warp reads hit distinct banks
 //   B  [TN][TK/2 + 16]
-//   SA [TK/64][128] u32       scale word w of row r = the 4 ue4m3 bytes of k-blocks 4w..4w+3
+//   SA [TK/64][TM]  u32       scale word w of row r = the 4 ue4m3 bytes of k-blocks 4w..4w+3
 //   SB [TK/64][TN]  u32
 #pragma once
 #include "nvfp4_common.cuh"
 
 namespace nvfp4 {
 
-template <int TN_, int TK_, bool SWAP_, int STAGES_>
+template <int TM_, int TN_, int TK_, bool SWAP_, int STAGES_>
 struct GemmConfig {
-  static constexpr int TN = TN_, TK = TK_, STAGES = STAGES_;
+  static constexpr int TM = TM_, TN = TN_, TK = TK_, STAGES = STAGES_;
   static constexpr bool SWAP = SWAP_;
-  static constexpr int WARP_M = 64, WARP_N = 32;
-  static constexpr int WARPS_M = kTileM / WARP_M, WARPS_N = TN / WARP_N;
+  static constexpr int WARP_M = TM < 64 ? TM : 64, WARP_N = 32;
+  static constexpr int WARPS_M = TM / WARP_M, WARPS_N = TN / WARP_N;
   static constexpr int THREADS = 32 * WARPS_M * WARPS_N;
   static constexpr int ROW_BYTES = TK / 2;
   static constexpr int ROW_PITCH = ROW_BYTES + 16;
   static constexpr int CHUNKS_PER_ROW = ROW_BYTES / 16;
   static constexpr int SF_WORDS = TK / 64;
-  static constexpr int STAGE_A = kTileM * ROW_PITCH;
+  static constexpr int STAGE_A = TM * ROW_PITCH;
   static constexpr int STAGE_B = TN * ROW_PITCH;
-  static constexpr int STAGE_SA = SF_WORDS * kTileM * 4;
+  static constexpr int STAGE_SA = SF_WORDS * TM * 4;
   static constexpr int STAGE_SB = SF_WORDS * TN * 4;
   static constexpr int STAGE_BYTES = STAGE_A + STAGE_B + STAGE_SA + STAGE_SB;
   static constexpr int P_TILES = SWAP ? WARP_N / 16 : WARP_M / 16;  // 16-row MMA fragments per warp
   static constexpr int Q_TILES = SWAP ? WARP_M / 8 : WARP_N / 8;    // 8-column MMA fragments per warp
-  static constexpr int P_ROWS = SWAP ? TN : kTileM;                  // rows of the P operand's smem tile
-  static constexpr int Q_ROWS = SWAP ? kTileM : TN;
+  static constexpr int P_ROWS = SWAP ? TN : TM;                      // rows of the P operand's smem tile
+  static constexpr int Q_ROWS = SWAP ? TM : TN;
+  static_assert(TM % 16 == 0 && TN % 32 == 0, "fragments are 16 rows (P) and 8 columns (Q)");
 };
 
 // One pipeline stage seen by the math: the P and Q operands' rows and scale words.
@@ -63,10 +64,10 @@ __device__ __forceinline__ void grouped_gemm(const uint8_t* __restrict__ a, cons
                                              const float* __restrict__ alpha, void* __restrict__ out,
                                              int64_t cum_m, int64_t a_scale_rows, int n, int k, int num_groups,
                                              int out_dtype) {
-  constexpr int TN = C::TN, TK = C::TK, STAGES = C::STAGES, THREADS = C::THREADS;
+  constexpr int TM = C::TM, TN = C::TN, TK = C::TK, STAGES = C::STAGES, THREADS = C::THREADS;
   extern __shared__ __align__(16) uint8_t smem[];
 
-  const MTile tile = find_m_tile(m_indptr, num_groups, cum_m, blockIdx.x);
+  const MTile tile = find_m_tile<TM>(m_indptr, num_groups, cum_m, blockIdx.x);
   if (tile.group < 0) return;
   const int g = tile.group;
   const int64_t n0 = static_cast<int64_t>(blockIdx.y) * TN;
@@ -89,7 +90,7 @@ __device__ __forceinline__ void grouped_gemm(const uint8_t* __restrict__ a, cons
     uint8_t* s_sa = s_b + C::STAGE_B;
     uint8_t* s_sb = s_sa + C::STAGE_SA;
     const int64_t k_byte0 = static_cast<int64_t>(kt) * C::ROW_BYTES;
-    for (int i = tid; i < kTileM * C::CHUNKS_PER_ROW; i += THREADS) {
+    for (int i = tid; i < TM * C::CHUNKS_PER_ROW; i += THREADS) {
       const int r = i / C::CHUNKS_PER_ROW, c = i % C::CHUNKS_PER_ROW;
       const int64_t kb = k_byte0 + c * 16;
       const int64_t row = min(tile.row_begin + r, tile.row_end - 1);
@@ -103,8 +104,8 @@ __device__ __forceinline__ void grouped_gemm(const uint8_t* __restrict__ a, cons
       cp_async_16(s_b + r * C::ROW_PITCH + c * 16, ok ? b_group + (n0 + r) * row_bytes + kb : b, ok);
     }
     const int64_t sf_col0 = static_cast<int64_t>(kt) * (TK / kSfVec);
-    for (int i = tid; i < C::SF_WORDS * kTileM; i += THREADS) {
-      const int w = i / kTileM, r = i % kTileM;
+    for (int i = tid; i < C::SF_WORDS * TM; i += THREADS) {
+      const int w = i / TM, r = i % TM;
       const int64_t kb = sf_col0 + w * 4, row = tile.sf_row + r;
       const bool ok = kb < sf_k && row < a_scale_rows;
       cp_async_4(s_sa + i * 4, ok ? a_scale + swizzled_offset(row, kb, sf_k) : a_scale, ok);
@@ -184,7 +185,7 @@ __device__ __forceinline__ void grouped_gemm(const uint8_t* __restrict__ a, cons
 // The extern "C" entry every family's .cu instantiates, with the ABI of build_cubins.py's
 // GROUPED_GEMM_PARAMS.
 #define NVFP4_DEFINE_GROUPED_GEMM(NAME, CONFIG, MATH)                                                   \
-  extern "C" __global__ void __launch_bounds__(CONFIG::THREADS) NAME(                                   \
+  extern "C" __global__ void __launch_bounds__(CONFIG::THREADS, 1) NAME(                                \
       const uint8_t* __restrict__ a,        /* (cum_m, K/2) packed e2m1, row-major */                   \
       const uint8_t* __restrict__ b,        /* (G, N, K/2) packed e2m1, row-major */                    \
       const uint8_t* __restrict__ a_scale,  /* ue4m3, 128x4-swizzled, group g from sf_base(g) */        \

@@ -14,7 +14,7 @@
 namespace {
 
 using namespace nvfp4;
-using Config = GemmConfig<NVFP4_TILE_N, NVFP4_TILE_K, NVFP4_SWAP_AB != 0, NVFP4_STAGES>;
+using Config = GemmConfig<NVFP4_TILE_M, NVFP4_TILE_N, NVFP4_TILE_K, NVFP4_SWAP_AB != 0, NVFP4_STAGES>;
 static_assert(Config::THREADS == NVFP4_THREADS, "build_cubins.py and the kernel disagree on the block size");
 static_assert(Config::STAGES * Config::STAGE_BYTES == NVFP4_SMEM_BYTES,
               "build_cubins.py and the kernel disagree on the shared memory size");

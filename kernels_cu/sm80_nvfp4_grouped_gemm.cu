@@ -5,6 +5,7 @@
 //
 // build_cubins.py compiles one variant per symbol with these macros:
 //   NVFP4_KERNEL_NAME  the extern "C" symbol
+//   NVFP4_TILE_M       16 | 32 | 64 | 128   tokens (rows of a group) per block
 //   NVFP4_TILE_N       32 | 64 | 128   output columns per block
 //   NVFP4_TILE_K       128 | 256       K elements per pipeline stage
 //   NVFP4_SWAP_AB      0 | 1           1: weights on the MMA's M side, tokens on its N side
@@ -15,7 +16,7 @@
 namespace {
 
 using namespace nvfp4;
-using Config = GemmConfig<NVFP4_TILE_N, NVFP4_TILE_K, NVFP4_SWAP_AB != 0, NVFP4_STAGES>;
+using Config = GemmConfig<NVFP4_TILE_M, NVFP4_TILE_N, NVFP4_TILE_K, NVFP4_SWAP_AB != 0, NVFP4_STAGES>;
 static_assert(Config::THREADS == NVFP4_THREADS, "build_cubins.py and the kernel disagree on the block size");
 static_assert(Config::STAGES * Config::STAGE_BYTES == NVFP4_SMEM_BYTES,
               "build_cubins.py and the kernel disagree on the shared memory size");

@@ -2,18 +2,24 @@
 
     from nvfp4_driver import group_gemm_nvfp4_nt_groupwise   # FlashInfer's signature and layouts
 
-Importing never needs a GPU or a driver; the first GPU call reports what is missing.
+Importing never needs a GPU or a driver (nor torch); the first GPU call reports what is missing.
 """
-from . import layout, reference
+from . import layout, moe, quantize, reference
+from .devmem import DeviceBuffer
 from .driver import CudaError, NoCudaDeviceError, NoCudaDriverError
-from .layout import a_scale_group_bases, a_scale_rows
-from .ops import group_gemm_nvfp4_nt_groupwise, group_gemm_nvfp4_nt_groupwise_ptr
+from .layout import a_scale_group_bases, a_scale_rows, a_scale_rows_upper_bound
+from .moe import a_scale_shape, cum_m_padded, m_indptr_from_counts, pad_groups
+from .ops import check_m_indptr, group_gemm_nvfp4_nt_groupwise, group_gemm_nvfp4_nt_groupwise_ptr
+from .quantize import (alpha_from_global_scales, dequantize, global_scale_from_amax, quantize_activations,
+                       quantize_weights)
 from .variants import UnsupportedGpuError
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "group_gemm_nvfp4_nt_groupwise", "group_gemm_nvfp4_nt_groupwise_ptr", "a_scale_group_bases",
-    "a_scale_rows", "layout", "reference", "CudaError", "NoCudaDriverError", "NoCudaDeviceError",
-    "UnsupportedGpuError", "__version__",
+    "group_gemm_nvfp4_nt_groupwise", "group_gemm_nvfp4_nt_groupwise_ptr", "check_m_indptr",
+    "quantize_activations", "quantize_weights", "dequantize", "global_scale_from_amax", "alpha_from_global_scales",
+    "a_scale_group_bases", "a_scale_rows", "a_scale_rows_upper_bound", "a_scale_shape", "cum_m_padded",
+    "m_indptr_from_counts", "pad_groups", "DeviceBuffer", "layout", "moe", "quantize", "reference",
+    "CudaError", "NoCudaDriverError", "NoCudaDeviceError", "UnsupportedGpuError", "__version__",
 ]

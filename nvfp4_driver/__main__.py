@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from . import driver
-from .problem import Problem, Tiles
+from .problem import Problem
 from .variants import UnsupportedGpuError, select_variant
 
 
@@ -37,7 +37,7 @@ def cmd_info(_args) -> int:
     for d in ordinals:
         info = driver.device_info(d)
         try:
-            v = select_variant(example, Tiles(), info.capability)
+            v = select_variant(example, None, info.capability, sm_count=info.sm_count)
             kernel = f"{v.symbol} ({'PTX, compiled by the driver' if v.target.startswith('compute') else v.target + ' cubin'})"
         except UnsupportedGpuError as exc:
             kernel = f"none: {exc}"

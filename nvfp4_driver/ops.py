@@ -22,7 +22,7 @@ import numpy as np
 
 from . import config, driver, tensors
 from .layout import a_scale_rows as _a_scale_rows_needed
-from .problem import Problem, Tiles, validate
+from .problem import Problem, requested_tiles, validate_request
 from .variants import grid, kernel_spec, select_variant
 
 # dtypes accepted for bytes: FlashInfer passes uint8 (and torch's packed fp4 / fp8 types view the
@@ -41,8 +41,9 @@ _compiling = None
 _traced_call = None
 
 
-def group_gemm_nvfp4_nt_groupwise(a, b, a_scale, b_scale, m_indptr, alpha=None, tile_m: int = 128,
-                                  tile_n: int = 128, tile_k: int = 128, swap_ab: bool = True, out=None,
+def group_gemm_nvfp4_nt_groupwise(a, b, a_scale, b_scale, m_indptr, alpha=None, tile_m: int | None = None,
+                                  tile_n: int | None = None, tile_k: int | None = None,
+                                  swap_ab: bool | None = None, out=None,
                                   out_dtype=None, *, stream=None, check_inputs: bool | None = None):
     """Grouped NVFP4 GEMM: ``out[m, n] = alpha[g] * sum_k A(m, k) * B(g, n, k)`` for m in group g.
 
@@ -56,8 +57,11 @@ def group_gemm_nvfp4_nt_groupwise(a, b, a_scale, b_scale, m_indptr, alpha=None, 
       b_scale:  (G, N_pad, K/16) uint8 (or float8_e4m3fn), N_pad = ceil(N/128)*128, 128x4-swizzled.
       m_indptr: (G+1,) int32, non-decreasing; group g owns rows [m_indptr[g], m_indptr[g+1]).
       alpha:    (G,) float32 or None (1.0).
-      tile_m, tile_n, tile_k, swap_ab: how the work is cut (128; 32/64/128; 128/256; bool). They never
-                change the result beyond float32 summation order.
+      tile_m, tile_n, tile_k, swap_ab: how the work is cut: FlashInfer's 128; 32/64/128; 128/256; bool,
+                and our extension tile_m 16/32/64 (token tiles, with tile_n=128 and swap_ab=True). All None
+                (the default): chosen from the shapes (``variants.auto_tiles``); naming any of them keeps
+                FlashInfer's defaults 128/128/128/True for the rest. They never change the result beyond
+                float32 summation order.
       out:      (cum_m, N) bfloat16/float16, or None to allocate one: a torch tensor or CuPy array for
                 torch/CuPy inputs, else a ``devmem.DeviceBuffer`` (CAI + DLPack: pass it to
                 ``jax.numpy.from_dlpack``, ``numba.cuda.as_cuda_array``, ``torch.from_dlpack``).
@@ -78,7 +82,7 @@ def group_gemm_nvfp4_nt_groupwise(a, b, a_scale, b_scale, m_indptr, alpha=None, 
     T = _TorchTensor[0]
     if (type(a) is T and type(b) is T and type(a_scale) is T and type(b_scale) is T and type(m_indptr) is T
             and (alpha is None or type(alpha) is T) and (out is None or type(out) is T)
-            and type(tile_m) is int and type(tile_n) is int and type(tile_k) is int and type(swap_ab) is bool):
+            and _plain_tiles(tile_m, tile_n, tile_k, swap_ab)):
         # The torch fast path, inlined: every Python call costs about 0.1 us here.
         flags = config.launch_flags()
         if (check_inputs is None and not flags[3]) or check_inputs is False:
@@ -118,8 +122,9 @@ def group_gemm_nvfp4_nt_groupwise(a, b, a_scale, b_scale, m_indptr, alpha=None, 
 def group_gemm_nvfp4_nt_groupwise_ptr(a: int, b: int, a_scale: int, b_scale: int, m_indptr: int,
                                       alpha: int | None, out: int, *, num_groups: int, n: int, k: int,
                                       cum_m: int, a_scale_nbytes: int, out_dtype="bfloat16", stream: int = 0,
-                                      device: int | None = None, tile_m: int = 128, tile_n: int = 128,
-                                      tile_k: int = 128, swap_ab: bool = True,
+                                      device: int | None = None, tile_m: int | None = None,
+                                      tile_n: int | None = None, tile_k: int | None = None,
+                                      swap_ab: bool | None = None,
                                       check_inputs: bool | None = None) -> None:
     """The same operation on raw device addresses, for callers with no tensor objects.
 
@@ -128,7 +133,7 @@ def group_gemm_nvfp4_nt_groupwise_ptr(a: int, b: int, a_scale: int, b_scale: int
     (num_groups+1,) int32, ``alpha`` (num_groups,) float32 or None/0, ``out`` (cum_m, n) of
     ``out_dtype``; ``a_scale_nbytes`` is the size of the ``a_scale`` buffer (reads stop there).
     ``device`` defaults to the GPU that owns ``a``. The launch is asynchronous on ``stream``.
-    ``check_inputs`` as for the tensor entry point.
+    ``tile_*``, ``swap_ab`` and ``check_inputs`` as for the tensor entry point.
     """
     flags = config.launch_flags()
     key = (num_groups, n, k, cum_m, a_scale_nbytes, type(out_dtype), out_dtype, tile_m, tile_n, tile_k, swap_ab,
@@ -180,8 +185,8 @@ def _make_ptr_plan(num_groups, n, k, cum_m, a_scale_nbytes, out_dtype, tile_m, t
         raise ValueError(f"a_scale_nbytes={a_scale_nbytes!r} must be an int >= 0")
     problem = Problem(num_groups=num_groups, n=n, k=k, cum_m=cum_m,
                       out_dtype=tensors.canonical_out_dtype(out_dtype))
-    tiles = Tiles(tile_m, tile_n, tile_k, swap_ab)
-    validate(problem, tiles)
+    tiles = requested_tiles(tile_m, tile_n, tile_k, swap_ab)
+    validate_request(problem, tiles)
     return _Plan(problem, tiles, a_scale_nbytes, flags)
 
 
@@ -226,7 +231,7 @@ class _Plan:
         return {"a": p.cum_m * p.k // 2, "b": p.num_groups * p.n * p.k // 2, "a_scale": self.a_scale_nbytes,
                 "b_scale": p.num_groups * p.n_pad * p.sf_k, "m_indptr": p.num_groups + 1, "out": p.cum_m * p.n}
 
-    def __init__(self, problem: Problem, tiles: Tiles, a_scale_nbytes: int, flags: tuple):
+    def __init__(self, problem: Problem, tiles, a_scale_nbytes: int, flags: tuple):
         p = problem
         self.problem, self.tiles, self.flags, self.a_scale_nbytes = problem, tiles, flags, a_scale_nbytes
         # The kernel bounds its a_scale reads by rows, and the swizzle spreads a row's bytes over its
@@ -241,7 +246,7 @@ class _Plan:
         if found is None:
             capability = driver.device_info(ordinal).capability
             variant = select_variant(self.problem, self.tiles, capability, force_ptx=self.flags[0],
-                                     twin=self.flags[1])
+                                     twin=self.flags[1], sm_count=driver.device_info(ordinal).sm_count)
             found = self._kernels[ordinal] = (driver.prepared(kernel_spec(variant), ordinal),
                                               grid(self.problem, variant))
         return found
@@ -266,7 +271,7 @@ def _array_key(arr):
 def _meta_key(arrays: dict, tile_m, tile_n, tile_k, swap_ab, out_dtype, flags):
     """The plan key of one call, or None where a value's type could make a cache hit lie (128.0 ==
     128, True == 1) or cannot be hashed: such calls take the full checks every time."""
-    if not (type(tile_m) is int and type(tile_n) is int and type(tile_k) is int and type(swap_ab) is bool):
+    if not _plain_tiles(tile_m, tile_n, tile_k, swap_ab):
         return None
     key = (tuple(_array_key(arrays.get(name)) for name in _NAMES), tile_m, tile_n, tile_k, swap_ab,
            type(out_dtype), out_dtype, flags)
@@ -277,7 +282,14 @@ def _meta_key(arrays: dict, tile_m, tile_n, tile_k, swap_ab, out_dtype, flags):
     return key
 
 
-def _make_plan(arrays: dict, tiles: Tiles, out_dtype, flags) -> _Plan:
+def _plain_tiles(tile_m, tile_n, tile_k, swap_ab) -> bool:
+    """Tile arguments a plan key may hold: ints / a bool, or None (automatic). Other types could make
+    a cache hit lie (128.0 == 128, True == 1); such calls take the full checks every time."""
+    return ((tile_m is None or type(tile_m) is int) and (tile_n is None or type(tile_n) is int)
+            and (tile_k is None or type(tile_k) is int) and (swap_ab is None or type(swap_ab) is bool))
+
+
+def _make_plan(arrays: dict, tiles, out_dtype, flags) -> _Plan:
     """Every metadata check, in the order that names the root cause first; no driver call."""
     ind = tensors.check_array(arrays["m_indptr"], "m_indptr", dtype="int32", ndim=1)
     num_groups = ind.shape[0] - 1
@@ -298,7 +310,7 @@ def _make_plan(arrays: dict, tiles: Tiles, out_dtype, flags) -> _Plan:
             out_dtype = tensors.canonical_out_dtype(out_arr.dtype)
     problem = Problem(num_groups=num_groups, n=B.shape[1], k=k, cum_m=A.shape[0],
                       out_dtype=out_dtype or "bfloat16")
-    validate(problem, tiles)
+    validate_request(problem, tiles)
     p = problem
     tensors.check_array(arrays["a_scale"], "a_scale", dtype=_SCALE_DTYPES)
     bs = tensors.check_array(arrays["b_scale"], "b_scale", dtype=_SCALE_DTYPES)
@@ -353,7 +365,7 @@ def _call(a, b, a_scale, b_scale, m_indptr, alpha, tile_m, tile_n, tile_k, swap_
     key = _meta_key(arrays, tile_m, tile_n, tile_k, swap_ab, out_dtype, flags)
     plan = _plans.get(key) if key is not None else None
     if plan is None:
-        plan = _make_plan(arrays, Tiles(tile_m, tile_n, tile_k, swap_ab), out_dtype, flags)
+        plan = _make_plan(arrays, requested_tiles(tile_m, tile_n, tile_k, swap_ab), out_dtype, flags)
         if key is not None:
             _remember(_plans, key, plan)
     _check_pointers({name: (arr.ptr, arr.numel) for name, arr in arrays.items()})
@@ -390,8 +402,7 @@ def _torch_servable(given, tile_m, tile_n, tile_k, swap_ab) -> bool:
     """Whether the torch fast path can serve this call's metadata next time."""
     T = _TorchTensor[0]
     return (T is not None and all(x is None or type(x) is T for x in given)
-            and all(given[i] is not None for i in range(5)) and type(tile_m) is int and type(tile_n) is int
-            and type(tile_k) is int and type(swap_ab) is bool)
+            and all(given[i] is not None for i in range(5)) and _plain_tiles(tile_m, tile_n, tile_k, swap_ab))
 
 
 def _device_of(arrays: dict) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 OUT_DTYPES = ("bfloat16", "float16")
-TILE_M_CHOICES = (128,)
+TILE_M_CHOICES = (16, 32, 64, 128)  # 128 is FlashInfer's; 16/32/64 are token tiles for few rows per group
 TILE_N_CHOICES = (32, 64, 128)
 TILE_K_CHOICES = (128, 256)
 _INT32_MAX = 2**31 - 1
@@ -33,11 +33,6 @@ class Problem:
         return self.k // 16
 
     @property
-    def m_tiles_upper_bound(self) -> int:
-        """Most 128-row tiles any m_indptr with m_indptr[G] <= cum_m can need: sum of ceilings."""
-        return (self.cum_m + 127 * self.num_groups) // 128
-
-    @property
     def flops(self) -> int:
         """2*M*N*K for M = cum_m (an upper bound on the rows inside the groups)."""
         return 2 * self.cum_m * self.n * self.k
@@ -45,7 +40,9 @@ class Problem:
 
 @dataclasses.dataclass(frozen=True)
 class Tiles:
-    """The caller's cut of the work (FlashInfer's arguments); never changes the result."""
+    """A cut of the work (FlashInfer's arguments; the defaults are FlashInfer's); never changes
+    the result. tile_m < 128 is our extension: a token tile for groups of few rows, compiled with
+    tile_n = 128 and swap_ab = True only."""
 
     tile_m: int = 128
     tile_n: int = 128
@@ -72,9 +69,28 @@ def validate(problem: Problem, tiles: Tiles) -> None:
                                  ("tile_k", t.tile_k, TILE_K_CHOICES)):
         if type(value) is not int or value not in choices:
             raise ValueError(f"{name}={value!r} must be one of {choices}")
+    if t.tile_m != 128 and (t.tile_n != 128 or not t.swap_ab):
+        raise ValueError(f"tile_m={t.tile_m} (a token tile for groups of few rows) is built with tile_n=128 "
+                         f"and swap_ab=True only, got tile_n={t.tile_n}, swap_ab={t.swap_ab}")
     if p.k > _INT32_MAX or p.n > _INT32_MAX or p.num_groups > _INT32_MAX:
         raise ValueError(f"N={p.n}, K={p.k} and G={p.num_groups} must each fit in int32")
     if -(-p.n // t.tile_n) > _GRID_Y_MAX:
         raise ValueError(f"N={p.n} needs {-(-p.n // t.tile_n)} column tiles of {t.tile_n}; at most {_GRID_Y_MAX}")
-    if p.m_tiles_upper_bound > _INT32_MAX:
-        raise ValueError(f"cum_m={p.cum_m} with G={p.num_groups} needs more than 2**31-1 row tiles")
+    if p.cum_m + 127 * p.num_groups > _INT32_MAX:
+        raise ValueError(f"cum_m={p.cum_m} with G={p.num_groups} is too large: cum_m + 127*G must fit int32 "
+                         f"(the row-tile grid)")
+
+
+def requested_tiles(tile_m, tile_n, tile_k, swap_ab) -> Tiles | None:
+    """The caller's tile arguments as a Tiles, or None when all four are None (the automatic cut).
+    Naming any of them keeps FlashInfer's defaults (128, 128, 128, True) for the rest."""
+    if tile_m is None and tile_n is None and tile_k is None and swap_ab is None:
+        return None
+    d = Tiles()
+    return Tiles(d.tile_m if tile_m is None else tile_m, d.tile_n if tile_n is None else tile_n,
+                 d.tile_k if tile_k is None else tile_k, d.swap_ab if swap_ab is None else swap_ab)
+
+
+def validate_request(problem: Problem, tiles: Tiles | None) -> None:
+    """validate() for a request that may leave the cut to the package (tiles None)."""
+    validate(problem, Tiles() if tiles is None else tiles)

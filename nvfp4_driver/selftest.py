@@ -25,8 +25,9 @@ SHAPES = [
     ([1], 8, 128),
     ([300, 5, 0, 64], 512, 1024),
 ]
-OPTIONS = [Tiles()] + [Tiles(128, tn, tk, swap) for tn in (32, 64, 128) for tk in (128, 256)
-                       for swap in (False, True)]
+# None: the automatic cut (what a call without tile arguments runs); then every compiled cut.
+OPTIONS = ([None] + [Tiles(128, tn, tk, swap) for tn in (32, 64, 128) for tk in (128, 256) for swap in (False, True)]
+           + [Tiles(tm, 128, tk, True) for tm in (16, 32, 64) for tk in (128, 256)])
 
 
 def upload(p: testing.RandomProblem, device: int) -> dict:
@@ -34,13 +35,14 @@ def upload(p: testing.RandomProblem, device: int) -> dict:
     return {n: DeviceBuffer.from_numpy(getattr(p, n), device=device) for n in names if getattr(p, n) is not None}
 
 
-def run_on_gpu(p: testing.RandomProblem, bufs: dict, tiles: Tiles, out_dtype: str, device: int) -> np.ndarray:
+def run_on_gpu(p: testing.RandomProblem, bufs: dict, tiles: Tiles | None, out_dtype: str, device: int) -> np.ndarray:
     """Run the op into a poisoned output; return its bit patterns (uint16, (cum_m, N))."""
     out = DeviceBuffer((p.cum_m, p.n), out_dtype, device=device)
     out.fill_bytes(0xFF)
+    cut = {} if tiles is None else dict(tile_m=tiles.tile_m, tile_n=tiles.tile_n, tile_k=tiles.tile_k,
+                                        swap_ab=tiles.swap_ab)
     group_gemm_nvfp4_nt_groupwise(bufs["a"], bufs["b"], bufs["a_scale"], bufs["b_scale"], bufs["m_indptr"],
-                                  alpha=bufs.get("alpha"), out=out, tile_m=tiles.tile_m, tile_n=tiles.tile_n,
-                                  tile_k=tiles.tile_k, swap_ab=tiles.swap_ab)
+                                  alpha=bufs.get("alpha"), out=out, **cut)
     return out.to_numpy()
 
 
@@ -76,7 +78,7 @@ def run_selftest(seed: int | None = None, twin: bool = False) -> int:
             for i, tiles in enumerate(OPTIONS):
                 out_dtype = ("bfloat16", "float16")[i % 2]
                 problem = Problem(p.num_groups, p.n, p.k, p.cum_m, out_dtype)
-                variant = select_variant(problem, tiles, info.capability)
+                variant = select_variant(problem, tiles, info.capability, sm_count=info.sm_count)
                 t0 = time.perf_counter()
                 bits = run_on_gpu(p, bufs, tiles, out_dtype, device)
                 ok, text = check_case(p, bits, out_dtype)

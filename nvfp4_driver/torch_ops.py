@@ -3,9 +3,10 @@
 Importing this module imports torch and registers, once per process:
 
 - ``torch.ops.nvfp4_driver.group_gemm_nvfp4_nt_groupwise(a, b, a_scale, b_scale, m_indptr, alpha=None,
-  tile_m=128, tile_n=128, tile_k=128, swap_ab=True, out_dtype=None) -> Tensor``: allocates ``out``;
+  tile_m=None, tile_n=None, tile_k=None, swap_ab=None, out_dtype=None) -> Tensor``: allocates ``out``;
 - ``torch.ops.nvfp4_driver.group_gemm_nvfp4_nt_groupwise_out(a, b, a_scale, b_scale, m_indptr, alpha,
-  out, tile_m=128, tile_n=128, tile_k=128, swap_ab=True) -> ()``: writes ``out`` (declared mutated).
+  out, tile_m=None, tile_n=None, tile_k=None, swap_ab=None) -> ()``: writes ``out`` (declared mutated).
+  (None tiles: the automatic cut, as in the public function.)
 
 Each has a fake implementation (shapes and dtypes only, no memory touched), which is what dynamo and
 AOTAutograd run while tracing. ``nvfp4_driver.ops`` imports this module by itself as soon as torch is
@@ -28,8 +29,9 @@ _OUT_DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": to
 
 @torch.library.custom_op("nvfp4_driver::group_gemm_nvfp4_nt_groupwise", mutates_args=())
 def group_gemm_nvfp4_nt_groupwise(a: torch.Tensor, b: torch.Tensor, a_scale: torch.Tensor, b_scale: torch.Tensor,
-                                  m_indptr: torch.Tensor, alpha: Optional[torch.Tensor] = None, tile_m: int = 128,
-                                  tile_n: int = 128, tile_k: int = 128, swap_ab: bool = True,
+                                  m_indptr: torch.Tensor, alpha: Optional[torch.Tensor] = None,
+                                  tile_m: Optional[int] = None, tile_n: Optional[int] = None,
+                                  tile_k: Optional[int] = None, swap_ab: Optional[bool] = None,
                                   out_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
     """``nvfp4_driver.group_gemm_nvfp4_nt_groupwise`` with a fresh ``(cum_m, N)`` output (see there)."""
     return ops.group_gemm_nvfp4_nt_groupwise(a, b, a_scale, b_scale, m_indptr, alpha, tile_m, tile_n, tile_k,
@@ -37,7 +39,7 @@ def group_gemm_nvfp4_nt_groupwise(a: torch.Tensor, b: torch.Tensor, a_scale: tor
 
 
 @group_gemm_nvfp4_nt_groupwise.register_fake
-def _(a, b, a_scale, b_scale, m_indptr, alpha=None, tile_m=128, tile_n=128, tile_k=128, swap_ab=True,
+def _(a, b, a_scale, b_scale, m_indptr, alpha=None, tile_m=None, tile_n=None, tile_k=None, swap_ab=None,
       out_dtype=None):
     _check_shapes(a, b, m_indptr)
     return a.new_empty((a.shape[0], b.shape[1]), dtype=out_dtype or torch.bfloat16)
@@ -46,15 +48,16 @@ def _(a, b, a_scale, b_scale, m_indptr, alpha=None, tile_m=128, tile_n=128, tile
 @torch.library.custom_op("nvfp4_driver::group_gemm_nvfp4_nt_groupwise_out", mutates_args=("out",))
 def group_gemm_nvfp4_nt_groupwise_out(a: torch.Tensor, b: torch.Tensor, a_scale: torch.Tensor,
                                       b_scale: torch.Tensor, m_indptr: torch.Tensor, alpha: Optional[torch.Tensor],
-                                      out: torch.Tensor, tile_m: int = 128, tile_n: int = 128, tile_k: int = 128,
-                                      swap_ab: bool = True) -> None:
+                                      out: torch.Tensor, tile_m: Optional[int] = None,
+                                      tile_n: Optional[int] = None, tile_k: Optional[int] = None,
+                                      swap_ab: Optional[bool] = None) -> None:
     """``nvfp4_driver.group_gemm_nvfp4_nt_groupwise`` into the caller's ``out`` (see there)."""
     ops.group_gemm_nvfp4_nt_groupwise(a, b, a_scale, b_scale, m_indptr, alpha, tile_m, tile_n, tile_k, swap_ab,
                                       out=out)
 
 
 @group_gemm_nvfp4_nt_groupwise_out.register_fake
-def _(a, b, a_scale, b_scale, m_indptr, alpha, out, tile_m=128, tile_n=128, tile_k=128, swap_ab=True):
+def _(a, b, a_scale, b_scale, m_indptr, alpha, out, tile_m=None, tile_n=None, tile_k=None, swap_ab=None):
     _check_shapes(a, b, m_indptr)
     if out.dim() != 2 or out.shape[1] != b.shape[1]:
         raise ValueError(f"out.shape={tuple(out.shape)} but (cum_m, N) with N={b.shape[1]} is required")

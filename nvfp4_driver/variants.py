@@ -25,6 +25,7 @@ class UnsupportedGpuError(RuntimeError):
 @dataclasses.dataclass(frozen=True)
 class Variant:
     family: Family
+    tile_m: int  # tokens per block: 128, or 16/32/64 (swap_ab only) for groups of few rows
     tile_n: int
     tile_k: int
     swap_ab: bool
@@ -33,7 +34,7 @@ class Variant:
     @property
     def symbol(self) -> str:
         """The extern "C" name, the same in the .cu build, the cubin and the manifest."""
-        return (f"{self.family.value}_nvfp4_grouped_gemm_m128n{self.tile_n}k{self.tile_k}"
+        return (f"{self.family.value}_nvfp4_grouped_gemm_m{self.tile_m}n{self.tile_n}k{self.tile_k}"
                 + ("_swapab" if self.swap_ab else ""))
 
     @property
@@ -69,17 +70,37 @@ def target_for(capability: tuple[int, int], force_ptx: bool = False, twin: bool 
     return Family.SM80, "compute_80"
 
 
-def select_variant(problem: Problem, tiles: Tiles, capability: tuple[int, int],
-                   force_ptx: bool | None = None, twin: bool | None = None) -> Variant:
-    """The kernel for ``problem`` cut by ``tiles`` on a GPU of ``capability``; validates first.
+def auto_tiles(problem: Problem, sm_count: int) -> Tiles:
+    """The cut used when the caller names none, from shapes alone (rows per group are on the GPU).
+
+    Measured on an H100 (docs/perf-notes.md, v0.2): with few rows per group on average, a token
+    tile of 16/32/64 rows with the weights on the MMA's M side decodes each weight byte once per
+    16-64 tokens instead of once per mostly empty 128-row tile (3.4-4.3x faster at 4-16 rows). A
+    grid of under two blocks per SM runs faster with tile_k = 256 (longer k tiles per block);
+    larger ones with 128 (more blocks fit an SM). Many rows per group: 128 x 128 x 256.
+    """
+    rows = problem.cum_m / max(problem.num_groups, 1)
+    if rows > 64:
+        return Tiles(128, 128, 256, False)
+    tile_m = 16 if rows <= 16 else 32 if rows <= 32 else 64
+    blocks = max(problem.num_groups, 1) * -(-problem.n // 128)
+    return Tiles(tile_m, 128, 256 if blocks <= 2 * sm_count else 128, True)
+
+
+def select_variant(problem: Problem, tiles: Tiles | None, capability: tuple[int, int],
+                   force_ptx: bool | None = None, twin: bool | None = None, sm_count: int = 132) -> Variant:
+    """The kernel for ``problem`` cut by ``tiles`` (None: :func:`auto_tiles`) on a GPU of
+    ``capability`` with ``sm_count`` SMs; validates first.
 
     ``force_ptx`` / ``twin`` default to the NVFP4_DRIVER_FORCE_PTX / NVFP4_DRIVER_TWIN variables.
     """
+    if tiles is None:
+        tiles = auto_tiles(problem, sm_count)
     validate(problem, tiles)
     force_ptx = config.force_ptx() if force_ptx is None else force_ptx
     twin = config.twin() if twin is None else twin
     family, target = target_for(capability, force_ptx, twin)
-    variant = Variant(family, tiles.tile_n, tiles.tile_k, tiles.swap_ab, target)
+    variant = Variant(family, tiles.tile_m, tiles.tile_n, tiles.tile_k, tiles.swap_ab, target)
     if config.log_decisions():
         _log(problem, tiles, capability, variant)
     return variant
@@ -117,8 +138,13 @@ def kernel_spec(variant: Variant) -> KernelSpec:
 
 
 def grid(problem: Problem, variant: Variant) -> tuple[int, int, int]:
-    """The launch grid from shapes alone (no m_indptr read): row tiles x column tiles."""
-    return (problem.m_tiles_upper_bound, -(-problem.n // variant.tile_n), 1)
+    """The launch grid from shapes alone (no m_indptr read): row tiles x column tiles.
+
+    Rows: the most tiles of tile_m rows any m_indptr with m_indptr[G] <= cum_m can need, the sum
+    of ceilings sum_g ceil(rows_g / tile_m) <= (cum_m + (tile_m - 1) * G) // tile_m.
+    """
+    tm = variant.tile_m
+    return ((problem.cum_m + (tm - 1) * problem.num_groups) // tm, -(-problem.n // variant.tile_n), 1)
 
 
 PROBE_SYMBOL = "nvfp4_probe"

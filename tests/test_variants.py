@@ -24,7 +24,8 @@ def test_problem_refusals_name_the_value(kw, needle):
 
 
 @pytest.mark.parametrize("tiles,exc,needle", [
-    (Tiles(tile_m=64), ValueError, "tile_m=64"), (Tiles(tile_n=96), ValueError, "tile_n=96"),
+    (Tiles(tile_m=48), ValueError, "tile_m=48"), (Tiles(tile_n=96), ValueError, "tile_n=96"),
+    (Tiles(tile_m=64, swap_ab=False), ValueError, "tile_m=64"), (Tiles(16, 64, 128, True), ValueError, "tile_n=64"),
     (Tiles(tile_k=64), ValueError, "tile_k=64"), (Tiles(tile_n=128.0), ValueError, "tile_n=128.0"),
     (Tiles(swap_ab=1), TypeError, "swap_ab"),
 ])
@@ -70,6 +71,30 @@ def test_every_option_selects_a_built_kernel():
                     assert spec.threads == 2 * tn and 0 < spec.smem_bytes <= 98_304
 
 
+def test_token_tiles_select_built_kernels():
+    for tm in (16, 32, 64):
+        for tk in (128, 256):
+            for cap, twin in (((8, 0), False), ((9, 0), False), ((12, 0), False), ((9, 0), True)):
+                v = select_variant(problem(), Tiles(tm, 128, tk, True), cap, force_ptx=False, twin=twin)
+                spec = kernel_spec(v)
+                assert v.tile_m == tm and spec.threads == 32 * (tm // min(tm, 64)) * 4
+
+
+@pytest.mark.parametrize("cum_m,groups,sms,expect", [
+    (128, 8, 132, Tiles(16, 128, 256, True)),        # DeepSeek decode, E=8 x 16 rows: 256 blocks
+    (2048, 256, 132, Tiles(16, 128, 128, True)),     # E=256 x 8 rows: 8192 blocks
+    (512, 128, 132, Tiles(16, 128, 128, True)),      # Qwen3 decode, 4 rows
+    (4 * 24, 4, 132, Tiles(32, 128, 256, True)),     # 128 blocks: under two per SM
+    (64 * 32, 32, 132, Tiles(64, 128, 128, True)),
+    (32 * 1024, 32, 132, Tiles(128, 128, 256, False)),  # prefill
+    (0, 0, 132, Tiles(16, 128, 256, True)),
+])
+def test_auto_tiles(cum_m, groups, sms, expect):
+    p = problem(num_groups=groups, cum_m=cum_m, n=4096, k=7168)
+    assert variants.auto_tiles(p, sms) == expect
+    assert select_variant(p, None, (9, 0), force_ptx=False, twin=False, sm_count=sms).tile_m == expect.tile_m
+
+
 def test_env_forces_ptx(monkeypatch):
     monkeypatch.setenv("NVFP4_DRIVER_FORCE_PTX", "1")
     assert select_variant(problem(), Tiles(), (9, 0)).target == "compute_80"
@@ -101,3 +126,11 @@ def test_grid_bounds_every_m_indptr():
         v = select_variant(p, Tiles(tile_n=32), (9, 0), force_ptx=False)
         gx, gy, gz = grid(p, v)
         assert needed <= gx and gy == 256 // 32 and gz == 1
+
+
+def test_requested_tiles():
+    from nvfp4_driver.problem import requested_tiles
+    assert requested_tiles(None, None, None, None) is None
+    assert requested_tiles(None, 64, None, None) == Tiles(128, 64, 128, True)
+    assert requested_tiles(16, None, 256, None) == Tiles(16, 128, 256, True)
+    assert requested_tiles(128, 128, 128, False) == Tiles(128, 128, 128, False)

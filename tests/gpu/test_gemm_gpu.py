@@ -79,17 +79,28 @@ def check(p, bits, out_dtype, record_ulps, poisoned=True):
     return report
 
 
-VARIANT_GRID = [(tn, tk, swap) for tn in (32, 64, 128) for tk in (128, 256) for swap in (False, True)]
+# Every compiled cut: FlashInfer's (tile_m 128) and the token tiles (16/32/64, tile_n 128, swap_ab).
+VARIANT_GRID = ([(128, tn, tk, swap) for tn in (32, 64, 128) for tk in (128, 256) for swap in (False, True)]
+                + [(tm, 128, tk, True) for tm in (16, 32, 64) for tk in (128, 256)])
 
 
 @pytest.mark.parametrize("out_dtype", ["bfloat16", "float16"])
-@pytest.mark.parametrize("tile_n,tile_k,swap_ab", VARIANT_GRID)
-def test_every_variant(rng, record_ulps, tile_n, tile_k, swap_ab, out_dtype):
+@pytest.mark.parametrize("tile_m,tile_n,tile_k,swap_ab", VARIANT_GRID)
+def test_every_variant(rng, record_ulps, tile_m, tile_n, tile_k, swap_ab, out_dtype):
     # N=136: a partial column tile for every tile_n; K=384: a partial k tile for tile_k=256;
-    # groups: empty, single row, exactly one tile, several tiles, and rows before/after them.
+    # groups: empty, single row, exactly one tile, several tiles (of every tile_m), and rows
+    # before/after them.
     p = testing.random_problem(rng, [37, 0, 1, 128, 200], n=136, k=384, row_offset=5, trailing_rows=7)
-    bits, _ = run_case(p, out_dtype, tile_n=tile_n, tile_k=tile_k, swap_ab=swap_ab)
+    bits, _ = run_case(p, out_dtype, tile_m=tile_m, tile_n=tile_n, tile_k=tile_k, swap_ab=swap_ab)
     check(p, bits, out_dtype, record_ulps)
+
+
+@pytest.mark.parametrize("rows", [[1, 3, 0, 16], [9] * 40, [20, 33, 64, 0, 2], [300, 1, 140]])
+def test_automatic_cut(rng, record_ulps, rows):
+    """No tile arguments: the cut comes from the shapes (variants.auto_tiles), token tiles included."""
+    p = testing.random_problem(rng, rows, n=256, k=512, row_offset=2)
+    bits, _ = run_case(p, "bfloat16")
+    check(p, bits, "bfloat16", record_ulps)
 
 
 @pytest.mark.parametrize("swap_ab", [False, True])

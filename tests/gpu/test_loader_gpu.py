@@ -47,8 +47,8 @@ def test_every_gemm_kernel_abi_matches_manifest():
         if entry["family"] not in gemm_families:  # the probe; the quantizer family has its own test
             continue
         for target in loadable & set(entry["targets"]):
-            v = variants.Variant(variants.Family(entry["family"]), entry["tile_n"], entry["tile_k"],
-                                 entry["swap_ab"], target)
+            v = variants.Variant(variants.Family(entry["family"]), entry["tile_m"], entry["tile_n"],
+                                 entry["tile_k"], entry["swap_ab"], target)
             spec = variants.kernel_spec(v)
             layout, offset = [], 0
             for t in spec.param_types:

@@ -1,0 +1,68 @@
+"""Time every compiled variant of one family on the benchmark shapes (launched directly, bypassing
+the automatic choice), to choose the defaults. One process, one card, L2 flushed before each run.
+
+    python benchmarks/sweep_tiles.py [--family sm80] [--target sm_90]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.bench_gemm import SHAPES, nvfp4_inputs  # noqa: E402
+from benchmarks.common import floors_us, gpu_banner, measure_ceilings, time_us  # noqa: E402
+from nvfp4_driver import driver, variants  # noqa: E402
+from nvfp4_driver.problem import Problem  # noqa: E402
+
+
+def launcher(problem, variant, inputs, alpha, out):
+    a, b, a_scale, b_scale, m_indptr = inputs
+    spec = variants.kernel_spec(variant)
+    g = variants.grid(problem, variant)
+    stream = torch.cuda.current_stream().cuda_stream
+    args = (a.data_ptr(), b.data_ptr(), a_scale.data_ptr(), b_scale.data_ptr(), m_indptr.data_ptr(),
+            alpha.data_ptr(), out.data_ptr(), problem.cum_m, a_scale.numel() // problem.sf_k, problem.n,
+            problem.k, problem.num_groups, 0)
+    return lambda: driver.launch(spec, 0, g, stream, args)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--family", default="sm80")
+    p.add_argument("--target", default="sm_90")
+    p.add_argument("--shapes", default="all", help="comma-separated indices into bench_gemm.SHAPES")
+    args = p.parse_args()
+    ceil = measure_ceilings()
+    print(gpu_banner())
+    print(f"ceilings: copy {ceil.copy_gbps:.0f} GB/s, bf16 {ceil.bf16_tflops:.0f} TFLOP/s")
+    names = sorted(n for n, e in variants.manifest()["kernels"].items() if e.get("family") == args.family)
+    picks = range(len(SHAPES)) if args.shapes == "all" else [int(i) for i in args.shapes.split(",")]
+    for idx in picks:
+        label, e, rows, n, k = SHAPES[idx]
+        inputs, alpha, out = nvfp4_inputs(e, rows, n, k)
+        problem = Problem(e, n, k, e * rows, "bfloat16")
+        nbytes = sum(t.numel() * t.element_size() for t in (*inputs, alpha, out))
+        floor = max(floors_us(nbytes, problem.flops, ceil))
+        results = []
+        for name in names:
+            entry = variants.manifest()["kernels"][name]
+            v = variants.Variant(variants.Family(args.family), entry["tile_m"], entry["tile_n"], entry["tile_k"],
+                                 entry["swap_ab"], args.target)
+            results.append((time_us(launcher(problem, v, inputs, alpha, out), iters=20), name))
+        results.sort()
+        print(f"{label} E={e} m={rows} N={n} K={k}: floor {floor:.1f} us; best {results[0][0]:.1f} us "
+              f"({100 * floor / results[0][0]:.0f}% of floor) {results[0][1]}")
+        for t, name in results[:6]:
+            print(f"    {t:9.1f} us  {name}")
+        m128 = [r for r in results if "_m128n128k128_swapab" in r[1]]
+        if m128:
+            print(f"    FlashInfer default m128n128k128_swapab: {m128[0][0]:.1f} us")
+        del inputs, out
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
