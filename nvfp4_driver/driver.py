@@ -170,11 +170,25 @@ def primary_context(ordinal: int):
 
 
 def pointer_device(ptr: int) -> int:
-    """Ordinal of the GPU that owns device address ``ptr`` (one driver query, no synchronisation)."""
+    """Ordinal of the GPU that owns device address ``ptr`` (no synchronisation).
+
+    Asked as the allocation's context, then that context's device: on a 2-GPU H100 machine
+    (driver 580, cuda-bindings 13.3) CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL answered 0 for memory on
+    GPU 1, and the kernel then ran in the wrong GPU's context. Allocations with no context of their
+    own (stream-ordered pools) fall back to that attribute.
+    """
     drv = driver()
-    attr = drv.CUpointer_attribute.CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL
+    attrs = drv.CUpointer_attribute
     try:
-        return int(check(drv.cuPointerGetAttribute(attr, ptr), "cuPointerGetAttribute"))
+        ctx = check(drv.cuPointerGetAttribute(attrs.CU_POINTER_ATTRIBUTE_CONTEXT, ptr), "cuPointerGetAttribute")
+        if ctx is not None and int(ctx):
+            check(drv.cuCtxPushCurrent(ctx), "cuCtxPushCurrent")
+            try:
+                return int(check(drv.cuCtxGetDevice(), "cuCtxGetDevice"))
+            finally:
+                check(drv.cuCtxPopCurrent(), "cuCtxPopCurrent")
+        return int(check(drv.cuPointerGetAttribute(attrs.CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, ptr),
+                         "cuPointerGetAttribute"))
     except CudaError as exc:
         raise ValueError(f"0x{ptr:x} is not a CUDA device address the driver knows ({exc.name})") from exc
 
