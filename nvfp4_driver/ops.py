@@ -138,7 +138,7 @@ def group_gemm_nvfp4_nt_groupwise_ptr(a: int, b: int, a_scale: int, b_scale: int
     flags = config.launch_flags()
     key = (num_groups, n, k, cum_m, a_scale_nbytes, type(out_dtype), out_dtype, tile_m, tile_n, tile_k, swap_ab,
            flags)
-    exact = all(type(v) is int for v in key[:5] + key[7:10]) and type(swap_ab) is bool
+    exact = all(type(v) is int for v in key[:5]) and _plain_tiles(tile_m, tile_n, tile_k, swap_ab)
     try:
         plan = _ptr_plans.get(key) if exact else None
     except TypeError:  # an unhashable out_dtype: canonical_out_dtype names it below

@@ -656,3 +656,12 @@ def test_unchecked_launch_reads_whole_a_scale_blocks_only(fake_gpu):
     case.args["a_scale"].shape = (256 + 127, 16)
     case.call()
     assert fake_gpu.launches[-1][2][8] == 256
+
+
+@pytest.mark.parametrize("tiles", [{}, dict(tile_m=16), dict(tile_m=128, tile_n=64, tile_k=256, swap_ab=False)])
+def test_ptr_plans_are_reused(fake_gpu, tiles):
+    """The raw-pointer entry point validates a set of sizes once: the automatic cut (no tile
+    arguments) and explicit tiles alike keep one plan, and every call launches."""
+    for _ in range(3):
+        group_gemm_nvfp4_nt_groupwise_ptr(**PTRS, **_ptr_kwargs(), device=0, **tiles)
+    assert len(ops._ptr_plans) == 1 and len(fake_gpu.launches) == 3
