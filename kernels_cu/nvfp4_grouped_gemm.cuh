@@ -180,6 +180,15 @@ __device__ __forceinline__ void grouped_gemm(const uint8_t* __restrict__ a, cons
       }
 }
 
+#if defined(NVFP4_TILE_M)
+// The variant of a build_cubins.py compile (its -D macros), checked against the block size and
+// shared memory the host will launch it with.
+using BuildConfig = GemmConfig<NVFP4_TILE_M, NVFP4_TILE_N, NVFP4_TILE_K, NVFP4_SWAP_AB != 0, NVFP4_STAGES>;
+static_assert(BuildConfig::THREADS == NVFP4_THREADS, "build_cubins.py and the kernel disagree on the block size");
+static_assert(BuildConfig::STAGES * BuildConfig::STAGE_BYTES == NVFP4_SMEM_BYTES,
+              "build_cubins.py and the kernel disagree on the shared memory size");
+#endif
+
 }  // namespace nvfp4
 
 // The extern "C" entry every family's .cu instantiates, with the ABI of build_cubins.py's

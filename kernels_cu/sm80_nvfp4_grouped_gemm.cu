@@ -16,10 +16,7 @@
 namespace {
 
 using namespace nvfp4;
-using Config = GemmConfig<NVFP4_TILE_M, NVFP4_TILE_N, NVFP4_TILE_K, NVFP4_SWAP_AB != 0, NVFP4_STAGES>;
-static_assert(Config::THREADS == NVFP4_THREADS, "build_cubins.py and the kernel disagree on the block size");
-static_assert(Config::STAGES * Config::STAGE_BYTES == NVFP4_SMEM_BYTES,
-              "build_cubins.py and the kernel disagree on the shared memory size");
+using Config = BuildConfig;  // the variant build_cubins.py asked for (nvfp4_grouped_gemm.cuh)
 
 __device__ __forceinline__ void mma_f16_16x8x16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   asm volatile(

@@ -37,6 +37,18 @@ class NoCudaDeviceError(RuntimeError):
 
 
 _lock = threading.RLock()
+
+
+def _once(cache: dict, key, make):
+    """``cache[key]``, made by ``make()`` at most once per process: a lock-free read when present,
+    else a second look under the module lock (another thread may have made it meanwhile)."""
+    value = cache.get(key)
+    if value is None:
+        with _lock:
+            value = cache.get(key)
+            if value is None:
+                value = cache[key] = make()
+    return value
 _state: dict = {}  # "driver": the cuda.bindings.driver module once initialised
 _SUCCESS = None  # CUresult.CUDA_SUCCESS once initialised (compared on every launch)
 
@@ -157,16 +169,11 @@ _primary: dict[int, object] = {}
 
 def primary_context(ordinal: int):
     """The device's primary context, retained once per process (the one frameworks share)."""
-    ctx = _primary.get(ordinal)
-    if ctx is None:
-        with _lock:
-            ctx = _primary.get(ordinal)
-            if ctx is None:
-                drv = driver()
-                dev = check(drv.cuDeviceGet(ordinal), "cuDeviceGet")
-                ctx = check(drv.cuDevicePrimaryCtxRetain(dev), "cuDevicePrimaryCtxRetain")
-                _primary[ordinal] = ctx
-    return ctx
+    def retain():
+        drv = driver()
+        dev = check(drv.cuDeviceGet(ordinal), "cuDeviceGet")
+        return check(drv.cuDevicePrimaryCtxRetain(dev), "cuDevicePrimaryCtxRetain")
+    return _once(_primary, ordinal, retain)
 
 
 def pointer_device(ptr: int) -> int:
@@ -220,31 +227,26 @@ _libraries: dict[str, object] = {}
 
 def load_library(file_name: str):
     """cuLibraryLoadData of one cubin or PTX file from ``cubins/``, once per process."""
-    lib = _libraries.get(file_name)
-    if lib is not None:
-        return lib
-    with _lock:
-        lib = _libraries.get(file_name)
-        if lib is not None:
-            return lib
-        drv = driver()
-        path = CUBIN_DIR / file_name
-        if not path.exists():
-            raise FileNotFoundError(f"{path} is missing: the installed package is incomplete")
-        data = path.read_bytes()
-        if path.suffix == ".ptx":
-            data += b"\0"  # the driver's JIT wants a NUL-terminated image
-        try:
-            lib = check(drv.cuLibraryLoadData(data, [], [], 0, [], [], 0), "cuLibraryLoadData")
-        except CudaError as exc:
-            version = driver_version()
-            hint = ""
-            if version < MIN_DRIVER_VERSION:
-                hint = (f"; the driver supports CUDA {version // 1000}.{version % 1000 // 10} but these "
-                        f"kernels need a CUDA {MIN_DRIVER_VERSION // 1000}.0 driver (580 or newer)")
-            raise CudaError(exc.call, exc.name, f"loading {file_name}{hint}") from exc
-        _libraries[file_name] = lib
-        return lib
+    return _once(_libraries, file_name, lambda: _load_library(file_name))
+
+
+def _load_library(file_name: str):
+    drv = driver()
+    path = CUBIN_DIR / file_name
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: the installed package is incomplete")
+    data = path.read_bytes()
+    if path.suffix == ".ptx":
+        data += b"\0"  # the driver's JIT wants a NUL-terminated image
+    try:
+        return check(drv.cuLibraryLoadData(data, [], [], 0, [], [], 0), "cuLibraryLoadData")
+    except CudaError as exc:
+        version = driver_version()
+        hint = ""
+        if version < MIN_DRIVER_VERSION:
+            hint = (f"; the driver supports CUDA {version // 1000}.{version % 1000 // 10} but these "
+                    f"kernels need a CUDA {MIN_DRIVER_VERSION // 1000}.0 driver (580 or newer)")
+        raise CudaError(exc.call, exc.name, f"loading {file_name}{hint}") from exc
 
 
 @dataclasses.dataclass(frozen=True)
@@ -263,28 +265,23 @@ _functions: dict[tuple[str, str, int], object] = {}
 
 def function(spec: KernelSpec, ordinal: int):
     """The CUfunction of ``spec`` in device ``ordinal``'s primary context, set up once."""
-    key = (spec.file, spec.symbol, ordinal)
-    fn = _functions.get(key)
-    if fn is not None:
-        return fn
-    with _lock:
-        fn = _functions.get(key)
-        if fn is not None:
-            return fn
-        drv = driver()
-        lib = load_library(spec.file)
-        kernel = check(drv.cuLibraryGetKernel(lib, spec.symbol.encode()), f"cuLibraryGetKernel({spec.symbol})")
-        info = device_info(ordinal)
-        if spec.smem_bytes > info.max_smem_optin:
-            raise RuntimeError(f"{spec.symbol} needs {spec.smem_bytes} B of shared memory per block; "
-                               f"{info.name} allows {info.max_smem_optin}")
-        with _ContextGuard(ordinal):
-            fn = check(drv.cuKernelGetFunction(kernel), "cuKernelGetFunction")
-            check(drv.cuFuncSetAttribute(
-                fn, drv.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, spec.smem_bytes),
-                "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)")
-        _functions[key] = fn
-        return fn
+    return _once(_functions, (spec.file, spec.symbol, ordinal), lambda: _make_function(spec, ordinal))
+
+
+def _make_function(spec: KernelSpec, ordinal: int):
+    drv = driver()
+    lib = load_library(spec.file)
+    kernel = check(drv.cuLibraryGetKernel(lib, spec.symbol.encode()), f"cuLibraryGetKernel({spec.symbol})")
+    info = device_info(ordinal)
+    if spec.smem_bytes > info.max_smem_optin:
+        raise RuntimeError(f"{spec.symbol} needs {spec.smem_bytes} B of shared memory per block; "
+                           f"{info.name} allows {info.max_smem_optin}")
+    with _ContextGuard(ordinal):
+        fn = check(drv.cuKernelGetFunction(kernel), "cuKernelGetFunction")
+        check(drv.cuFuncSetAttribute(
+            fn, drv.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, spec.smem_bytes),
+            "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)")
+    return fn
 
 
 def param_info(spec: KernelSpec, ordinal: int) -> list[tuple[int, int]]:
@@ -365,14 +362,7 @@ _prepared: dict[tuple[KernelSpec, int], PreparedKernel] = {}
 
 def prepared(spec: KernelSpec, ordinal: int) -> PreparedKernel:
     """The PreparedKernel of ``spec`` on device ``ordinal``, made once per process."""
-    key = (spec, ordinal)
-    kernel = _prepared.get(key)
-    if kernel is None:
-        with _lock:
-            kernel = _prepared.get(key)
-            if kernel is None:
-                kernel = _prepared[key] = PreparedKernel(spec, ordinal)
-    return kernel
+    return _once(_prepared, (spec, ordinal), lambda: PreparedKernel(spec, ordinal))
 
 
 def launch(spec: KernelSpec, ordinal: int, grid: tuple[int, int, int], stream: int, args: tuple) -> None:

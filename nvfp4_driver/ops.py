@@ -82,7 +82,8 @@ def group_gemm_nvfp4_nt_groupwise(a, b, a_scale, b_scale, m_indptr, alpha=None, 
     T = _TorchTensor[0]
     if (type(a) is T and type(b) is T and type(a_scale) is T and type(b_scale) is T and type(m_indptr) is T
             and (alpha is None or type(alpha) is T) and (out is None or type(out) is T)
-            and _plain_tiles(tile_m, tile_n, tile_k, swap_ab)):
+            and ((tile_m is None and tile_n is None and tile_k is None and swap_ab is None)
+                 or _plain_tiles(tile_m, tile_n, tile_k, swap_ab))):
         # The torch fast path, inlined: every Python call costs about 0.1 us here.
         flags = config.launch_flags()
         if (check_inputs is None and not flags[3]) or check_inputs is False:
