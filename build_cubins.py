@@ -82,23 +82,16 @@ def _stage_bytes(v: Variant) -> int:
     return (v.tile_m + v.tile_n) * pitch + sf_words * (v.tile_m + v.tile_n) * 4
 
 
+def _gemm_family(source: str, targets: tuple[str, ...]) -> Family:
+    """A grouped-GEMM family: the shared body (nvfp4_grouped_gemm.cuh) with its own math policy."""
+    return Family(source=source, targets=targets, threads=_gemm_threads, stage_bytes=_stage_bytes, max_stages=4)
+
+
 FAMILIES = {
-    "sm80": Family(
-        source="sm80_nvfp4_grouped_gemm.cu",
-        targets=("sm_80", "sm_90", "compute_80"),
-        threads=_gemm_threads,
-        stage_bytes=_stage_bytes,
-        max_stages=4,
-    ),
+    "sm80": _gemm_family("sm80_nvfp4_grouped_gemm.cu", ("sm_80", "sm_90", "compute_80")),
     # Native Blackwell FP4 (block-scaled mma.sync). "twin_sm_90": the same source with the MMA
     # replaced by its software model (-DNVFP4_TWIN), which runs on an H100.
-    "sm120": Family(
-        source="sm120_nvfp4_grouped_gemm.cu",
-        targets=("sm_120a", "sm_121a", "twin_sm_90"),
-        threads=_gemm_threads,
-        stage_bytes=_stage_bytes,
-        max_stages=4,
-    ),
+    "sm120": _gemm_family("sm120_nvfp4_grouped_gemm.cu", ("sm_120a", "sm_121a", "twin_sm_90")),
 }
 
 # FlashInfer's cut (tile_m = 128, every tile_n / tile_k / swap_ab), plus token tiles of 16/32/64

@@ -22,13 +22,9 @@ import numpy as np
 
 from . import config, driver, tensors
 from .layout import a_scale_rows as _a_scale_rows_needed
-from .problem import Problem, requested_tiles, validate_request
+from .problem import PACKED_DTYPES, SCALE_DTYPES, Problem, requested_tiles, validate_request
 from .variants import grid, kernel_spec, select_variant
 
-# dtypes accepted for bytes: FlashInfer passes uint8 (and torch's packed fp4 / fp8 types view the
-# same bytes).
-_PACKED_DTYPES = ("uint8", "int8", "float4_e2m1fn_x2")
-_SCALE_DTYPES = ("uint8", "int8", "float8_e4m3fn")
 _OUT_DTYPE_CODE = {"bfloat16": 0, "float16": 1}
 _NAMES = ("a", "b", "a_scale", "b_scale", "m_indptr", "alpha", "out")
 # The kernel copies a and b in 16-byte pieces and scales in 4-byte words, and stores out in pairs.
@@ -296,9 +292,9 @@ def _make_plan(arrays: dict, tiles, out_dtype, flags) -> _Plan:
     num_groups = ind.shape[0] - 1
     if num_groups < 0:
         raise ValueError(f"m_indptr.shape={ind.shape} but it needs G+1 >= 1 entries")
-    A = tensors.check_array(arrays["a"], "a", dtype=_PACKED_DTYPES, ndim=2)
+    A = tensors.check_array(arrays["a"], "a", dtype=PACKED_DTYPES, ndim=2)
     k = 2 * A.shape[1]
-    B = tensors.check_array(arrays["b"], "b", dtype=_PACKED_DTYPES, ndim=3)
+    B = tensors.check_array(arrays["b"], "b", dtype=PACKED_DTYPES, ndim=3)
     if B.shape[0] != num_groups or B.shape[2] != k // 2:
         raise ValueError(f"b.shape={B.shape} but (G, N, K/2) needs G={num_groups} from m_indptr.shape="
                          f"{ind.shape} and K/2={k // 2} from a.shape={A.shape}")
@@ -313,8 +309,8 @@ def _make_plan(arrays: dict, tiles, out_dtype, flags) -> _Plan:
                       out_dtype=out_dtype or "bfloat16")
     validate_request(problem, tiles)
     p = problem
-    tensors.check_array(arrays["a_scale"], "a_scale", dtype=_SCALE_DTYPES)
-    bs = tensors.check_array(arrays["b_scale"], "b_scale", dtype=_SCALE_DTYPES)
+    tensors.check_array(arrays["a_scale"], "a_scale", dtype=SCALE_DTYPES)
+    bs = tensors.check_array(arrays["b_scale"], "b_scale", dtype=SCALE_DTYPES)
     if bs.nbytes != p.num_groups * p.n_pad * p.sf_k:
         raise ValueError(f"b_scale has {bs.nbytes} bytes (shape {bs.shape}) but (G, N_pad, K/16) = "
                          f"({p.num_groups}, {p.n_pad}, {p.sf_k}) needs {p.num_groups * p.n_pad * p.sf_k}")

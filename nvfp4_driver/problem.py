@@ -5,6 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 OUT_DTYPES = ("bfloat16", "float16")
+# dtypes whose bytes are read as packed e2m1 pairs / ue4m3 scales: FlashInfer passes uint8, and
+# torch's packed fp4 and fp8 types view the same bytes.
+PACKED_DTYPES = ("uint8", "int8", "float4_e2m1fn_x2")
+SCALE_DTYPES = ("uint8", "int8", "float8_e4m3fn")
 TILE_M_CHOICES = (16, 32, 64, 128)  # 128 is FlashInfer's; 16/32/64 are token tiles for few rows per group
 TILE_N_CHOICES = (32, 64, 128)
 TILE_K_CHOICES = (128, 256)

@@ -29,6 +29,7 @@ import numpy as np
 
 from . import config, driver, tensors
 from .layout import SF_VEC, a_scale_rows_upper_bound, padded_n
+from .problem import PACKED_DTYPES, SCALE_DTYPES
 from .variants import quantize_spec
 
 __all__ = ["quantize_activations", "quantize_weights", "dequantize", "global_scale_from_amax",
@@ -37,8 +38,6 @@ __all__ = ["quantize_activations", "quantize_weights", "dequantize", "global_sca
 # dtype of the unquantized side -> the suffix of its kernels' symbols
 _DTYPE_TAG = {"bfloat16": "bf16", "float16": "f16", "float32": "f32"}
 _DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}
-_PACKED_DTYPES = ("uint8", "int8", "float4_e2m1fn_x2")
-_SCALE_DTYPES = ("uint8", "int8", "float8_e4m3fn")
 
 _K_MULTIPLE = 64        # the swizzle atom is 4 scale columns of 16 elements
 _ROWS_PER_BLOCK = 8     # nvfp4_quantize.cu: one warp per row, 8 warps per block
@@ -242,7 +241,7 @@ def dequantize(q, q_scale, m_indptr=None, global_scale=None, *, out_dtype="bfloa
     are 0.
     """
     Q = tensors.as_device_array(q, "q")
-    tensors.check_array(Q, "q", dtype=_PACKED_DTYPES)
+    tensors.check_array(Q, "q", dtype=PACKED_DTYPES)
     if len(Q.shape) not in (2, 3):
         raise ValueError(f"q.shape={Q.shape} must be 2-D (cum_m, K/2) activations or 3-D (G, N, K/2) weights")
     k = 2 * Q.shape[-1]
@@ -250,7 +249,7 @@ def dequantize(q, q_scale, m_indptr=None, global_scale=None, *, out_dtype="bfloa
     sf_k = k // SF_VEC
     out_canon = _out_dtype(out_dtype)
     S = tensors.as_device_array(q_scale, "q_scale")
-    tensors.check_array(S, "q_scale", dtype=_SCALE_DTYPES)
+    tensors.check_array(S, "q_scale", dtype=SCALE_DTYPES)
     arrays = {"q": Q, "q_scale": S}
     if len(Q.shape) == 3:
         if m_indptr is not None:
