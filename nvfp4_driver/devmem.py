@@ -15,8 +15,8 @@ import numpy as np
 
 from . import driver
 from .driver import _ContextGuard, check
-from .tensors import (_DLDataType, _DLDevice, _DLManagedTensor, _DLManagedTensorVersioned, _DLPackVersion,
-                      _DLTensor, kDLCUDA)
+from .dlpack import (DLDataType, DLDevice, DLManagedTensor, DLManagedTensorVersioned, DLPackVersion, DLTensor,
+                     kDLCUDA)
 
 _NUMPY_OF = {"uint8": np.uint8, "int8": np.int8, "int32": np.int32, "float32": np.float32,
              "float16": np.float16, "bfloat16": np.uint16, "uint16": np.uint16}
@@ -151,7 +151,7 @@ def time_ms(run, iters: int = 50, warmup: int = 5, stream: int = 0, device: int 
 
 # --- DLPack export ------------------------------------------------------------------------------------
 #
-# A capsule points at a _DLManagedTensor[Versioned] that we allocate with ctypes. _exports keeps the
+# A capsule points at a DLManagedTensor[Versioned] that we allocate with ctypes. _exports keeps the
 # struct, its shape array and the DeviceBuffer alive (keyed by the struct's address) until its deleter
 # runs: called by the consumer once it is done with the memory, or by the capsule's destructor when
 # nobody consumed it. Both callbacks take the GIL through ctypes, from whatever thread calls them.
@@ -193,14 +193,14 @@ def _export_capsule(buf: DeviceBuffer, versioned: bool):
     code, bits = _DL_CODES[buf.dtype.name]
     ndim = len(buf.shape)
     shape = (ctypes.c_int64 * max(ndim, 1))(*buf.shape)
-    tensor = _DLTensor(buf.ptr, _DLDevice(kDLCUDA, buf.device), ndim, _DLDataType(code, bits, 1),
+    tensor = DLTensor(buf.ptr, DLDevice(kDLCUDA, buf.device), ndim, DLDataType(code, bits, 1),
                        ctypes.cast(shape, ctypes.POINTER(ctypes.c_int64)), None, 0)  # strides NULL: C order
     deleter = ctypes.cast(_release, ctypes.c_void_p).value
     if versioned:
-        managed = _DLManagedTensorVersioned(_DLPackVersion(1, 0), None, deleter, 0, tensor)
+        managed = DLManagedTensorVersioned(DLPackVersion(1, 0), None, deleter, 0, tensor)
         name = _NAME_VERSIONED
     else:
-        managed = _DLManagedTensor(tensor, None, deleter)
+        managed = DLManagedTensor(tensor, None, deleter)
         name = _NAME
     address = ctypes.addressof(managed)
     with _exports_lock:

@@ -20,7 +20,9 @@ import ctypes
 import dataclasses
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, NamedTuple
+from typing import Any, Iterable, Mapping
+
+from .dlpack import DEVICE_NAMES, _U64, c_strides, call_dlpack, kDLCUDA, read_capsule
 
 __all__ = [
     "DeviceArray",
@@ -42,9 +44,6 @@ _ITEMSIZE: dict[str, int] = {
     "uint32": 4, "int32": 4, "float32": 4,
     "uint64": 8, "int64": 8, "float64": 8,
 }
-
-_U64 = 1 << 64
-
 
 @dataclass(frozen=True)
 class DeviceArray:
@@ -104,15 +103,6 @@ class DeviceArray:
                 return False
             expected *= size
         return True
-
-
-def _c_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
-    strides = []
-    step = 1
-    for s in reversed(shape):
-        strides.append(step)
-        step *= max(s, 1)
-    return tuple(reversed(strides))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,7 +291,7 @@ def _from_cai(x: Any, cai: Any, name: str) -> DeviceArray:
     if strides is not None:
         pass
     elif byte_strides is None:
-        strides = _c_strides(shape)
+        strides = c_strides(shape)
         if len(_CAI_SHAPES) >= 4096:
             _CAI_SHAPES.clear()
         _CAI_SHAPES[shape] = (shape, strides)
@@ -363,135 +353,7 @@ def _from_cupy(x: Any) -> DeviceArray | None:
     return d
 
 
-# --- DLPack -----------------------------------------------------------------------------------
-
-kDLCPU, kDLCUDA, kDLCUDAHost, kDLROCM, kDLCUDAManaged = 1, 2, 3, 10, 13
-_DL_DEVICE_NAMES = {kDLCPU: "CPU memory (kDLCPU)", kDLCUDAHost: "pinned host memory (kDLCUDAHost)",
-                    kDLROCM: "ROCm device memory (kDLROCM)",
-                    kDLCUDAManaged: "CUDA managed memory (kDLCUDAManaged)"}
-
-# (type code, bits, lanes) -> canonical name. Codes from dlpack.h (DLPack 1.1). The only
-# vector type is torch's float4_e2m1fn_x2, exported as two 4-bit lanes per (1-byte) element.
-_DL_DTYPES: dict[tuple[int, int, int], str] = {
-    (0, 8, 1): "int8", (0, 16, 1): "int16", (0, 32, 1): "int32", (0, 64, 1): "int64",
-    (1, 8, 1): "uint8", (1, 16, 1): "uint16", (1, 32, 1): "uint32", (1, 64, 1): "uint64",
-    (2, 16, 1): "float16", (2, 32, 1): "float32", (2, 64, 1): "float64",
-    (4, 16, 1): "bfloat16",
-    (6, 8, 1): "bool",
-    (10, 8, 1): "float8_e4m3fn",
-    (17, 4, 2): "float4_e2m1fn_x2",
-}
-_DLPACK_FLAG_READ_ONLY = 1 << 0
-_DLPACK_FLAG_IS_COPIED = 1 << 1
-
-
-class _DLDevice(ctypes.Structure):
-    _fields_ = [("device_type", ctypes.c_int32), ("device_id", ctypes.c_int32)]
-
-
-class _DLDataType(ctypes.Structure):
-    _fields_ = [("code", ctypes.c_uint8), ("bits", ctypes.c_uint8), ("lanes", ctypes.c_uint16)]
-
-
-class _DLTensor(ctypes.Structure):
-    _fields_ = [
-        ("data", ctypes.c_void_p),
-        ("device", _DLDevice),
-        ("ndim", ctypes.c_int32),
-        ("dtype", _DLDataType),
-        ("shape", ctypes.POINTER(ctypes.c_int64)),
-        ("strides", ctypes.POINTER(ctypes.c_int64)),  # NULL = C-contiguous; in elements
-        ("byte_offset", ctypes.c_uint64),
-    ]
-
-
-class _DLManagedTensor(ctypes.Structure):  # capsule "dltensor" (DLPack < 1.0 layout)
-    _fields_ = [("dl_tensor", _DLTensor), ("manager_ctx", ctypes.c_void_p),
-                ("deleter", ctypes.c_void_p)]
-
-
-class _DLPackVersion(ctypes.Structure):
-    _fields_ = [("major", ctypes.c_uint32), ("minor", ctypes.c_uint32)]
-
-
-class _DLManagedTensorVersioned(ctypes.Structure):  # capsule "dltensor_versioned" (>= 1.0)
-    _fields_ = [("version", _DLPackVersion), ("manager_ctx", ctypes.c_void_p),
-                ("deleter", ctypes.c_void_p), ("flags", ctypes.c_uint64),
-                ("dl_tensor", _DLTensor)]
-
-
-# Private prototypes instead of setting argtypes on ctypes.pythonapi's shared function objects,
-# which other libraries in the process may have configured differently.
-_PyCapsule_IsValid = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.py_object, ctypes.c_char_p)(
-    ("PyCapsule_IsValid", ctypes.pythonapi))
-_PyCapsule_GetPointer = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(
-    ("PyCapsule_GetPointer", ctypes.pythonapi))
-_PyCapsule_GetName = ctypes.PYFUNCTYPE(ctypes.c_char_p, ctypes.py_object)(
-    ("PyCapsule_GetName", ctypes.pythonapi))
-
-
-class _DLPackView(NamedTuple):
-    ptr: int
-    shape: tuple[int, ...]
-    strides: tuple[int, ...]
-    dtype: str
-    device_type: int
-    device_id: int
-    readonly: bool
-
-
-def _read_dlpack_capsule(capsule: Any, name: str = "array") -> _DLPackView:
-    """Read a DLPack capsule's tensor description without consuming it.
-
-    We neither rename the capsule to 'used_dltensor' nor call its deleter: the capsule stays
-    owned by its producer, and its destructor releases the tensor when the capsule dies. The
-    caller keeps the capsule (and the producer's object) alive while the pointer is in use.
-    """
-    if _PyCapsule_IsValid(capsule, b"dltensor_versioned"):
-        mt = _DLManagedTensorVersioned.from_address(
-            _PyCapsule_GetPointer(capsule, b"dltensor_versioned"))
-        if mt.version.major != 1:
-            # A different major version may change the struct layout we are about to read.
-            raise ValueError(f"{name}: DLPack capsule has version {mt.version.major}."
-                             f"{mt.version.minor}; nvfp4_driver reads major version 1")
-        t = mt.dl_tensor
-        # A copy made for us would swallow writes to an output: treat it as read-only.
-        readonly = bool(mt.flags & (_DLPACK_FLAG_READ_ONLY | _DLPACK_FLAG_IS_COPIED))
-    elif _PyCapsule_IsValid(capsule, b"dltensor"):
-        t = _DLManagedTensor.from_address(_PyCapsule_GetPointer(capsule, b"dltensor")).dl_tensor
-        readonly = False
-    else:
-        found = (_PyCapsule_GetName(capsule) if type(capsule).__name__ == "PyCapsule"
-                 else type(capsule).__name__)
-        raise TypeError(f"{name}.__dlpack__() returned {found!r}, not a 'dltensor' or "
-                        f"'dltensor_versioned' capsule (already consumed?)")
-    ndim = t.ndim
-    if ndim < 0 or (ndim > 0 and not t.shape):
-        raise ValueError(f"{name}: DLPack tensor has ndim={ndim} and shape pointer {t.shape}")
-    shape = tuple(t.shape[i] for i in range(ndim))
-    strides = tuple(t.strides[i] for i in range(ndim)) if t.strides else _c_strides(shape)
-    code, bits, lanes = t.dtype.code, t.dtype.bits, t.dtype.lanes
-    dtype = _DL_DTYPES.get((code, bits, lanes))
-    if dtype is None:
-        raise TypeError(f"{name} has DLPack dtype (code={code}, bits={bits}, lanes={lanes}), "
-                        f"which nvfp4_driver does not support (supported: "
-                        f"{', '.join(sorted(set(_DL_DTYPES.values())))})")
-    ptr = ((t.data or 0) + t.byte_offset) % _U64
-    return _DLPackView(ptr, shape, strides, dtype, t.device.device_type, t.device.device_id,
-                       readonly)
-
-
-def _call_dlpack(x: Any, stream: int | None) -> Any:
-    # DLPack forbids stream=0 (ambiguous); our handle 0 is the legacy default, which is what
-    # the producer assumes when no stream is passed at all.
-    kwargs = {} if not stream else {"stream": stream}
-    try:
-        return x.__dlpack__(max_version=(1, 0), **kwargs)
-    except TypeError:
-        # Producers older than DLPack 1.0 reject max_version: the array API standard's
-        # recommended fallback is the legacy call, which returns a "dltensor" capsule.
-        return x.__dlpack__(**kwargs)
-
+# --- DLPack (capsule reading: dlpack.py) ----------------------------------------------------
 
 def _from_dlpack(x: Any, name: str, stream: int | None) -> DeviceArray:
     dev_type, dev_id = (int(v) for v in x.__dlpack_device__())
@@ -500,12 +362,12 @@ def _from_dlpack(x: Any, name: str, stream: int | None) -> DeviceArray:
         # PCIe, a silent 10-100x slowdown; managed memory (13) would compute correctly, but its
         # device_id is 0 by convention rather than where the pages are, and first-touch page
         # migration inside our launch makes timings meaningless. Both should be explicit copies.
-        what = _DL_DEVICE_NAMES.get(dev_type, f"DLPack device type {dev_type}")
+        what = DEVICE_NAMES.get(dev_type, f"DLPack device type {dev_type}")
         raise ValueError(f"{name} is in {what} per __dlpack_device__()=({dev_type}, {dev_id}); "
                          f"nvfp4_driver needs CUDA device memory (kDLCUDA = 2) — copy it to "
                          f"the GPU first")
-    capsule = _call_dlpack(x, stream)
-    view = _read_dlpack_capsule(capsule, name)
+    capsule = call_dlpack(x, stream)
+    view = read_capsule(capsule, name)
     if (view.device_type, view.device_id) != (dev_type, dev_id):
         raise ValueError(f"{name}: __dlpack_device__() says ({dev_type}, {dev_id}) but its "
                          f"capsule says ({view.device_type}, {view.device_id})")
@@ -536,7 +398,7 @@ def raw_pointer_array(ptr: int, shape: Iterable[int], dtype: Any, name: str) -> 
         raise ValueError(f"{name} pointer={ptr:#x} is not a 64-bit device address")
     if ptr == 0 and numel != 0:
         raise ValueError(f"{name} pointer is 0 (NULL) for shape {shape_t} with {numel} elements")
-    return DeviceArray(ptr, shape_t, _c_strides(shape_t), canon, None, "raw", None)
+    return DeviceArray(ptr, shape_t, c_strides(shape_t), canon, None, "raw", None)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import nvfp4_driver as nd
-from nvfp4_driver import devmem, driver, ops, tensors
+from nvfp4_driver import devmem, dlpack, driver, ops, tensors
 from nvfp4_driver.devmem import DeviceBuffer, _DType
-from nvfp4_driver.tensors import _read_dlpack_capsule
+from nvfp4_driver.dlpack import read_capsule
 
 FAKE_PTR = 0x7F00_0000_0000
 
@@ -32,11 +32,11 @@ def forget(buf):
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16", "uint8", "int32", "float32"])
 def test_dlpack_export_describes_the_buffer(versioned, dtype):
     buf = fake_buffer((5, 6), dtype, device=1)
-    assert buf.__dlpack_device__() == (tensors.kDLCUDA, 1)
+    assert buf.__dlpack_device__() == (dlpack.kDLCUDA, 1)
     capsule = buf.__dlpack__(max_version=(1, 1) if versioned else None)
-    view = _read_dlpack_capsule(capsule, "out")
+    view = read_capsule(capsule, "out")
     assert (view.ptr, view.shape, view.strides, view.dtype, view.device_type, view.device_id, view.readonly) == \
-        (FAKE_PTR, (5, 6), (6, 1), dtype, tensors.kDLCUDA, 1, False)
+        (FAKE_PTR, (5, 6), (6, 1), dtype, dlpack.kDLCUDA, 1, False)
     # Our own marshaller takes it back as a device array.
     arr = tensors.as_device_array(buf, "out")
     assert (arr.ptr, arr.shape, arr.dtype) == (FAKE_PTR, (5, 6), dtype)
@@ -71,7 +71,7 @@ def test_dlpack_consumer_calls_the_deleter():
     del capsule
     gc.collect()
     assert address in devmem._exports  # renamed: the destructor leaves the tensor to its consumer
-    managed = tensors._DLManagedTensor.from_address(address)
+    managed = dlpack.DLManagedTensor.from_address(address)
     ctypes.CFUNCTYPE(None, ctypes.c_void_p)(managed.deleter)(address)
     assert address not in devmem._exports
 

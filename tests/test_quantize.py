@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from nvfp4_driver import layout, moe, quantize, variants
-from nvfp4_driver.tensors import DeviceArray, _c_strides
+from nvfp4_driver.dlpack import c_strides
+from nvfp4_driver.tensors import DeviceArray
 
 FAKE_PTR = 0x7F00_0000_0000  # a plausible device address; nothing here dereferences it
 
@@ -13,7 +14,7 @@ FAKE_PTR = 0x7F00_0000_0000  # a plausible device address; nothing here derefere
 def dev(shape, dtype, ptr=FAKE_PTR, device=0, strides=None) -> DeviceArray:
     """A device-array description with no memory behind it: enough for every check before a launch."""
     shape = tuple(shape)
-    return DeviceArray(ptr, shape, strides or _c_strides(shape), dtype, device, "raw", None)
+    return DeviceArray(ptr, shape, strides or c_strides(shape), dtype, device, "raw", None)
 
 
 X = dev((100, 256), "bfloat16")

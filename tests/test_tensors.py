@@ -21,9 +21,9 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
+from nvfp4_driver.dlpack import read_capsule
 from nvfp4_driver.tensors import (
     DeviceArray,
-    _read_dlpack_capsule,
     allocate,
     as_device_array,
     canonical_out_dtype,
@@ -489,7 +489,7 @@ def test_real_torch_capsule_matches_torch(max_version):
     t = base[1:, 3::2]  # storage offset and non-unit strides
     kw = {} if max_version is None else {"max_version": max_version}
     cap = t.__dlpack__(**kw)
-    v = _read_dlpack_capsule(cap, "t")
+    v = read_capsule(cap, "t")
     assert (v.ptr, v.shape, v.strides, v.dtype, v.device_type, v.device_id) == \
         (t.data_ptr(), tuple(t.shape), t.stride(), "int16", 1, 0)
     # Not consumed: torch can still import the very same capsule.
