@@ -241,9 +241,9 @@ class _Plan:
         """(PreparedKernel, grid) on GPU ``ordinal``."""
         found = self._kernels.get(ordinal)
         if found is None:
-            capability = driver.device_info(ordinal).capability
-            variant = select_variant(self.problem, self.tiles, capability, force_ptx=self.flags[0],
-                                     twin=self.flags[1], sm_count=driver.device_info(ordinal).sm_count)
+            info = driver.device_info(ordinal)
+            variant = select_variant(self.problem, self.tiles, info.capability, force_ptx=self.flags[0],
+                                     twin=self.flags[1], sm_count=info.sm_count)
             found = self._kernels[ordinal] = (driver.prepared(kernel_spec(variant), ordinal),
                                               grid(self.problem, variant))
         return found
