@@ -68,11 +68,21 @@ class Family:
     stage_bytes: callable     # Variant -> shared memory of one pipeline stage
     max_stages: int
     flags: tuple[str, ...] = ()  # nvcc flags of this family only (hashed with the sources)
+    fixed_smem: callable = lambda v: 0  # Variant -> shared memory besides the pipeline stages
+    smem_budget: int = 0                # 0: SMEM_BUDGET (every target); more where the family's targets allow
+
+
+def gemm_warps_k(v: Variant) -> int:
+    """Warps sharing each warp tile's K chunks (nvfp4_grouped_gemm.cuh's WARPS_K). The portable
+    kernel's token tiles take 2: their decode chain is latency-bound with 4 warps a block (v0.2 in
+    docs/perf-notes.md). The native kernel has no decode chain and keeps 1."""
+    return 2 if v.family == "sm80" and v.tile_m < 128 else 1
 
 
 def _gemm_threads(v: Variant) -> int:
-    """Warps of min(tile_m, 64) tokens x 32 columns over a tile_m x tile_n block (nvfp4_grouped_gemm.cuh)."""
-    return 32 * (v.tile_m // min(v.tile_m, 64)) * (v.tile_n // 32)
+    """Warps of min(tile_m, 64) tokens x 32 columns over a tile_m x tile_n block, times the K
+    shares (nvfp4_grouped_gemm.cuh)."""
+    return 32 * (v.tile_m // min(v.tile_m, 64)) * (v.tile_n // 32) * gemm_warps_k(v)
 
 
 def _stage_bytes(v: Variant) -> int:
@@ -87,8 +97,18 @@ def _gemm_family(source: str, targets: tuple[str, ...]) -> Family:
     return Family(source=source, targets=targets, threads=_gemm_threads, stage_bytes=_stage_bytes, max_stages=4)
 
 
+def _sm90a_smem(v: Variant) -> int:
+    """sm90a_nvfp4_grouped_gemm.cu besides its stages: 1 KB of alignment slack and two decoded fp16
+    weight sub-tiles of tile_n rows x 128 bytes."""
+    return 1024 + 2 * v.tile_n * 128
+
+
 FAMILIES = {
     "sm80": _gemm_family("sm80_nvfp4_grouped_gemm.cu", ("sm_80", "sm_90", "compute_80")),
+    # Hopper's wgmma with the decode overlapped (sm_90a cubins run on compute capability 9.0 only).
+    # Two warpgroups; an H100 block may take 227 KB of shared memory.
+    "sm90a": Family(source="sm90a_nvfp4_grouped_gemm.cu", targets=("sm_90a",), threads=lambda v: 256,
+                    stage_bytes=_stage_bytes, max_stages=6, fixed_smem=_sm90a_smem, smem_budget=232_448),
     # Native Blackwell FP4 (block-scaled mma.sync). "twin_sm_90": the same source with the MMA
     # replaced by its software model (-DNVFP4_TWIN), which runs on an H100.
     "sm120": _gemm_family("sm120_nvfp4_grouped_gemm.cu", ("sm_120a", "sm_121a", "twin_sm_90")),
@@ -99,13 +119,13 @@ FAMILIES = {
 # decoded once per 16-64 tokens instead of once per 128-row tile that is mostly empty.
 VARIANTS = tuple(
     Variant(family, tm, tn, tk, swap)
-    for family in FAMILIES
+    for family in ("sm80", "sm120")
     for tm, swaps in ((128, (False, True)), (16, (True,)), (32, (True,)), (64, (True,)))
     for tn in (32, 64, 128)
     for tk in (128, 256)
     for swap in swaps
     if tm == 128 or tn == 128
-)
+) + tuple(Variant("sm90a", 128, tn, 128, False) for tn in (128, 256))  # prefill cuts: tokens on wgmma's M
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,15 +204,17 @@ def stages(v: Variant) -> int:
     fam = FAMILIES[v.family]
     if not fam.max_stages:
         return 0
-    return max(2, min(fam.max_stages, SMEM_BUDGET // fam.stage_bytes(v)))
+    budget = (fam.smem_budget or SMEM_BUDGET) - fam.fixed_smem(v)
+    return max(2, min(fam.max_stages, budget // fam.stage_bytes(v)))
 
 
 def launch_config(v: Variant) -> dict:
     fam = FAMILIES[v.family]
     n_stages = stages(v)
-    smem = n_stages * fam.stage_bytes(v) if n_stages else 0
-    if smem > SMEM_BUDGET:
-        raise SystemExit(f"{v.name}: {n_stages} stages need {smem} B of shared memory > {SMEM_BUDGET}")
+    smem = n_stages * fam.stage_bytes(v) + fam.fixed_smem(v) if n_stages else 0
+    budget = fam.smem_budget or SMEM_BUDGET
+    if smem > budget:
+        raise SystemExit(f"{v.name}: {n_stages} stages need {smem} B of shared memory > {budget}")
     return {"threads": fam.threads(v), "stages": n_stages, "smem_bytes": smem}
 
 
@@ -203,11 +225,15 @@ def macros(v: Variant) -> list[str]:
         return [f"-DNVFP4_KERNEL_NAME={v.name}", f"-DNVFP4_QUANT_OP={QUANT_OPS[v.op][0]}",
                 f"-DNVFP4_DTYPE={QUANT_DTYPES.get(v.dtype, 0)}"]
     cfg = launch_config(v)
+    if v.family == "sm90a":  # fixed tile_m / tile_k / swap_ab; no NVFP4_TILE_M, so no BuildConfig
+        return [f"-DNVFP4_KERNEL_NAME={v.name}", f"-DNVFP4_TILE_N={v.tile_n}", f"-DNVFP4_STAGES={cfg['stages']}",
+                f"-DNVFP4_THREADS={cfg['threads']}", f"-DNVFP4_SMEM_BYTES={cfg['smem_bytes']}"]
     return [
         f"-DNVFP4_KERNEL_NAME={v.name}", f"-DNVFP4_TILE_M={v.tile_m}", f"-DNVFP4_TILE_N={v.tile_n}",
         f"-DNVFP4_TILE_K={v.tile_k}",
         f"-DNVFP4_SWAP_AB={int(v.swap_ab)}", f"-DNVFP4_STAGES={cfg['stages']}",
         f"-DNVFP4_THREADS={cfg['threads']}", f"-DNVFP4_SMEM_BYTES={cfg['smem_bytes']}",
+        f"-DNVFP4_WARPS_K={gemm_warps_k(v)}",
     ]
 
 
@@ -294,7 +320,7 @@ def variant_entry(v: Variant) -> dict:
                 "params": [{"name": n, "type": t} for n, t in PROBE_PARAMS]}
     return {
         "family": v.family, "source": FAMILIES[v.family].source, "tile_m": v.tile_m, "tile_n": v.tile_n,
-        "tile_k": v.tile_k, "swap_ab": v.swap_ab, **launch_config(v),
+        "tile_k": v.tile_k, "swap_ab": v.swap_ab, "warps_k": gemm_warps_k(v), **launch_config(v),
         "grid": "x: (cum_m + (tile_m-1)*G) // tile_m row tiles (an upper bound; extra blocks exit), "
                 "y: ceil(N / tile_n)",
         "params": [{"name": n, "type": t} for n, t in GROUPED_GEMM_PARAMS],
@@ -337,7 +363,7 @@ def check() -> list[str]:
     return problems
 
 
-def build(force: bool, jobs: int) -> None:
+def build(force: bool, jobs: int, families: set[str] | None = None) -> None:
     nvcc = os.environ.get("NVCC", "nvcc")
     manifest = load_manifest()
     manifest["version"] = MANIFEST_VERSION
@@ -352,16 +378,21 @@ def build(force: bool, jobs: int) -> None:
             path = OUT_DIR / output_file(v, target)
             fresh = (target in old and path.exists() and old[target]["source_sha256"] == source_hash(v, target)
                      and old[target]["sha256"] == file_hash(path))
-            if force or not fresh:
+            if (force or not fresh) and (families is None or v.family in families):
                 todo.append((v, target))
     print(f"{len(todo)} of {sum(len(FAMILIES[v.family].targets) for v in BUILDS)} builds are stale; nvcc {manifest['nvcc']}")
-    results = {}
+    results, failures = {}, []
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = {pool.submit(compile_one, nvcc, v, t): (v, t) for v, t in todo}
         for fut in concurrent.futures.as_completed(futures):
             v, t = futures[fut]
-            results[(v.name, t)] = fut.result()
-            print(f"  built {output_file(v, t)}  {results[(v.name, t)].get('registers', '-')} regs")
+            try:
+                results[(v.name, t)] = fut.result()
+            except SystemExit as exc:  # keep building: one bad variant must not cost the others' work
+                failures.append(str(exc))
+                print(exc, flush=True)
+                continue
+            print(f"  built {output_file(v, t)}  {results[(v.name, t)].get('registers', '-')} regs", flush=True)
     for v in BUILDS:
         entry = variant_entry(v)
         targets = dict(kernels.get(v.name, {}).get("targets", {}))
@@ -377,6 +408,8 @@ def build(force: bool, jobs: int) -> None:
         if f.suffix in (".cubin", ".ptx") and f.name not in known:
             f.unlink()
             print(f"  removed {f.name} (no longer in the table)")
+    if failures:  # the manifest keeps the old entries of the failed builds: --check calls them stale
+        raise SystemExit(f"{len(failures)} of {len(todo)} builds failed (the manifest records the others)")
 
 
 def main(argv=None) -> int:
@@ -384,6 +417,8 @@ def main(argv=None) -> int:
     p.add_argument("--check", action="store_true", help="verify committed outputs against sources; no nvcc")
     p.add_argument("--force", action="store_true", help="rebuild every variant")
     p.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 2)
+    p.add_argument("--families", default=None,
+                   help="comma-separated families to rebuild (default: all), e.g. sm80,sm90a")
     args = p.parse_args(argv)
     if args.check:
         problems = check()
@@ -391,7 +426,11 @@ def main(argv=None) -> int:
             print(line)
         print("check: " + ("OK" if not problems else f"{len(problems)} problem(s)"))
         return 1 if problems else 0
-    build(args.force, args.jobs)
+    families = None if args.families is None else {f.strip() for f in args.families.split(",") if f.strip()}
+    unknown = (families or set()) - set(FAMILIES)
+    if unknown:
+        p.error(f"unknown families {sorted(unknown)}; known: {sorted(FAMILIES)}")
+    build(args.force, args.jobs, families)
     return 0
 
 

@@ -1,12 +1,13 @@
 """One timing helper for every benchmark: warm-up, L2 flushed before each run, CUDA events,
-median of many; the card's name and clocks; the two floors (bytes / bandwidth, FLOPs / peak)."""
+median of many; the card's name and clocks; the two floors (bytes / bandwidth, FLOPs / peak).
+
+torch is imported inside the functions that time, so the pure arithmetic here (``Ceilings``,
+``floors_us``) imports without it (the CPU tests of ``bench_moe``'s tables use it)."""
 from __future__ import annotations
 
 import dataclasses
 import statistics
 import subprocess
-
-import torch
 
 L2_FLUSH_BYTES = 256 * 2**20  # several times the H100's 50 MB L2
 
@@ -19,6 +20,8 @@ class Ceilings:
 
 def time_us(fn, iters: int = 50, warmup: int = 5) -> float:
     """Median microseconds of ``fn()`` on the current stream, L2 flushed before each run."""
+    import torch
+
     flush = torch.empty(L2_FLUSH_BYTES, dtype=torch.uint8, device="cuda")
     for _ in range(warmup):
         fn()
@@ -34,6 +37,8 @@ def time_us(fn, iters: int = 50, warmup: int = 5) -> float:
 
 
 def measure_ceilings() -> Ceilings:
+    import torch
+
     src = torch.empty(2 * 2**30, dtype=torch.uint8, device="cuda")
     dst = torch.empty_like(src)
     copy_us = time_us(lambda: dst.copy_(src), iters=20)
@@ -44,6 +49,8 @@ def measure_ceilings() -> Ceilings:
 
 
 def gpu_banner() -> str:
+    import torch
+
     name = torch.cuda.get_device_name()
     try:
         clocks = subprocess.run(["nvidia-smi", "--query-gpu=clocks.sm,clocks.max.sm,clocks.mem", "--format=csv,noheader"],
@@ -66,6 +73,8 @@ def host_us_per_call(fn, calls: int = 200, rounds: int = 60, warmup: int = 3, sy
     garbage collection or an interrupt hit.
     """
     import time
+
+    import torch
 
     sync = sync or torch.cuda.synchronize
     for _ in range(warmup):

@@ -1,7 +1,9 @@
 """Time every compiled variant of one family on the benchmark shapes (launched directly, bypassing
 the automatic choice), to choose the defaults. One process, one card, L2 flushed before each run.
 
-    python benchmarks/sweep_tiles.py [--family sm80] [--target sm_90]
+    python benchmarks/sweep_tiles.py [--family sm80] [--target sm_90] [--quick] [--shapes dsv3-up,gptoss]
+
+The shapes and their inputs are bench_moe.py's (``--shapes`` filters them as there).
 """
 from __future__ import annotations
 
@@ -12,14 +14,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.bench_gemm import SHAPES, nvfp4_inputs  # noqa: E402
-from benchmarks.common import floors_us, gpu_banner, measure_ceilings, time_us  # noqa: E402
+from benchmarks.bench_moe import ShapeRun, floor_us, select_shapes  # noqa: E402
+from benchmarks.common import gpu_banner, measure_ceilings, time_us  # noqa: E402
 from nvfp4_driver import driver, variants  # noqa: E402
 from nvfp4_driver.problem import Problem  # noqa: E402
 
 
-def launcher(problem, variant, inputs, alpha, out):
-    a, b, a_scale, b_scale, m_indptr = inputs
+def launcher(problem, variant, run):
+    a, b, a_scale, b_scale, m_indptr, alpha, out = (run.a, run.b, run.a_scale, run.b_scale, run.m_indptr,
+                                                    run.alpha, run.out)
     spec = variants.kernel_spec(variant)
     g = variants.grid(problem, variant)
     stream = torch.cuda.current_stream().cuda_stream
@@ -33,34 +36,32 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--family", default="sm80")
     p.add_argument("--target", default="sm_90")
-    p.add_argument("--shapes", default="all", help="comma-separated indices into bench_gemm.SHAPES")
+    p.add_argument("--quick", action="store_true", help="bench_moe.py's four --quick shapes")
+    p.add_argument("--shapes", default=None, help="comma-separated substrings of bench_moe.py's shape names")
     args = p.parse_args()
     ceil = measure_ceilings()
     print(gpu_banner())
     print(f"ceilings: copy {ceil.copy_gbps:.0f} GB/s, bf16 {ceil.bf16_tflops:.0f} TFLOP/s")
     names = sorted(n for n, e in variants.manifest()["kernels"].items() if e.get("family") == args.family)
-    picks = range(len(SHAPES)) if args.shapes == "all" else [int(i) for i in args.shapes.split(",")]
-    for idx in picks:
-        label, e, rows, n, k = SHAPES[idx]
-        inputs, alpha, out = nvfp4_inputs(e, rows, n, k)
-        problem = Problem(e, n, k, e * rows, "bfloat16")
-        nbytes = sum(t.numel() * t.element_size() for t in (*inputs, alpha, out))
-        floor = max(floors_us(nbytes, problem.flops, ceil))
+    for shape in select_shapes(args.quick, args.shapes):
+        run = ShapeRun(shape)
+        problem = Problem(shape.experts, shape.n, shape.k, shape.cum_m, "bfloat16")
+        floor = floor_us(shape, ceil)
         results = []
         for name in names:
             entry = variants.manifest()["kernels"][name]
             v = variants.Variant(variants.Family(args.family), entry["tile_m"], entry["tile_n"], entry["tile_k"],
                                  entry["swap_ab"], args.target)
-            results.append((time_us(launcher(problem, v, inputs, alpha, out), iters=20), name))
+            results.append((time_us(launcher(problem, v, run), iters=20), name))
         results.sort()
-        print(f"{label} E={e} m={rows} N={n} K={k}: floor {floor:.1f} us; best {results[0][0]:.1f} us "
-              f"({100 * floor / results[0][0]:.0f}% of floor) {results[0][1]}")
+        print(f"{shape.name} E={shape.experts} rows={shape.rows_label} N={shape.n} K={shape.k}: floor {floor:.1f} us; "
+              f"best {results[0][0]:.1f} us ({100 * floor / results[0][0]:.0f}% of floor) {results[0][1]}")
         for t, name in results[:6]:
             print(f"    {t:9.1f} us  {name}")
         m128 = [r for r in results if "_m128n128k128_swapab" in r[1]]
         if m128:
             print(f"    FlashInfer default m128n128k128_swapab: {m128[0][0]:.1f} us")
-        del inputs, out
+        del run
         torch.cuda.empty_cache()
 
 

@@ -69,6 +69,23 @@ __device__ __forceinline__ MTile find_m_tile(const int32_t* __restrict__ m_indpt
   return MTile{-1, 0, 0, 0};
 }
 
+// The (row tile, column tile) of this block. The grid is row tiles (x) by column tiles (y), and
+// blocks start roughly in launch order, x fastest; this order takes the column tiles of a band of
+// BAND row tiles before moving on, so the blocks resident at once share one band's token rows and
+// each column tile's weights in L2 instead of streaming all row tiles past each weight tile.
+struct BlockTile {
+  int64_t m_tile;
+  int n_tile;
+};
+template <int BAND>
+__device__ __forceinline__ BlockTile block_tile() {
+  const int64_t gx = gridDim.x, gy = gridDim.y;
+  const int64_t linear = static_cast<int64_t>(blockIdx.y) * gx + blockIdx.x;
+  const int64_t band = linear / (BAND * gy), within = linear - band * BAND * gy;
+  const int64_t band_rows = min(static_cast<int64_t>(BAND), gx - band * BAND);
+  return BlockTile{band * BAND + within % band_rows, static_cast<int>(within / band_rows)};
+}
+
 // cp.async with a source size: 0 bytes reads nothing and fills the destination with zeros.
 __device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, bool valid) {
   const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));

@@ -1,45 +1,58 @@
 // Exact decoding of NVFP4 operands to fp16 for tensor cores without an fp4 mode (sm_80..sm_90).
 //
-// Why fp16 is exact: an e2m1 value has at most 2 significant bits and a ue4m3 scale at most 4,
-// so value*scale has at most 6 significant bits, and its magnitude lies in [2^-10, 6*448=2688]:
-// inside fp16's normal range with its 11-bit significand. The MMA multiplies two such values
-// exactly and accumulates in fp32, which is what SPEC §2 asks for.
+// The trick: an e2m1 code's three magnitude bits (2 exponent, 1 mantissa) placed at fp16 bits
+// 9..11 (the two low exponent bits and the top mantissa bit), with the sign at bit 15, read as an
+// fp16 equal to the e2m1 value times 2^-14, subnormals included: fp16's exponent bias (15) is 14
+// more than e2m1's (1), and both formats' subnormals continue their normals the same way. So a
+// packed word of 8 codes becomes 4 fp16x2 registers with shifts and masks (about 11 integer
+// instructions), and one HMUL2 per register applies the block scale.
+//
+// Why this stays exact: the decoded value v * 2^-14 times a ue4m3 scale s is k * 2^-24 for an
+// integer k (v is a multiple of 1/2, s of 2^-9), with at most 6 significant bits, and at most
+// 6 * 448 * 2^-14 in magnitude: every such number is an fp16 (2^-24 is fp16's smallest subnormal).
+// The MMA multiplies two of them exactly into fp32 and accumulates in fp32, so the sum is the
+// SPEC §2 sum times 2^-28; the epilogue multiplies by kDecodedAccScale = 2^28 (exact).
 #pragma once
 #include <cstdint>
 #include <cuda_fp16.h>
 
 namespace nvfp4 {
 
-// fp16 high bytes of the e2m1 magnitudes 0, .5, 1, 1.5, 2, 3, 4, 6; every low byte is zero.
-constexpr uint32_t kE2m1F16HiLo = 0x3E3C3800u;  // magnitudes 0..3
-constexpr uint32_t kE2m1F16HiHi = 0x46444240u;  // magnitudes 4..7
-
-// One packed byte (element 2i in the low nibble) -> fp16x2 {e2m1(lo), e2m1(hi)}.
-// A byte permute picks both high bytes at once; selector 0 picks the table's zero byte.
-__device__ __forceinline__ uint32_t e2m1x2_to_f16x2(uint32_t byte) {
-  const uint32_t sel = ((byte & 0x7u) << 4) | ((byte & 0x70u) << 8);
-  const uint32_t mag = __byte_perm(kE2m1F16HiLo, kE2m1F16HiHi, sel);
-  return mag | ((byte & 0x8u) << 12) | ((byte & 0x80u) << 24);
-}
+constexpr float kDecodedAccScale = 0x1p28f;  // undoes both operands' 2^-14
 
 // A ue4m3 scale byte -> fp16x2 {s, s}. The sign bit is ignored (SPEC: the scale is unsigned);
-// 0x7F is NaN as in float8_e4m3fn. Shifting the 7 bits into fp16's exponent/mantissa fields gives
-// the value times 2^-8 (fp16's bias is 8 more than e4m3's), subnormals included; the multiply
-// by 256 is exact.
+// 0x7F is NaN as in float8_e4m3fn.
 __device__ __forceinline__ __half2 ue4m3_to_f16x2(uint32_t byte) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  // sm_89+: the hardware conversion (NaN included) of the byte duplicated into both halves.
+  const uint32_t pair = __byte_perm(byte & 0x7Fu, 0u, 0x4400);
+  uint32_t h2;
+  asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(h2) : "h"(static_cast<unsigned short>(pair)));
+  return *reinterpret_cast<const __half2*>(&h2);
+#else
+  // Shifting the 7 bits into fp16's exponent/mantissa fields gives the value times 2^-8 (fp16's
+  // bias is 8 more than e4m3's), subnormals included; the multiply by 256 is exact.
   const uint32_t bits7 = byte & 0x7Fu;
   const unsigned short raw = static_cast<unsigned short>(bits7 << 7);
   __half h = __hmul(__ushort_as_half(raw), __ushort_as_half(0x5C00));  // 0x5C00 = 256
   if (bits7 == 0x7Fu) h = __ushort_as_half(0x7E00);                    // NaN
   return __half2half2(h);
+#endif
 }
 
-// Four packed bytes (8 elements) times one scale -> four fp16x2 registers, byte j in reg j.
-__device__ __forceinline__ void decode_word(uint32_t word, __half2 scale, uint32_t (&regs)[4]) {
+// Four packed bytes (elements e0..e7, e_i in nibble i) times one scale, times 2^-14 ->
+// reg j = fp16x2 {e_j, e_(j+4)}. (Any fixed order works as long as both MMA operands use the
+// same one: the K sum does not see a permutation within the word.)
+__device__ __forceinline__ void decode_word(uint32_t w, __half2 scale, uint32_t (&regs)[4]) {
+  constexpr uint32_t kMag = 0x0E000E00u, kSign = 0x80008000u;
+  uint32_t raw[4];
+  raw[0] = ((w << 9) & kMag) | ((w << 12) & kSign);  // nibble 0 / 4: bits 0..3 -> 9..11, 15
+  raw[1] = ((w << 5) & kMag) | ((w << 8) & kSign);   // nibble 1 / 5: bits 4..7
+  raw[2] = ((w << 1) & kMag) | ((w << 4) & kSign);   // nibble 2 / 6: bits 8..11
+  raw[3] = ((w >> 3) & kMag) | (w & kSign);          // nibble 3 / 7: bits 12..15
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
-    uint32_t raw = e2m1x2_to_f16x2((word >> (8 * j)) & 0xFFu);
-    const __half2 v = __hmul2(*reinterpret_cast<const __half2*>(&raw), scale);
+    const __half2 v = __hmul2(*reinterpret_cast<const __half2*>(&raw[j]), scale);
     regs[j] = *reinterpret_cast<const uint32_t*>(&v);
   }
 }

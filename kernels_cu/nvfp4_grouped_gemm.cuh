@@ -5,7 +5,10 @@
 //   out[m, n] = alpha[g] * sum_k e2m1(a[m,k]) sa(m,k/16) * e2m1(b[g,n,k]) sb(g,n,k/16)
 //
 // One block computes a TM x TN output tile of one group (TM tokens: 16, 32, 64 or 128); warps
-// tile it min(TM, 64) tokens x 32 columns. "P" is the operand on the MMA's M side (16-row fragments), "Q" the one on its N side
+// tile it min(TM, 64) tokens x 32 columns, and WARPS_K warps share each such tile by taking turns
+// over the K chunks of every stage (their partial sums are added through shared memory at the
+// end). Splitting K inside the block gives a narrow token tile more warps to hide the latency of
+// its decode chain with, without a second kernel or a workspace. "P" is the operand on the MMA's M side (16-row fragments), "Q" the one on its N side
 // (8-column fragments): tokens are P and weights Q, or the other way round with SWAP_AB.
 //
 // Shared memory per stage (bytes):
@@ -18,13 +21,22 @@
 
 namespace nvfp4 {
 
-template <int TM_, int TN_, int TK_, bool SWAP_, int STAGES_>
+template <int TM_, int TN_, int TK_, bool SWAP_, int STAGES_, int WARPS_K_ = 1>
 struct GemmConfig {
-  static constexpr int TM = TM_, TN = TN_, TK = TK_, STAGES = STAGES_;
+  static constexpr int TM = TM_, TN = TN_, TK = TK_, STAGES = STAGES_, WARPS_K = WARPS_K_;
   static constexpr bool SWAP = SWAP_;
   static constexpr int WARP_M = TM < 64 ? TM : 64, WARP_N = 32;
   static constexpr int WARPS_M = TM / WARP_M, WARPS_N = TN / WARP_N;
-  static constexpr int THREADS = 32 * WARPS_M * WARPS_N;
+  static constexpr int TILE_WARPS = WARPS_M * WARPS_N;  // warps of one K share
+  static constexpr int THREADS = 32 * TILE_WARPS * WARPS_K;
+  // 16-token tiles are latency-bound: two blocks per SM (at most 128 registers a thread at 256
+  // threads) keep more warps in flight. Wider tiles need their registers for the MMA fragments
+  // (32 tokens spill at 128), and so does sm_80's longer scale conversion (nvfp4_decode.cuh).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 890
+  static constexpr int MIN_BLOCKS = 1;
+#else
+  static constexpr int MIN_BLOCKS = TM == 16 && THREADS <= 256 ? 2 : 1;
+#endif
   static constexpr int ROW_BYTES = TK / 2;
   static constexpr int ROW_PITCH = ROW_BYTES + 16;
   static constexpr int CHUNKS_PER_ROW = ROW_BYTES / 16;
@@ -39,6 +51,10 @@ struct GemmConfig {
   static constexpr int P_ROWS = SWAP ? TN : TM;                      // rows of the P operand's smem tile
   static constexpr int Q_ROWS = SWAP ? TM : TN;
   static_assert(TM % 16 == 0 && TN % 32 == 0, "fragments are 16 rows (P) and 8 columns (Q)");
+  // The K shares' partial sums, [WARPS_K - 1][TILE_WARPS][P_TILES * Q_TILES * 4][32] floats, reuse
+  // the pipeline's shared memory once it has drained.
+  static constexpr int REDUCE_BYTES = (WARPS_K - 1) * TILE_WARPS * P_TILES * Q_TILES * 4 * 32 * 4;
+  static_assert(REDUCE_BYTES <= STAGES * STAGE_BYTES, "the K shares' reduction must fit the pipeline");
 };
 
 // One pipeline stage seen by the math: the P and Q operands' rows and scale words.
@@ -49,12 +65,122 @@ struct StageView {
   const uint32_t* q_sf;   // [SF_WORDS][Q_ROWS]
 };
 
+// Where one block's operands live: its M tile of `a` (rows of one group) and its N tile of group
+// g's weights. The bases `a`, `b`, `a_scale`, `b_scale` stand in as the address of copies that
+// read nothing (zero-filled).
+struct TileSource {
+  const uint8_t* a;
+  const uint8_t* b;
+  const uint8_t* a_scale;
+  const uint8_t* b_scale;
+  const uint8_t* b_group;   // group g's (N, K/2) weights
+  const uint8_t* sb_group;  // group g's (N_pad, K/16) swizzled scales
+  MTile tile;
+  int64_t n0;               // first column of the N tile
+  int n;
+  int64_t row_bytes, sf_k, a_scale_rows;
+};
+
+// The cp.async copies of one thread, k tile by k tile, into the pipeline stages (layout above).
+// Everything that does not change along K -- which rows and columns this thread copies, their
+// 64-bit source rows, the swizzled offsets of its scale words -- is worked out once per block;
+// a k tile then only adds a constant to each source address (the scale words of the next k tile
+// lie (TK / 64) * 512 bytes further in SPEC §3's layout).
+//
+// Reads past K (K=384 with TILE_K=256), past N, or past a_scale are zero-filled: zero data times
+// zero scale contributes exactly 0. Rows past the group end are clamped to its last row: real
+// data whose results are never stored.
+template <class C, int THREADS>
+struct StageLoader {
+  static constexpr int CPR = C::CHUNKS_PER_ROW, ROWS_PER_PASS = THREADS / CPR;
+  static_assert(THREADS % CPR == 0, "each thread copies one 16-byte column of its rows");
+  static constexpr int A_PASSES = (C::TM + ROWS_PER_PASS - 1) / ROWS_PER_PASS;
+  static constexpr int B_PASSES = (C::TN + ROWS_PER_PASS - 1) / ROWS_PER_PASS;
+  static constexpr int SA_WORDS = C::SF_WORDS * C::TM, SB_WORDS = C::SF_WORDS * C::TN;
+  static constexpr int SA_PASSES = (SA_WORDS + THREADS - 1) / THREADS;
+  static constexpr int SB_PASSES = (SB_WORDS + THREADS - 1) / THREADS;
+  static constexpr int SF_STEP = C::TK / 64 * 512;
+
+  const TileSource& src;
+  int tid, col;
+  const uint8_t* a_row[A_PASSES];
+  const uint8_t* b_row[B_PASSES];    // nullptr: a row past N
+  const uint8_t* sa_word[SA_PASSES]; // k tile 0's word; nullptr: a row past a_scale
+  const uint8_t* sb_word[SB_PASSES];
+  int sa_col[SA_PASSES], sb_col[SB_PASSES];  // the word's first scale column within a k tile
+
+  __device__ __forceinline__ StageLoader(const TileSource& s, int t) : src(s), tid(t), col(t % CPR) {
+#pragma unroll
+    for (int p = 0; p < A_PASSES; ++p) {
+      const int64_t row = min(s.tile.row_begin + t / CPR + p * ROWS_PER_PASS, s.tile.row_end - 1);
+      a_row[p] = s.a + row * s.row_bytes;
+    }
+#pragma unroll
+    for (int p = 0; p < B_PASSES; ++p) {
+      const int64_t row = s.n0 + t / CPR + p * ROWS_PER_PASS;
+      b_row[p] = row < s.n ? s.b_group + row * s.row_bytes : nullptr;
+    }
+#pragma unroll
+    for (int p = 0; p < SA_PASSES; ++p) {
+      const int i = t + p * THREADS, w = i / C::TM;
+      const int64_t row = s.tile.sf_row + i % C::TM;
+      sa_word[p] = row < s.a_scale_rows ? s.a_scale + swizzled_offset(row, 4 * w, s.sf_k) : nullptr;
+      sa_col[p] = 4 * w;
+    }
+#pragma unroll
+    for (int p = 0; p < SB_PASSES; ++p) {
+      const int i = t + p * THREADS, w = i / C::TN;
+      sb_word[p] = s.sb_group + swizzled_offset(s.n0 + i % C::TN, 4 * w, s.sf_k);
+      sb_col[p] = 4 * w;
+    }
+  }
+
+  __device__ __forceinline__ void load(uint8_t* stage, int kt) const {
+    uint8_t* s_a = stage;
+    uint8_t* s_b = s_a + C::STAGE_A;
+    uint8_t* s_sa = s_b + C::STAGE_B;
+    uint8_t* s_sb = s_sa + C::STAGE_SA;
+    const int64_t k_byte = static_cast<int64_t>(kt) * C::ROW_BYTES + col * 16;
+    const bool k_ok = k_byte < src.row_bytes;
+#pragma unroll
+    for (int p = 0; p < A_PASSES; ++p) {
+      const int r = tid / CPR + p * ROWS_PER_PASS;
+      if (C::TM % ROWS_PER_PASS == 0 || r < C::TM)
+        cp_async_16(s_a + r * C::ROW_PITCH + col * 16, k_ok ? a_row[p] + k_byte : src.a, k_ok);
+    }
+#pragma unroll
+    for (int p = 0; p < B_PASSES; ++p) {
+      const int r = tid / CPR + p * ROWS_PER_PASS;
+      const bool ok = k_ok && b_row[p] != nullptr;
+      if (C::TN % ROWS_PER_PASS == 0 || r < C::TN)
+        cp_async_16(s_b + r * C::ROW_PITCH + col * 16, ok ? b_row[p] + k_byte : src.b, ok);
+    }
+    const int sf_col0 = kt * (C::TK / kSfVec);
+    const int64_t sf_step = static_cast<int64_t>(kt) * SF_STEP;
+#pragma unroll
+    for (int p = 0; p < SA_PASSES; ++p) {
+      const int i = tid + p * THREADS;
+      const bool ok = sa_word[p] != nullptr && sf_col0 + sa_col[p] < src.sf_k;
+      if (SA_WORDS % THREADS == 0 || i < SA_WORDS) cp_async_4(s_sa + i * 4, ok ? sa_word[p] + sf_step : src.a_scale, ok);
+    }
+#pragma unroll
+    for (int p = 0; p < SB_PASSES; ++p) {
+      const int i = tid + p * THREADS;
+      const bool ok = sf_col0 + sb_col[p] < src.sf_k;
+      if (SB_WORDS % THREADS == 0 || i < SB_WORDS) cp_async_4(s_sb + i * 4, ok ? sb_word[p] + sf_step : src.b_scale, ok);
+    }
+  }
+};
+
 // Math policy interface:
 //   static constexpr int K_CHUNK;   // K elements one call consumes (a multiple of 32, divides 128)
+//   static constexpr float ACC_SCALE;  // what the accumulators are multiplied by before alpha
 //   template <class C> static void chunk(float (&acc)[C::P_TILES][C::Q_TILES][4], const StageView&,
 //                                        int p_base, int q_base, int kc, int lane);
 // acc[i][j] is the m16n8 accumulator of P fragment i and Q fragment j in the mma.sync C layout:
 // element v at P row lane/4 (+8 for v >= 2), Q column 2*(lane%4) + (v&1).
+
+constexpr int kRasterBand = 8;  // row tiles per band of the block order (block_tile)
 
 template <class C, class Math>
 __device__ __forceinline__ void grouped_gemm(const uint8_t* __restrict__ a, const uint8_t* __restrict__ b,
@@ -67,10 +193,11 @@ __device__ __forceinline__ void grouped_gemm(const uint8_t* __restrict__ a, cons
   constexpr int TM = C::TM, TN = C::TN, TK = C::TK, STAGES = C::STAGES, THREADS = C::THREADS;
   extern __shared__ __align__(16) uint8_t smem[];
 
-  const MTile tile = find_m_tile<TM>(m_indptr, num_groups, cum_m, blockIdx.x);
+  const BlockTile bt = block_tile<kRasterBand>();
+  const MTile tile = find_m_tile<TM>(m_indptr, num_groups, cum_m, bt.m_tile);
   if (tile.group < 0) return;
   const int g = tile.group;
-  const int64_t n0 = static_cast<int64_t>(blockIdx.y) * TN;
+  const int64_t n0 = static_cast<int64_t>(bt.n_tile) * TN;
   if (n0 >= n) return;
 
   const int64_t row_bytes = k / 2;
@@ -81,45 +208,13 @@ __device__ __forceinline__ void grouped_gemm(const uint8_t* __restrict__ a, cons
   const int k_tiles = (k + TK - 1) / TK;
   const int tid = threadIdx.x;
 
-  // One k tile into stage `s`. Reads past K (K=384 with TILE_K=256), past N, or past a_scale are
-  // zero-filled: zero data times zero scale contributes exactly 0. Rows past the group end are
-  // clamped to its last row: real data whose results are never stored.
-  auto load_stage = [&](int s, int kt) {
-    uint8_t* s_a = smem + s * C::STAGE_BYTES;
-    uint8_t* s_b = s_a + C::STAGE_A;
-    uint8_t* s_sa = s_b + C::STAGE_B;
-    uint8_t* s_sb = s_sa + C::STAGE_SA;
-    const int64_t k_byte0 = static_cast<int64_t>(kt) * C::ROW_BYTES;
-    for (int i = tid; i < TM * C::CHUNKS_PER_ROW; i += THREADS) {
-      const int r = i / C::CHUNKS_PER_ROW, c = i % C::CHUNKS_PER_ROW;
-      const int64_t kb = k_byte0 + c * 16;
-      const int64_t row = min(tile.row_begin + r, tile.row_end - 1);
-      const bool ok = kb < row_bytes;
-      cp_async_16(s_a + r * C::ROW_PITCH + c * 16, ok ? a + row * row_bytes + kb : a, ok);
-    }
-    for (int i = tid; i < TN * C::CHUNKS_PER_ROW; i += THREADS) {
-      const int r = i / C::CHUNKS_PER_ROW, c = i % C::CHUNKS_PER_ROW;
-      const int64_t kb = k_byte0 + c * 16;
-      const bool ok = kb < row_bytes && n0 + r < n;
-      cp_async_16(s_b + r * C::ROW_PITCH + c * 16, ok ? b_group + (n0 + r) * row_bytes + kb : b, ok);
-    }
-    const int64_t sf_col0 = static_cast<int64_t>(kt) * (TK / kSfVec);
-    for (int i = tid; i < C::SF_WORDS * TM; i += THREADS) {
-      const int w = i / TM, r = i % TM;
-      const int64_t kb = sf_col0 + w * 4, row = tile.sf_row + r;
-      const bool ok = kb < sf_k && row < a_scale_rows;
-      cp_async_4(s_sa + i * 4, ok ? a_scale + swizzled_offset(row, kb, sf_k) : a_scale, ok);
-    }
-    for (int i = tid; i < C::SF_WORDS * TN; i += THREADS) {
-      const int w = i / TN, r = i % TN;
-      const int64_t kb = sf_col0 + w * 4;
-      const bool ok = kb < sf_k;
-      cp_async_4(s_sb + i * 4, ok ? sb_group + swizzled_offset(n0 + r, kb, sf_k) : b_scale, ok);
-    }
-  };
+  const TileSource src{a, b, a_scale, b_scale, b_group, sb_group, tile, n0, n, row_bytes, sf_k, a_scale_rows};
+  const StageLoader<C, THREADS> loader(src, tid);
+  auto load_stage = [&](int s, int kt) { loader.load(smem + s * C::STAGE_BYTES, kt); };
 
   const int warp = tid >> 5, lane = tid & 31;
-  const int warp_m = warp % C::WARPS_M, warp_n = warp / C::WARPS_M;
+  const int warp_k = warp / C::TILE_WARPS, tile_warp = warp % C::TILE_WARPS;
+  const int warp_m = tile_warp % C::WARPS_M, warp_n = tile_warp / C::WARPS_M;
   const int p_base = C::SWAP ? warp_n * C::WARP_N : warp_m * C::WARP_M;
   const int q_base = C::SWAP ? warp_m * C::WARP_M : warp_n * C::WARP_N;
 
@@ -149,10 +244,41 @@ __device__ __forceinline__ void grouped_gemm(const uint8_t* __restrict__ a, cons
     const uint32_t* s_sa = reinterpret_cast<const uint32_t*>(s_b + C::STAGE_B);
     const uint32_t* s_sb = reinterpret_cast<const uint32_t*>(s_b + C::STAGE_B + C::STAGE_SA);
     const StageView view = C::SWAP ? StageView{s_b, s_a, s_sb, s_sa} : StageView{s_a, s_b, s_sa, s_sb};
+    static_assert((TK / Math::K_CHUNK) % C::WARPS_K == 0, "every K share takes the same number of chunks");
 #pragma unroll
-    for (int kc = 0; kc < TK / Math::K_CHUNK; ++kc) Math::template chunk<C>(acc, view, p_base, q_base, kc, lane);
+    for (int i = 0; i < TK / Math::K_CHUNK / C::WARPS_K; ++i)
+      Math::template chunk<C>(acc, view, p_base, q_base, i * C::WARPS_K + warp_k, lane);
   }
   cp_async_wait<0>();
+
+  if constexpr (C::WARPS_K > 1) {
+    // K shares 1.. hand their sums to share 0 through the drained pipeline buffers; lane-major
+    // so the 32 lanes of a store hit 32 banks.
+    constexpr int ACC = C::P_TILES * C::Q_TILES * 4;
+    float* red = reinterpret_cast<float*>(smem);
+    __syncthreads();  // every warp is done reading the last stage
+    if (warp_k > 0) {
+      float* mine = red + ((warp_k - 1) * C::TILE_WARPS + tile_warp) * ACC * 32 + lane;
+#pragma unroll
+      for (int i = 0; i < C::P_TILES; ++i)
+#pragma unroll
+        for (int j = 0; j < C::Q_TILES; ++j)
+#pragma unroll
+          for (int v = 0; v < 4; ++v) mine[((i * C::Q_TILES + j) * 4 + v) * 32] = acc[i][j][v];
+    }
+    __syncthreads();
+    if (warp_k > 0) return;
+#pragma unroll
+    for (int w = 0; w < C::WARPS_K - 1; ++w) {
+      const float* theirs = red + (w * C::TILE_WARPS + tile_warp) * ACC * 32 + lane;
+#pragma unroll
+      for (int i = 0; i < C::P_TILES; ++i)
+#pragma unroll
+        for (int j = 0; j < C::Q_TILES; ++j)
+#pragma unroll
+          for (int v = 0; v < 4; ++v) acc[i][j][v] += theirs[((i * C::Q_TILES + j) * 4 + v) * 32];
+    }
+  }
 
   // Epilogue: accumulator element v of fragment (i, j) sits at P row lane/4 (+8 for v >= 2) and
   // Q column 2*(lane%4) + (v & 1).
@@ -166,7 +292,8 @@ __device__ __forceinline__ void grouped_gemm(const uint8_t* __restrict__ a, cons
       for (int h = 0; h < 2; ++h) {
         const int p = p_base + i * 16 + grp + h * 8;
         const int qc = q_base + j * 8 + 2 * q;
-        const float v0 = acc[i][j][2 * h] * scale, v1 = acc[i][j][2 * h + 1] * scale;
+        const float v0 = acc[i][j][2 * h] * Math::ACC_SCALE * scale;
+        const float v1 = acc[i][j][2 * h + 1] * Math::ACC_SCALE * scale;
         if (!C::SWAP) {
           const int64_t row = tile.row_begin + p, col = n0 + qc;
           if (row < tile.row_end && col < n) store_pair(out, row * n + col, v0, v1, out_dtype);
@@ -183,7 +310,8 @@ __device__ __forceinline__ void grouped_gemm(const uint8_t* __restrict__ a, cons
 #if defined(NVFP4_TILE_M)
 // The variant of a build_cubins.py compile (its -D macros), checked against the block size and
 // shared memory the host will launch it with.
-using BuildConfig = GemmConfig<NVFP4_TILE_M, NVFP4_TILE_N, NVFP4_TILE_K, NVFP4_SWAP_AB != 0, NVFP4_STAGES>;
+using BuildConfig =
+    GemmConfig<NVFP4_TILE_M, NVFP4_TILE_N, NVFP4_TILE_K, NVFP4_SWAP_AB != 0, NVFP4_STAGES, NVFP4_WARPS_K>;
 static_assert(BuildConfig::THREADS == NVFP4_THREADS, "build_cubins.py and the kernel disagree on the block size");
 static_assert(BuildConfig::STAGES * BuildConfig::STAGE_BYTES == NVFP4_SMEM_BYTES,
               "build_cubins.py and the kernel disagree on the shared memory size");
@@ -192,9 +320,10 @@ static_assert(BuildConfig::STAGES * BuildConfig::STAGE_BYTES == NVFP4_SMEM_BYTES
 }  // namespace nvfp4
 
 // The extern "C" entry every family's .cu instantiates, with the ABI of build_cubins.py's
-// GROUPED_GEMM_PARAMS.
-#define NVFP4_DEFINE_GROUPED_GEMM(NAME, CONFIG, MATH)                                                   \
-  extern "C" __global__ void __launch_bounds__(CONFIG::THREADS, 1) NAME(                                \
+// GROUPED_GEMM_PARAMS. BODY (the trailing argument, commas allowed) is the kernel body to call
+// with those parameters, e.g. nvfp4::grouped_gemm<Config, MathSm80>.
+#define NVFP4_DEFINE_GROUPED_GEMM(NAME, CONFIG, ...)                                                    \
+  extern "C" __global__ void __launch_bounds__(CONFIG::THREADS, CONFIG::MIN_BLOCKS) NAME(               \
       const uint8_t* __restrict__ a,        /* (cum_m, K/2) packed e2m1, row-major */                   \
       const uint8_t* __restrict__ b,        /* (G, N, K/2) packed e2m1, row-major */                    \
       const uint8_t* __restrict__ a_scale,  /* ue4m3, 128x4-swizzled, group g from sf_base(g) */        \
@@ -206,6 +335,6 @@ static_assert(BuildConfig::STAGES * BuildConfig::STAGE_BYTES == NVFP4_SMEM_BYTES
       int64_t a_scale_rows,                 /* rows of a_scale; reads past it give 0 */                 \
       int n, int k, int num_groups,         /* N % 8 == 0, K % 128 == 0, G */                           \
       int out_dtype) {                      /* kOutBf16 | kOutF16 */                                    \
-    nvfp4::grouped_gemm<CONFIG, MATH>(a, b, a_scale, b_scale, m_indptr, alpha, out, cum_m, a_scale_rows, n, \
-                                      k, num_groups, out_dtype);                                         \
+    __VA_ARGS__(a, b, a_scale, b_scale, m_indptr, alpha, out, cum_m, a_scale_rows, n, k, num_groups,    \
+                out_dtype);                                                                             \
   }

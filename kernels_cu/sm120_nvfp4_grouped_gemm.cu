@@ -18,6 +18,7 @@ using Config = BuildConfig;  // the variant build_cubins.py asked for (nvfp4_gro
 
 struct MathSm120 {
   static constexpr int K_CHUNK = 64;  // one m16n8k64 step; its 4 scales are one smem scale word
+  static constexpr float ACC_SCALE = 1.f;  // the MMA applies the scales itself
 
   // Every fragment register is one aligned 32-bit word of a K-contiguous smem row (sm120_mma.cuh):
   // lane (g, p) reads bytes [4p, 4p+4) and [16+4p, 16+4p+4) of the chunk's 32 bytes.
@@ -56,4 +57,4 @@ struct MathSm120 {
 
 }  // namespace
 
-NVFP4_DEFINE_GROUPED_GEMM(NVFP4_KERNEL_NAME, Config, MathSm120)
+NVFP4_DEFINE_GROUPED_GEMM(NVFP4_KERNEL_NAME, Config, nvfp4::grouped_gemm<Config, MathSm120>)

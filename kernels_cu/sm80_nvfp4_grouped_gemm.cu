@@ -9,9 +9,16 @@
 //   NVFP4_TILE_N       32 | 64 | 128   output columns per block
 //   NVFP4_TILE_K       128 | 256       K elements per pipeline stage
 //   NVFP4_SWAP_AB      0 | 1           1: weights on the MMA's M side, tokens on its N side
+//   NVFP4_WARPS_K      warps that share each warp tile's K chunks (1 | 2)
 //   NVFP4_STAGES       pipeline depth; NVFP4_THREADS, NVFP4_SMEM_BYTES: what the host launches with
+//   NVFP4_DIAG_SKIP    timing experiments only (wrong results; never in the variant table):
+//                      1 no decode (raw words into the MMA), 2 no MMA
 #include "nvfp4_decode.cuh"
 #include "nvfp4_grouped_gemm.cuh"
+
+#ifndef NVFP4_DIAG_SKIP
+#define NVFP4_DIAG_SKIP 0
+#endif
 
 namespace {
 
@@ -28,6 +35,7 @@ __device__ __forceinline__ void mma_f16_16x8x16(float (&c)[4], const uint32_t (&
 
 struct MathSm80 {
   static constexpr int K_CHUNK = 32;  // two m16n8k16 steps per call
+  static constexpr float ACC_SCALE = kDecodedAccScale;  // the decode's 2^-14 on both operands
 
   // The fp4 word (8 elements) of `row` at k-chunk `kc` of lane quad `q`, decoded with its scale.
   // Lane quad q owns elements [8q, 8q+8) of the chunk: all in one 16-element scale block.
@@ -37,6 +45,10 @@ struct MathSm80 {
     const uint32_t word = *reinterpret_cast<const uint32_t*>(data + row * C::ROW_PITCH + kc * 16 + q * 4);
     const int kb = kc * 2 + (q >> 1);  // scale block within the k tile
     const uint32_t sf_word = sf[(kb >> 2) * rows + row];
+    if (NVFP4_DIAG_SKIP & 1) {
+      regs[0] = word; regs[1] = word ^ sf_word; regs[2] = word + kb; regs[3] = sf_word;
+      return;
+    }
     decode_word(word, ue4m3_to_f16x2((sf_word >> (8 * (kb & 3))) & 0xFFu), regs);
   }
 
@@ -45,8 +57,8 @@ struct MathSm80 {
                                                int p_base, int q_base, int kc, int lane) {
     const int grp = lane >> 2, q = lane & 3;
     // Both operands place the same k elements in the same MMA k slots (a permutation of k within
-    // the chunk, which the sum does not see): byte 2h -> slots 2q..2q+1, byte 2h+1 -> slots
-    // 8+2q..8+2q+1 of MMA step h.
+    // the chunk, which the sum does not see): decoded register 2h -> slots 2q..2q+1, register
+    // 2h+1 -> slots 8+2q..8+2q+1 of MMA step h.
     uint32_t p_frag[C::P_TILES][2][4];
     uint32_t q_frag[C::Q_TILES][4];
 #pragma unroll
@@ -64,11 +76,17 @@ struct MathSm80 {
         const uint32_t a_regs[4] = {p_frag[i][0][2 * h], p_frag[i][1][2 * h], p_frag[i][0][2 * h + 1],
                                     p_frag[i][1][2 * h + 1]};
 #pragma unroll
-        for (int j = 0; j < C::Q_TILES; ++j) mma_f16_16x8x16(acc[i][j], a_regs, q_frag[j][2 * h], q_frag[j][2 * h + 1]);
+        for (int j = 0; j < C::Q_TILES; ++j) {
+          if (NVFP4_DIAG_SKIP & 2) {
+            acc[i][j][0] += __uint_as_float(a_regs[0] ^ a_regs[1] ^ a_regs[2] ^ a_regs[3] ^ q_frag[j][2 * h] ^ q_frag[j][2 * h + 1]);
+            continue;
+          }
+          mma_f16_16x8x16(acc[i][j], a_regs, q_frag[j][2 * h], q_frag[j][2 * h + 1]);
+        }
       }
   }
 };
 
 }  // namespace
 
-NVFP4_DEFINE_GROUPED_GEMM(NVFP4_KERNEL_NAME, Config, MathSm80)
+NVFP4_DEFINE_GROUPED_GEMM(NVFP4_KERNEL_NAME, Config, nvfp4::grouped_gemm<Config, MathSm80>)

@@ -1,15 +1,19 @@
-"""``python -m nvfp4_driver {demo,info,selftest}``.
+"""``python -m nvfp4_driver {demo,info,selftest,bench}``.
 
 - ``info``: the driver, every GPU, and the kernel each would run.
 - ``demo``: quantize a small random MoE layer, run it on the GPU if there is one, compare with the
   reference, print the error and the kernel time; without a GPU, run the reference alone.
 - ``selftest``: on every GPU present, the kernel the dispatcher picks, on a grid of shapes and
   options, against the reference; PASS/FAIL per case; exit status 1 on any failure.
+- ``bench [args]``: from a source checkout, ``benchmarks/bench_moe.py`` (our GEMM against bf16, FP8
+  and dequantize+bf16 peers on MoE shapes; ``bench --help``). benchmarks/ is not in the wheel.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+from pathlib import Path
 
 from . import driver
 from .problem import Problem
@@ -56,6 +60,29 @@ def cmd_selftest(args) -> int:
     return run_selftest(seed=args.seed, twin=args.twin)
 
 
+def _checkout_root() -> Path:
+    """The folder holding the package: the repository root in a source checkout."""
+    return Path(__file__).resolve().parent.parent
+
+
+def cmd_bench(args) -> int:
+    root = _checkout_root()
+    script = root / "benchmarks" / "bench_moe.py"
+    if not script.is_file():
+        print(f"python -m nvfp4_driver bench needs a source checkout: it runs benchmarks/bench_moe.py from "
+              f"the repository root next to the package, and {script} does not exist (benchmarks/ is not "
+              f"installed with the wheel). Clone the repository and run it there, or install it with "
+              f"'pip install -e .[bench]'.", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(root))  # first, so that no other top-level 'benchmarks' shadows ours
+    module = importlib.import_module("benchmarks.bench_moe")
+    if Path(module.__file__).resolve() != script:
+        print(f"python -m nvfp4_driver bench: 'benchmarks.bench_moe' was imported from {module.__file__}, "
+              f"not {script}; another 'benchmarks' package shadows the checkout's", file=sys.stderr)
+        return 2
+    return module.main(args.bench_args)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nvfp4_driver", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -68,7 +95,14 @@ def main(argv=None) -> int:
         if name == "selftest":
             p.add_argument("--twin", action="store_true",
                            help="on sm_90: run the native Blackwell kernel's twin (software FP4 MMA)")
-    args = parser.parse_args(argv)
+    # every argument after 'bench' (--help included) goes to bench_moe's own parser
+    sub.add_parser("bench", add_help=False, help="time our GEMM and its peers on MoE shapes "
+                   "(source checkout; 'bench --help')").set_defaults(fn=cmd_bench)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "bench":
+        args.bench_args = rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     return args.fn(args)
 
 

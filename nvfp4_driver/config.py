@@ -6,6 +6,8 @@
   exists for the GPU; for testing the path that future GPUs take.
 - ``NVFP4_DRIVER_TWIN=1``: on an sm_90 GPU, run the native Blackwell kernel's twin (its FP4 MMA
   replaced by a software model); for testing that kernel where no Blackwell GPU is at hand.
+- ``NVFP4_DRIVER_PORTABLE=1``: on an sm_90 GPU, run the portable ``mma.sync`` kernel even for the
+  cuts the Hopper ``wgmma`` kernel serves; for testing the portable kernel and comparing the two.
 - ``NVFP4_DRIVER_CHECK=1``: every call runs as with ``check_inputs=True``: ``m_indptr`` is copied to
   the host and checked before the launch (a device-to-host copy and a stream synchronisation per
   call, which is why it is off by default).
@@ -55,23 +57,27 @@ def twin() -> bool:
     return _flag("NVFP4_DRIVER_TWIN")
 
 
+def portable() -> bool:
+    return _flag("NVFP4_DRIVER_PORTABLE")
+
+
 def check_inputs() -> bool:
     return _flag("NVFP4_DRIVER_CHECK")
 
 
-_FLAG_NAMES = ("NVFP4_DRIVER_FORCE_PTX", "NVFP4_DRIVER_TWIN", "NVFP4_DRIVER_LOG", "NVFP4_DRIVER_CHECK")
+_FLAG_NAMES = ("NVFP4_DRIVER_FORCE_PTX", "NVFP4_DRIVER_TWIN", "NVFP4_DRIVER_LOG", "NVFP4_DRIVER_CHECK",
+               "NVFP4_DRIVER_PORTABLE")
 _FLAG_KEYS = tuple(_key(name) for name in _FLAG_NAMES)
-_ALL_FALSE = (False, False, False, False)
+_ALL_FALSE = (False, False, False, False, False)
 
 
-def launch_flags() -> tuple[bool, bool, bool, bool]:
-    """``(force_ptx, twin, log, check)``: the variables one call depends on, read together. A plain
-    tuple, not a NamedTuple: it is part of the per-call plan cache's key and built on every call, and
-    the common case (none set) costs four dictionary misses."""
+def launch_flags() -> tuple[bool, bool, bool, bool, bool]:
+    """``(force_ptx, twin, log, check, portable)``: the variables one call depends on, read together.
+    A plain tuple, not a NamedTuple: it is part of the per-call plan cache's key and built on every
+    call, and the common case (none set) costs five dictionary misses."""
     data = getattr(os.environ, "_data", None)
     if data is not None:
-        f, t, lg, c = _FLAG_KEYS
-        if f not in data and t not in data and lg not in data and c not in data:
+        f, t, lg, c, pt = _FLAG_KEYS
+        if f not in data and t not in data and lg not in data and c not in data and pt not in data:
             return _ALL_FALSE
-    return (_flag("NVFP4_DRIVER_FORCE_PTX"), _flag("NVFP4_DRIVER_TWIN"), _flag("NVFP4_DRIVER_LOG"),
-            _flag("NVFP4_DRIVER_CHECK"))
+    return tuple(_flag(name) for name in _FLAG_NAMES)

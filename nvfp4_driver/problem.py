@@ -10,7 +10,7 @@ OUT_DTYPES = ("bfloat16", "float16")
 PACKED_DTYPES = ("uint8", "int8", "float4_e2m1fn_x2")
 SCALE_DTYPES = ("uint8", "int8", "float8_e4m3fn")
 TILE_M_CHOICES = (16, 32, 64, 128)  # 128 is FlashInfer's; 16/32/64 are token tiles for few rows per group
-TILE_N_CHOICES = (32, 64, 128)
+TILE_N_CHOICES = (32, 64, 128, 256)  # 256: the Hopper wgmma kernel's cut only (validate)
 TILE_K_CHOICES = (128, 256)
 _INT32_MAX = 2**31 - 1
 _GRID_Y_MAX = 65535
@@ -46,7 +46,8 @@ class Problem:
 class Tiles:
     """A cut of the work (FlashInfer's arguments; the defaults are FlashInfer's); never changes
     the result. tile_m < 128 is our extension: a token tile for groups of few rows, compiled with
-    tile_n = 128 and swap_ab = True only."""
+    tile_n = 128 and swap_ab = True only. tile_n = 256 is the Hopper wgmma kernel's cut (tile_m
+    128, tile_k 128, swap_ab False), compiled for compute capability 9.0 only."""
 
     tile_m: int = 128
     tile_n: int = 128
@@ -73,6 +74,9 @@ def validate(problem: Problem, tiles: Tiles) -> None:
                                  ("tile_k", t.tile_k, TILE_K_CHOICES)):
         if type(value) is not int or value not in choices:
             raise ValueError(f"{name}={value!r} must be one of {choices}")
+    if t.tile_n == 256 and (t.tile_m, t.tile_k, t.swap_ab) != (128, 128, False):
+        raise ValueError(f"tile_n=256 (the Hopper wgmma kernel's cut) is built with tile_m=128, tile_k=128 and "
+                         f"swap_ab=False only, got tile_m={t.tile_m}, tile_k={t.tile_k}, swap_ab={t.swap_ab}")
     if t.tile_m != 128 and (t.tile_n != 128 or not t.swap_ab):
         raise ValueError(f"tile_m={t.tile_m} (a token tile for groups of few rows) is built with tile_n=128 "
                          f"and swap_ab=True only, got tile_n={t.tile_n}, swap_ab={t.swap_ab}")

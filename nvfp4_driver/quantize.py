@@ -40,11 +40,10 @@ _DTYPE_TAG = {"bfloat16": "bf16", "float16": "f16", "float32": "f32"}
 _DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}
 
 _K_MULTIPLE = 64        # the swizzle atom is 4 scale columns of 16 elements
-_ROWS_PER_BLOCK = 8     # nvfp4_quantize.cu: one warp per row, 8 warps per block
-_SEGMENT = 1024         # elements of one row per warp
+_WARPS_PER_BLOCK = 8    # nvfp4_quantize.cu: 256-thread blocks, one unit per warp at a time
+_SEGMENT = 1024         # a unit: one row's 1024-element segment (see _segment)
 _SCALAR_BLOCK = 128     # the per-group scalar kernels
 _INT32_MAX = 2**31 - 1
-_GRID_X_MAX = 2**31 - 1
 _INPUT_ALIGNMENT = 16   # the row kernels load and store the unquantized side in 16-byte pieces
 
 
@@ -56,14 +55,8 @@ def _check_k(k: int, what: str) -> None:
         raise ValueError(f"K={k} ({what}) must be a positive multiple of {_K_MULTIPLE}: a scale byte "
                          f"covers 16 elements and the swizzled layout groups 4 of them (the GEMM "
                          f"needs K % 128 == 0)")
-    if k > _INT32_MAX - _SEGMENT:
-        raise ValueError(f"K={k} ({what}) is too large: at most {_INT32_MAX - _SEGMENT}")
-
-
-def _check_grid_rows(rows: int, k: int, what: str) -> None:
-    if _row_grid(rows, k)[0] > _GRID_X_MAX:
-        raise ValueError(f"{what}={rows} rows of K={k} exceed what one launch covers "
-                         f"({_GRID_X_MAX * _ROWS_PER_BLOCK} row segments of {_SEGMENT})")
+    if k > _INT32_MAX - 2 * _SEGMENT:
+        raise ValueError(f"K={k} ({what}) is too large: at most {_INT32_MAX - 2 * _SEGMENT}")
 
 
 def _unquantized(x, name: str, ndim: tuple[int, ...]) -> tensors.DeviceArray:
@@ -123,14 +116,49 @@ def _device(arrays: dict, first: tensors.DeviceArray) -> int:
 
 
 def _launch(op: str, tag: str, ordinal: int, grid: tuple[int, int, int], stream: int, args: tuple) -> None:
+    driver.launch(_spec(op, tag, ordinal), ordinal, grid, stream, args)
+
+
+def _spec(op: str, tag: str, ordinal: int) -> driver.KernelSpec:
     symbol = f"nvfp4_{op}" + (f"_{tag}" if tag else "")
-    spec = quantize_spec(symbol, driver.device_info(ordinal).capability, config.force_ptx())
-    driver.launch(spec, ordinal, grid, stream, args)
+    return quantize_spec(symbol, driver.device_info(ordinal).capability, config.force_ptx())
 
 
-def _row_grid(rows: int, k: int) -> tuple[int, int, int]:
-    """nvfp4_quantize.cu's row kernels: one warp per (row, 1024-element segment), 8 warps a block."""
-    return (-(-rows * -(-k // _SEGMENT) // _ROWS_PER_BLOCK), 1, 1)
+def _launch_rows(op: str, tag: str, ordinal: int, rows: int, k: int, stream: int, args: tuple) -> None:
+    """Launch a row kernel (quantize, dequantize, amax) over ``rows`` rows of K=``k`` elements.
+
+    Its warps walk the units (row, 1024-element segment) with a grid stride, so any grid is correct;
+    the persistent grid is what one wave of resident blocks holds, min(ceil(units / 8), SMs x blocks
+    per SM). The SM count and the occupancy are asked of the driver once per kernel and device.
+    """
+    spec = _spec(op, tag, ordinal)
+    units = rows * -(-k // _segment(op, tag))
+    wave = driver.device_info(ordinal).sm_count * _resident_blocks(spec, ordinal)
+    driver.launch(spec, ordinal, (min(-(-units // _WARPS_PER_BLOCK), wave), 1, 1), stream, args)
+
+
+def _segment(op: str, tag: str) -> int:
+    """Elements of one row per unit: NVFP4_QUANT_STEPS x 512 in nvfp4_quantize.cu (quantize with
+    16-bit input walks 2048-element units, the rest 1024)."""
+    return 2 * _SEGMENT if op == "quantize_rows" and tag != "f32" else _SEGMENT
+
+
+_resident: dict[tuple[str, str, int], int] = {}
+
+
+def _resident_blocks(spec: driver.KernelSpec, ordinal: int) -> int:
+    """Blocks of ``spec`` that one SM of device ``ordinal`` holds at once (cuOccupancy..., cached)."""
+    key = (spec.file, spec.symbol, ordinal)
+    count = _resident.get(key)
+    if count is None:
+        drv = driver.driver()
+        fn = driver.function(spec, ordinal)
+        with driver._ContextGuard(ordinal):
+            count = driver.check(drv.cuOccupancyMaxActiveBlocksPerMultiprocessor(fn, spec.threads, spec.smem_bytes),
+                                 "cuOccupancyMaxActiveBlocksPerMultiprocessor")
+        count = max(1, int(count))
+        _resident[key] = count
+    return count
 
 
 # ------------------------------------------------------------------------------------- quantizers
@@ -166,14 +194,13 @@ def quantize_activations(x, m_indptr, global_scale, *, stream=None):
     arrays = {"x": X, "m_indptr": M}
     gs_ptr, gs_stride, gs_value = _global_scale(global_scale, groups, arrays)
     sf_rows = a_scale_rows_upper_bound(rows, groups)
-    _check_grid_rows(max(rows, sf_rows), k, "cum_m")
     ordinal = _device(arrays, X)
     a, A = tensors.allocate(X, (rows, k // 2), "uint8")
     a_scale, S = tensors.allocate(X, (sf_rows, k // SF_VEC), "uint8")
     if max(rows, sf_rows):
-        _launch("quantize_rows", _DTYPE_TAG[X.dtype], ordinal, _row_grid(max(rows, sf_rows), k),
-                tensors.resolve_stream(stream, arrays),
-                (X.ptr, A.ptr, S.ptr, gs_ptr, M.ptr, rows, sf_rows, k, groups, 0, gs_stride, gs_value))
+        _launch_rows("quantize_rows", _DTYPE_TAG[X.dtype], ordinal, max(rows, sf_rows), k,
+                     tensors.resolve_stream(stream, arrays),
+                     (X.ptr, A.ptr, S.ptr, gs_ptr, M.ptr, rows, sf_rows, k, groups, 0, gs_stride, gs_value))
     return a, a_scale
 
 
@@ -197,14 +224,13 @@ def quantize_weights(w, global_scale, *, stream=None):
     arrays = {"w": W}
     gs_ptr, gs_stride, gs_value = _global_scale(global_scale, groups, arrays)
     n_pad = padded_n(n)
-    _check_grid_rows(groups * n_pad, k, "G * N_pad")
     ordinal = _device(arrays, W)
     b, B = tensors.allocate(W, (groups, n, k // 2), "uint8")
     b_scale, S = tensors.allocate(W, (groups, n_pad, k // SF_VEC), "uint8")
     if groups * n_pad:
-        _launch("quantize_rows", _DTYPE_TAG[W.dtype], ordinal, _row_grid(groups * n_pad, k),
-                tensors.resolve_stream(stream, arrays),
-                (W.ptr, B.ptr, S.ptr, gs_ptr, 0, groups * n, groups * n_pad, k, groups, n, gs_stride, gs_value))
+        _launch_rows("quantize_rows", _DTYPE_TAG[W.dtype], ordinal, groups * n_pad, k,
+                     tensors.resolve_stream(stream, arrays),
+                     (W.ptr, B.ptr, S.ptr, gs_ptr, 0, groups * n, groups * n_pad, k, groups, n, gs_stride, gs_value))
     return b, b_scale
 
 
@@ -273,13 +299,13 @@ def dequantize(q, q_scale, m_indptr=None, global_scale=None, *, out_dtype="bfloa
         gs_ptr, gs_stride, gs_value = 0, 0, 1.0
     else:
         gs_ptr, gs_stride, gs_value = _global_scale(global_scale, groups, arrays)
-    _check_grid_rows(rows, k, "rows")
     ordinal = _device(arrays, Q)
     out, O = tensors.allocate(Q, (*Q.shape[:-1], k), out_canon)
     if rows:
-        _launch("dequantize_rows", _DTYPE_TAG[out_canon], ordinal, _row_grid(rows, k),
-                tensors.resolve_stream(stream, arrays),
-                (Q.ptr, S.ptr, gs_ptr, indptr_ptr, O.ptr, rows, sf_rows, k, groups, group_rows, gs_stride, gs_value))
+        _launch_rows("dequantize_rows", _DTYPE_TAG[out_canon], ordinal, rows, k,
+                     tensors.resolve_stream(stream, arrays),
+                     (Q.ptr, S.ptr, gs_ptr, indptr_ptr, O.ptr, rows, sf_rows, k, groups, group_rows, gs_stride,
+                      gs_value))
     return out
 
 
@@ -325,7 +351,6 @@ def global_scale_from_amax(x, m_indptr=None, *, per_group: bool = True, stream=N
         arrays["m_indptr"] = M
         rows, indptr_ptr, groups, group_rows = X.shape[0], M.ptr, M.shape[0] - 1, 0
         count = groups if per_group else 1
-    _check_grid_rows(rows, k, "rows")
     ordinal = _device(arrays, X)
     out, O = tensors.allocate(X, (count,), "float32")
     if count == 0:
@@ -333,8 +358,8 @@ def global_scale_from_amax(x, m_indptr=None, *, per_group: bool = True, stream=N
     handle = tensors.resolve_stream(stream, arrays)
     _zero_words(O.ptr, count, ordinal, handle)
     if rows:
-        _launch("amax_rows", _DTYPE_TAG[X.dtype], ordinal, _row_grid(rows, k), handle,
-                (X.ptr, O.ptr, indptr_ptr, rows, k, groups, group_rows, int(per_group)))
+        _launch_rows("amax_rows", _DTYPE_TAG[X.dtype], ordinal, rows, k, handle,
+                     (X.ptr, O.ptr, indptr_ptr, rows, k, groups, group_rows, int(per_group)))
     _launch("global_scale_from_amax", "", ordinal, (-(-count // _SCALAR_BLOCK), 1, 1), handle, (O.ptr, count))
     return out
 

@@ -11,11 +11,11 @@ import time
 
 import numpy as np
 
-from . import driver, testing
+from . import config, driver, testing
 from .devmem import DeviceBuffer
 from .ops import group_gemm_nvfp4_nt_groupwise
 from .problem import Problem, Tiles
-from .variants import select_variant
+from .variants import WGMMA_CUTS, select_variant
 
 # (group rows, N, K): decode-like and prefill-like, empty groups, K=384 for tile_k=256, N=8.
 SHAPES = [
@@ -28,6 +28,9 @@ SHAPES = [
 # None: the automatic cut (what a call without tile arguments runs); then every compiled cut.
 OPTIONS = ([None] + [Tiles(128, tn, tk, swap) for tn in (32, 64, 128) for tk in (128, 256) for swap in (False, True)]
            + [Tiles(tm, 128, tk, True) for tm in (16, 32, 64) for tk in (128, 256)])
+# Cuts that exist on one kind of GPU only: tile_n 256 is the Hopper wgmma kernel's (on 9.0 the
+# (128, 128, 128, False) cut above runs there too).
+HOPPER_ONLY = [t for t in WGMMA_CUTS if t.tile_n not in (32, 64, 128)]
 
 
 def upload(p: testing.RandomProblem, device: int) -> dict:
@@ -75,7 +78,8 @@ def run_selftest(seed: int | None = None, twin: bool = False) -> int:
         for rows, n, k in SHAPES:
             p = testing.random_problem(rng, rows, n=n, k=k, row_offset=int(rng.integers(0, 4)))
             bufs = upload(p, device)
-            for i, tiles in enumerate(OPTIONS):
+            hopper = info.capability == (9, 0) and not (twin or config.portable() or config.force_ptx())
+            for i, tiles in enumerate(OPTIONS + (HOPPER_ONLY if hopper else [])):
                 out_dtype = ("bfloat16", "float16")[i % 2]
                 problem = Problem(p.num_groups, p.n, p.k, p.cum_m, out_dtype)
                 variant = select_variant(problem, tiles, info.capability, sm_count=info.sm_count)

@@ -15,6 +15,7 @@ from .problem import Problem, Tiles, validate
 
 class Family(enum.Enum):
     SM80 = "sm80"    # portable: fp4 decoded to fp16 in registers, mma.sync; sm_80 and newer
+    SM90A = "sm90a"  # Hopper: fp4 decoded to fp16, wgmma overlapped with the decode; sm_90a (9.0 only)
     SM120 = "sm120"  # native Blackwell FP4: block-scaled mma.sync; sm_120a, sm_121a (and its sm_90 twin)
 
 
@@ -29,7 +30,7 @@ class Variant:
     tile_n: int
     tile_k: int
     swap_ab: bool
-    target: str  # "sm_90" (cubin) or "compute_80" (PTX, compiled by the driver)
+    target: str  # "sm_90" / "sm_90a" / ... (cubin) or "compute_80" (PTX, compiled by the driver)
 
     @property
     def symbol(self) -> str:
@@ -70,36 +71,57 @@ def target_for(capability: tuple[int, int], force_ptx: bool = False, twin: bool 
     return Family.SM80, "compute_80"
 
 
-def auto_tiles(problem: Problem, sm_count: int) -> Tiles:
+# The cuts the Hopper wgmma kernel (sm90a_nvfp4_grouped_gemm.cu) is built for: 128 tokens x
+# tile_n weights, stages of 128 K, tokens on the MMA's M side. On a 9.0 GPU these cuts run there.
+WGMMA_CUTS = (Tiles(128, 128, 128, False), Tiles(128, 256, 128, False))
+
+
+def auto_tiles(problem: Problem, sm_count: int, wgmma: bool = True) -> Tiles:
     """The cut used when the caller names none, from shapes alone (rows per group are on the GPU).
 
     Measured on an H100 (docs/perf-notes.md, v0.2): with few rows per group on average, a token
     tile of 16/32/64 rows with the weights on the MMA's M side decodes each weight byte once per
-    16-64 tokens instead of once per mostly empty 128-row tile (3.4-4.3x faster at 4-16 rows). A
-    grid of under two blocks per SM runs faster with tile_k = 256 (longer k tiles per block);
-    larger ones with 128 (more blocks fit an SM). Many rows per group: 128 x 128 x 256.
+    16-64 tokens instead of once per mostly empty 128-row tile (3.4-4.3x faster at 4-16 rows),
+    with tile_k = 256 (faster than 128 on every decode shape since v0.3's K shares; in v0.2 only
+    for grids of under two blocks per SM). Many rows per group: 128 x 128 x 256. Where the wgmma
+    kernel runs (``wgmma``: a 9.0 GPU), its widest cut from 25 rows per group on: at 64 rows it ran
+    1.4x faster than the 64-token tile, and at an average of 32 rows split unevenly (as routing
+    does) 6-13% faster than the 32-token tile (v0.3).
     """
     rows = problem.cum_m / max(problem.num_groups, 1)
+    if wgmma and rows > 24:
+        return Tiles(128, 256, 128, False)
     if rows > 64:
         return Tiles(128, 128, 256, False)
     tile_m = 16 if rows <= 16 else 32 if rows <= 32 else 64
-    blocks = max(problem.num_groups, 1) * -(-problem.n // 128)
-    return Tiles(tile_m, 128, 256 if blocks <= 2 * sm_count else 128, True)
+    return Tiles(tile_m, 128, 256, True)
 
 
 def select_variant(problem: Problem, tiles: Tiles | None, capability: tuple[int, int],
-                   force_ptx: bool | None = None, twin: bool | None = None, sm_count: int = 132) -> Variant:
+                   force_ptx: bool | None = None, twin: bool | None = None, sm_count: int = 132,
+                   portable: bool | None = None) -> Variant:
     """The kernel for ``problem`` cut by ``tiles`` (None: :func:`auto_tiles`) on a GPU of
     ``capability`` with ``sm_count`` SMs; validates first.
 
-    ``force_ptx`` / ``twin`` default to the NVFP4_DRIVER_FORCE_PTX / NVFP4_DRIVER_TWIN variables.
+    ``force_ptx`` / ``twin`` / ``portable`` default to the NVFP4_DRIVER_FORCE_PTX / _TWIN / _PORTABLE
+    variables. On a 9.0 GPU the cuts in :data:`WGMMA_CUTS` run on the wgmma kernel unless
+    ``portable``.
     """
-    if tiles is None:
-        tiles = auto_tiles(problem, sm_count)
-    validate(problem, tiles)
     force_ptx = config.force_ptx() if force_ptx is None else force_ptx
     twin = config.twin() if twin is None else twin
+    portable = config.portable() if portable is None else portable
     family, target = target_for(capability, force_ptx, twin)
+    wgmma = target == "sm_90" and capability == (9, 0) and not portable
+    if tiles is None:
+        tiles = auto_tiles(problem, sm_count, wgmma)
+    validate(problem, tiles)
+    if wgmma and tiles in WGMMA_CUTS:
+        family, target = Family.SM90A, "sm_90a"
+    elif tiles.tile_n == 256:
+        raise UnsupportedGpuError(
+            f"tile_n=256 runs on the Hopper wgmma kernel only (compute capability 9.0, without "
+            f"NVFP4_DRIVER_PORTABLE, _FORCE_PTX or _TWIN); here the {family.value} kernel ({target}) serves "
+            f"compute capability {capability[0]}.{capability[1]}: use tile_n 32, 64 or 128")
     variant = Variant(family, tiles.tile_m, tiles.tile_n, tiles.tile_k, tiles.swap_ab, target)
     if config.log_decisions():
         _log(problem, tiles, capability, variant)

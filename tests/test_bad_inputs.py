@@ -343,7 +343,7 @@ def m_out_dtype_value(case, data):
 def m_tile(case, data):
     name = data.draw(st.sampled_from(["tile_m", "tile_n", "tile_k"]), label="tile")
     # None is not malformed: it leaves the cut to the package (problem.requested_tiles).
-    choices = {"tile_m": (16, 32, 64, 128), "tile_n": (32, 64, 128), "tile_k": (128, 256)}[name]
+    choices = {"tile_m": (16, 32, 64, 128), "tile_n": (32, 64, 128, 256), "tile_k": (128, 256)}[name]
     value = data.draw(st.one_of(st.integers(-512, 1024).filter(lambda v: v not in choices),
                                 st.sampled_from([128.0, "128", True, np.int64(choices[0]), [128]])),
                       label="value")
@@ -481,7 +481,7 @@ def test_ptr_valid_reaches_the_driver():
     (dict(a_scale_nbytes=-5), ValueError, r"a_scale_nbytes=-5 must be an int >= 0"),
     (dict(a_scale_nbytes=None), TypeError, r"a_scale_nbytes must be an int, got None"),
     (dict(out_dtype="float32"), ValueError, r"out_dtype='float32' is not supported"),
-    (dict(tile_n=48), ValueError, r"tile_n=48 must be one of \(32, 64, 128\)"),
+    (dict(tile_n=48), ValueError, r"tile_n=48 must be one of \(32, 64, 128, 256\)"),
     (dict(swap_ab="no"), TypeError, r"swap_ab must be a bool, got 'no'"),
     (dict(device=-1), ValueError, r"device=-1 must be None or a GPU ordinal"),
     (dict(device="cuda:0"), ValueError, r"device='cuda:0' must be None or a GPU ordinal"),

@@ -86,7 +86,8 @@ def test_cubin_abi_and_resources_match_manifest(name, file):
         assert usage["local"] == 0 and usage["stack"] == 0, usage
     assert usage["registers"] == target["registers"]
     # The launch asks for smem_bytes of dynamic shared memory on top of the static part; 99 KiB is
-    # what sm_86/sm_89/sm_120 give one block.
-    assert usage["shared"] + entry["smem_bytes"] <= 101_376
+    # what sm_86/sm_89/sm_120 give one block, 227 KiB what sm_90 gives (the sm_90a-only family).
+    limit = 232_448 if set(entry["targets"]) == {"sm_90a"} else 101_376
+    assert usage["shared"] + entry["smem_bytes"] <= limit
     # Registers x threads must fit one SM's 64K-register file, or the launch fails.
     assert usage["registers"] * entry["threads"] <= 65_536

@@ -4,7 +4,8 @@ import pytest
 
 from nvfp4_driver import variants
 from nvfp4_driver.problem import Problem, Tiles, validate
-from nvfp4_driver.variants import Family, UnsupportedGpuError, grid, kernel_spec, select_variant, target_for
+from nvfp4_driver.variants import (WGMMA_CUTS, Family, UnsupportedGpuError, grid, kernel_spec, select_variant,
+                                   target_for)
 
 
 def problem(**kw):
@@ -58,17 +59,37 @@ def test_old_gpus_refused():
 
 
 def test_every_option_selects_a_built_kernel():
-    for tn in (32, 64, 128):
+    for tn in (32, 64, 128):  # tile_n 256: test_tile_n_256_is_the_wgmma_cut_only
         for tk in (128, 256):
             for swap in (False, True):
                 for cap, twin in (((8, 0), False), ((9, 0), False), ((12, 0), False), ((12, 1), False),
                                   ((10, 0), False), ((9, 0), True)):
-                    v = select_variant(problem(), Tiles(128, tn, tk, swap), cap, force_ptx=False, twin=twin)
+                    v = select_variant(problem(), Tiles(128, tn, tk, swap), cap, force_ptx=False, twin=twin,
+                                       portable=False)
                     assert (v.tile_n, v.tile_k, v.swap_ab) == (tn, tk, swap)
                     spec = kernel_spec(v)
                     assert spec.symbol == v.symbol and spec.file == v.file
                     assert spec.param_types[:7] == ("ptr",) * 7
-                    assert spec.threads == 2 * tn and 0 < spec.smem_bytes <= 98_304
+                    if v.family is Family.SM90A:  # two warpgroups, up to 227 KB on sm_90
+                        assert cap == (9, 0) and not twin and Tiles(128, tn, tk, swap) in WGMMA_CUTS
+                        assert v.target == "sm_90a" and spec.threads == 256 and spec.smem_bytes <= 232_448
+                    else:
+                        assert spec.threads == 2 * tn and 0 < spec.smem_bytes <= 98_304
+
+
+def test_wgmma_cuts_only_on_9_0_and_not_when_portable():
+    for cut in WGMMA_CUTS:
+        assert select_variant(problem(), cut, (9, 0), force_ptx=False, twin=False,
+                              portable=False).family is Family.SM90A
+        for cap, twin, ptx, portable in (((9, 0), False, False, True), ((9, 0), True, False, False),
+                                         ((9, 0), False, True, False), ((8, 9), False, False, False),
+                                         ((12, 0), False, False, False)):
+            if cut.tile_n == 256:  # no other kernel has this cut
+                with pytest.raises(UnsupportedGpuError, match="tile_n=256"):
+                    select_variant(problem(), cut, cap, force_ptx=ptx, twin=twin, portable=portable)
+                continue
+            v = select_variant(problem(), cut, cap, force_ptx=ptx, twin=twin, portable=portable)
+            assert v.family is not Family.SM90A
 
 
 def test_token_tiles_select_built_kernels():
@@ -77,22 +98,50 @@ def test_token_tiles_select_built_kernels():
             for cap, twin in (((8, 0), False), ((9, 0), False), ((12, 0), False), ((9, 0), True)):
                 v = select_variant(problem(), Tiles(tm, 128, tk, True), cap, force_ptx=False, twin=twin)
                 spec = kernel_spec(v)
-                assert v.tile_m == tm and spec.threads == 32 * (tm // min(tm, 64)) * 4
+                warps_k = variants.manifest()["kernels"][v.symbol]["warps_k"]
+                assert warps_k == (2 if v.family is Family.SM80 else 1)
+                assert v.tile_m == tm and spec.threads == 32 * (tm // min(tm, 64)) * 4 * warps_k
 
 
 @pytest.mark.parametrize("cum_m,groups,sms,expect", [
     (128, 8, 132, Tiles(16, 128, 256, True)),        # DeepSeek decode, E=8 x 16 rows: 256 blocks
-    (2048, 256, 132, Tiles(16, 128, 128, True)),     # E=256 x 8 rows: 8192 blocks
-    (512, 128, 132, Tiles(16, 128, 128, True)),      # Qwen3 decode, 4 rows
+    (2048, 256, 132, Tiles(16, 128, 256, True)),     # E=256 x 8 rows: 8192 blocks
+    (512, 128, 132, Tiles(16, 128, 256, True)),      # Qwen3 decode, 4 rows
     (4 * 24, 4, 132, Tiles(32, 128, 256, True)),     # 128 blocks: under two per SM
-    (64 * 32, 32, 132, Tiles(64, 128, 128, True)),
-    (32 * 1024, 32, 132, Tiles(128, 128, 256, False)),  # prefill
+    (64 * 32, 32, 132, Tiles(128, 256, 128, False)),  # 64 rows: the wgmma kernel on 9.0
+    (24 * 32, 32, 132, Tiles(32, 128, 256, True)),
+    (32 * 1024, 32, 132, Tiles(128, 256, 128, False)),  # prefill: the wgmma kernel's widest cut on 9.0
     (0, 0, 132, Tiles(16, 128, 256, True)),
 ])
 def test_auto_tiles(cum_m, groups, sms, expect):
     p = problem(num_groups=groups, cum_m=cum_m, n=4096, k=7168)
     assert variants.auto_tiles(p, sms) == expect
+    if expect.tile_m == 128 and cum_m // groups > 64:  # without the wgmma kernel: the portable kernel's cut
+        assert variants.auto_tiles(p, sms, wgmma=False) == Tiles(128, 128, 256, False)
+        for cap, flags in (((8, 9), {}), ((9, 0), dict(portable=True)), ((9, 0), dict(force_ptx=True)),
+                           ((9, 0), dict(twin=True)), ((12, 0), {})):
+            kw = dict(force_ptx=False, twin=False, portable=False) | flags
+            v = select_variant(p, None, cap, sm_count=sms, **kw)
+            assert (v.tile_n, v.family is Family.SM90A) == (128, False)
+        v = select_variant(p, None, (9, 0), force_ptx=False, twin=False, portable=False, sm_count=sms)
+        assert v.family is Family.SM90A and v.tile_n == 256
     assert select_variant(p, None, (9, 0), force_ptx=False, twin=False, sm_count=sms).tile_m == expect.tile_m
+
+
+def test_auto_tiles_without_wgmma_keeps_token_tiles_to_64_rows():
+    p = problem(num_groups=32, cum_m=64 * 32, n=4096, k=7168)
+    assert variants.auto_tiles(p, 132, wgmma=False) == Tiles(64, 128, 256, True)
+
+
+def test_tile_n_256_is_the_wgmma_cut_only():
+    with pytest.raises(ValueError, match="tile_n=256 .* tile_m=128, tile_k=128 and swap_ab=False only"):
+        validate(problem(), Tiles(128, 256, 256, False))
+    with pytest.raises(ValueError, match="tile_n=256"):
+        validate(problem(), Tiles(128, 256, 128, True))
+    for cap, flags in (((8, 0), {}), ((12, 1), {}), ((9, 0), dict(portable=True)), ((9, 0), dict(twin=True))):
+        kw = dict(force_ptx=False, twin=False, portable=False) | flags
+        with pytest.raises(UnsupportedGpuError, match="tile_n=256 runs on the Hopper wgmma kernel only"):
+            select_variant(problem(), Tiles(128, 256, 128, False), cap, **kw)
 
 
 def test_env_forces_ptx(monkeypatch):

@@ -20,9 +20,11 @@ TORCH_OUT = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 @pytest.fixture(autouse=True, params=["portable", "twin"])
 def kernel_path(request, monkeypatch):
-    """Every test runs twice: the kernel the H100 dispatches to (portable, sm_90 cubin) and the
+    """Every test runs twice: the portable kernel (sm_90 cubin; NVFP4_DRIVER_PORTABLE keeps the
+    cuts the wgmma kernel serves on it too, test_gemm_wgmma_gpu.py covers that kernel) and the
     native Blackwell kernel's twin (sm120 source, its FP4 MMA replaced by a software model)."""
     monkeypatch.setenv("NVFP4_DRIVER_TWIN", "1" if request.param == "twin" else "0")
+    monkeypatch.setenv("NVFP4_DRIVER_PORTABLE", "1")
     if request.param == "twin" and torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("the twin is built for sm_90")
     return request.param

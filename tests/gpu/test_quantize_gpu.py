@@ -150,6 +150,51 @@ def test_quantize_activations_bit_exact(rng, record_bytes, dtype, gs_kind, case)
     assert_bytes_equal(a_scale, want_sf, "a_scale", record_bytes)
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
+@pytest.mark.parametrize("resident", [1, None])
+def test_persistent_walk_many_units_per_warp(rng, record_bytes, monkeypatch, dtype, resident):
+    """Each warp walks many units: a grid of one block per SM (resident=1) or the full wave, over
+    enough rows that every warp crosses groups, empty groups, padding scale rows and rows outside
+    the groups; its loads for the next unit are in flight while it encodes the current one."""
+    if resident is not None:
+        monkeypatch.setattr(q, "_resident_blocks", lambda spec, ordinal: resident)
+    sizes = [300, 0, 1, 127, 129, 0, 1500, 3, 400]
+    k = 1536  # two units per row, the second half-filled
+    ind = np.concatenate([[9], 9 + np.cumsum(sizes)]).astype(np.int32)
+    cum_m = int(ind[-1]) + 11
+    x32 = make_input(rng, cum_m, k, dtype)
+    gsf = np.float32(rng.choice([448 * 6 / 40.0, 3.0, 2.0**-3, 2.0**9], size=len(sizes)))
+    x = to_device(x32, dtype)
+    ind_d, gs_d = torch.from_numpy(ind).cuda(), torch.from_numpy(gsf).cuda()
+    a, a_scale = q.quantize_activations(x, ind_d, gs_d)
+    want_a, want_sf = expected_activations(x32, ind, gsf)
+    assert_bytes_equal(a, want_a, "a", record_bytes)
+    assert_bytes_equal(a_scale, want_sf, "a_scale", record_bytes)
+    # The inverse walks the same units: exact decode of every row, zeros outside the groups.
+    out = q.dequantize(a, a_scale, ind_d, out_dtype=torch.float32).cpu().numpy()
+    want = np.zeros(x32.shape, np.float32)
+    for g in range(len(sizes)):
+        lo, hi = ind[g], ind[g + 1]
+        if hi > lo:
+            codes, s = R.quantize_blocks(x32[lo:hi], gsf[g])
+            want[lo:hi] = R.dequantize(R.pack_fp4(codes), s)
+    np.testing.assert_array_equal(out.view(np.uint32), want.view(np.uint32))
+    # amax: one running max per warp and group, flushed when a warp's units change group.
+    got = q.global_scale_from_amax(x, ind_d).cpu().numpy()
+    for g in range(len(sizes)):
+        lo, hi = ind[g], ind[g + 1]
+        amax = np.float32(np.abs(x32[lo:hi]).max()) if hi > lo else np.float32(0)
+        want_g = np.float32(1) if amax == 0 else np.float32(448 * 6) / amax
+        assert got[g].view(np.uint32) == want_g.view(np.uint32), (g, got[g], want_g)
+    # Weights: runs of N rows, N_pad - N padding scale rows between them.
+    w32 = np.stack([make_input(rng, 300, 512, dtype) for _ in range(5)])
+    b, b_scale = q.quantize_weights(torch.from_numpy(w32).to(TORCH[dtype]).cuda(), torch.from_numpy(gsf[:5]).cuda())
+    for g in range(5):
+        packed, swizzled = R.quantize(w32[g], gsf[g])
+        assert_bytes_equal(b[g], packed, f"b[{g}]", record_bytes)
+        assert_bytes_equal(b_scale[g], swizzled, f"b_scale[{g}]", record_bytes)
+
+
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
 def test_quantize_activations_non_finite(rng, record_bytes, dtype):
     x32 = make_input(rng, 300, 256, dtype, specials=True)
