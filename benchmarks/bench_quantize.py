@@ -1,6 +1,6 @@
 """Time NVFP4 activation quantization against the byte floor and the same work in plain PyTorch.
 
-    python benchmarks/bench_quantize.py
+    python benchmarks/bench_quantize.py [--baseline OLD.cubin ...]
 
 Quantizing is memory-bound: per bf16 element it reads 2 bytes and writes 0.5625 (half a byte of
 e2m1 code plus a sixteenth of a scale byte). The floor is those bytes at the measured copy
@@ -16,9 +16,17 @@ Three timings of one call, each the median of many:
   graph  20 launches captured in a CUDA graph, rotating over input copies larger than the L2,
          replayed; no host overhead and no flush: the steady state of back-to-back layers.
 % of floor uses "clean". One line per shape: the three timings | GB/s | floor | % | torch | x | bytes.
+
+--baseline FILE (repeatable): another build of ``nvfp4_quantize_rows_bf16`` with the same ABI (e.g.
+the committed one, ``git show HEAD:nvfp4_driver/cubins/nvfp4_quantize_rows_bf16.sm_90.cubin``),
+launched through the same host code and timed in the same process, one extra line per shape, after
+checking that its bytes equal the shipped kernel's.
 """
 from __future__ import annotations
 
+import argparse
+import contextlib
+import dataclasses
 import statistics
 import sys
 from pathlib import Path
@@ -103,7 +111,29 @@ def copies_beyond_l2(x: torch.Tensor) -> list[torch.Tensor]:
     return [x] + [x.clone() for _ in range(count - 1)]
 
 
-def main():
+@contextlib.contextmanager
+def kernel_file(path: str | None):
+    """Within the block, quantize_rows for bf16 runs the cubin at ``path`` (None: the shipped one)."""
+    if path is None:
+        yield
+        return
+    shipped = q._spec
+
+    def spec(op, tag, ordinal):
+        base = shipped(op, tag, ordinal)
+        return dataclasses.replace(base, file=str(Path(path).resolve())) if (op, tag) == ("quantize_rows", "bf16") else base
+
+    q._spec = spec
+    try:
+        yield
+    finally:
+        q._spec = shipped
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--baseline", action="append", default=[], help="another quantize_rows_bf16 cubin to time")
+    args = ap.parse_args(argv)
     ceil = measure_ceilings()
     print(gpu_banner())
     print(f"measured copy bandwidth {ceil.copy_gbps:.0f} GB/s (read + write); bf16 input, "
@@ -116,18 +146,25 @@ def main():
         gsf = q.global_scale_from_amax(x)
         nbytes = int(rows * k * BYTES_PER_ELEMENT)
         floor = floors_us(nbytes, 0, ceil)[0]
-        ours = lambda: q.quantize_activations(x, m_indptr, gsf)  # noqa: E731
-        flush_us, clean_us = time_us(ours), time_clean_us(ours)
-        graph_us = time_graph_us([lambda c=c: q.quantize_activations(c, m_indptr, gsf) for c in copies_beyond_l2(x)])
-        peer_us, same = float("nan"), "-"
-        if groups == 1:
-            peer_us = time_clean_us(lambda: torch_quantize(x, gsf), iters=10)
-            a, a_scale = ours()
-            pa, psf = torch_quantize(x, gsf)
-            same = "equal" if torch.equal(a, pa) and torch.equal(a_scale[:rows], psf) else "DIFF"
-        print(f"{'quantize':9} {rows:5} {k:5} {groups:2} {rows * k / 2**20:5.0f} | {flush_us:6.1f} {clean_us:6.1f} "
-              f"{graph_us:6.1f}    | {nbytes / clean_us / 1e3:5.0f} {floor:5.1f} {100 * floor / clean_us:5.1f}% | "
-              f"{peer_us:8.1f} {peer_us / clean_us:7.1f} {same:>5}")
+        for label, path in [("quantize", None)] + [(Path(b).stem[:9], b) for b in args.baseline]:
+            with kernel_file(path):
+                ours = lambda: q.quantize_activations(x, m_indptr, gsf)  # noqa: E731
+                flush_us, clean_us = time_us(ours), time_clean_us(ours)
+                graph_us = time_graph_us([lambda c=c: q.quantize_activations(c, m_indptr, gsf)
+                                          for c in copies_beyond_l2(x)])
+                a, a_scale = ours()
+            peer_us, same = float("nan"), "-"
+            if path is None:
+                shipped = (a, a_scale)
+                if groups == 1:
+                    peer_us = time_clean_us(lambda: torch_quantize(x, gsf), iters=10)
+                    pa, psf = torch_quantize(x, gsf)
+                    same = "equal" if torch.equal(a, pa) and torch.equal(a_scale[:rows], psf) else "DIFF"
+            else:  # a baseline: its bytes against the shipped kernel's
+                same = "equal" if torch.equal(a, shipped[0]) and torch.equal(a_scale, shipped[1]) else "DIFF"
+            print(f"{label:9} {rows:5} {k:5} {groups:2} {rows * k / 2**20:5.0f} | {flush_us:6.1f} {clean_us:6.1f} "
+                  f"{graph_us:6.1f}    | {nbytes / clean_us / 1e3:5.0f} {floor:5.1f} {100 * floor / clean_us:5.1f}% | "
+                  f"{peer_us:8.1f} {peer_us / clean_us:7.1f} {same:>5}")
         if groups == 1 and k == 4096:
             amax = lambda: q.global_scale_from_amax(x)  # noqa: E731
             amax_bytes = rows * k * 2

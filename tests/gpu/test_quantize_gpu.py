@@ -196,6 +196,43 @@ def test_persistent_walk_many_units_per_warp(rng, record_bytes, monkeypatch, dty
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+@pytest.mark.parametrize("blocks", [1, 37, 4000])
+@pytest.mark.parametrize("groups", [9, 31, 32, 300])
+def test_quantize_spans_any_grid(rng, record_bytes, monkeypatch, dtype, blocks, groups):
+    """Any grid of quantize_rows must write every byte: one block walking everything, 37 blocks, or
+    more warps than units (4000 blocks: most warps exit at once). The units cross groups, empty groups,
+    padding scale rows and rows outside the groups; K = 1600 ends each row on a partial 512-element
+    step. 9 and 31 groups take one round of m_indptr probes, 32 and 300 (two rounds) the longer search."""
+    real_launch = q.driver.launch
+
+    def launch(spec, ordinal, grid, stream, args):
+        if spec.symbol.startswith("nvfp4_quantize_rows"):
+            grid = (blocks, 1, 1)
+        real_launch(spec, ordinal, grid, stream, args)
+
+    monkeypatch.setattr(q.driver, "launch", launch)
+    k = 1600
+    sizes = rng.integers(0, 4, size=groups)
+    sizes[rng.integers(0, groups)] += 130  # one group spans two 128-row scale tiles
+    sizes[rng.integers(0, groups)] = 0
+    ind = np.concatenate([[3], 3 + np.cumsum(sizes)]).astype(np.int32)
+    cum_m = int(ind[-1]) + 5
+    x32 = make_input(rng, cum_m, k, dtype)
+    gsf = np.float32(rng.choice([448 * 6 / 40.0, 3.0, 2.0**-3, 2.0**9], size=groups))
+    a, a_scale = q.quantize_activations(to_device(x32, dtype), torch.from_numpy(ind).cuda(),
+                                        torch.from_numpy(gsf).cuda())
+    want_a, want_sf = expected_activations(x32, ind, gsf)
+    assert_bytes_equal(a, want_a, "a", record_bytes)
+    assert_bytes_equal(a_scale, want_sf, "a_scale", record_bytes)
+    w32 = np.stack([make_input(rng, 70, k, dtype) for _ in range(3)])
+    b, b_scale = q.quantize_weights(torch.from_numpy(w32).to(TORCH[dtype]).cuda(), float(gsf[0]))
+    for g in range(3):
+        packed, swizzled = R.quantize(w32[g], gsf[0])
+        assert_bytes_equal(b[g], packed, f"b[{g}]", record_bytes)
+        assert_bytes_equal(b_scale[g], swizzled, f"b_scale[{g}]", record_bytes)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
 def test_quantize_activations_non_finite(rng, record_bytes, dtype):
     x32 = make_input(rng, 300, 256, dtype, specials=True)
     x32[7, :16] = np.nan  # a whole NaN block
