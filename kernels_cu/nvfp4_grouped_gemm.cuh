@@ -106,7 +106,7 @@ struct StageLoader {
   const uint8_t* a_row[A_PASSES];
   const uint8_t* b_row[B_PASSES];    // nullptr: a row past N
   const uint8_t* sa_word[SA_PASSES]; // k tile 0's word; nullptr: a row past a_scale
-  const uint8_t* sb_word[SB_PASSES];
+  const uint8_t* sb_word[SB_PASSES]; // nullptr: a row past N (with tile_n 256, also past N_pad)
   int sa_col[SA_PASSES], sb_col[SB_PASSES];  // the word's first scale column within a k tile
 
   __device__ __forceinline__ StageLoader(const TileSource& s, int t) : src(s), tid(t), col(t % CPR) {
@@ -130,7 +130,8 @@ struct StageLoader {
 #pragma unroll
     for (int p = 0; p < SB_PASSES; ++p) {
       const int i = t + p * THREADS, w = i / C::TN;
-      sb_word[p] = s.sb_group + swizzled_offset(s.n0 + i % C::TN, 4 * w, s.sf_k);
+      const int64_t row = s.n0 + i % C::TN;  // rows past N hold no data (zero-filled): skip their scales
+      sb_word[p] = row < s.n ? s.sb_group + swizzled_offset(row, 4 * w, s.sf_k) : nullptr;
       sb_col[p] = 4 * w;
     }
   }
@@ -166,7 +167,7 @@ struct StageLoader {
 #pragma unroll
     for (int p = 0; p < SB_PASSES; ++p) {
       const int i = tid + p * THREADS;
-      const bool ok = sf_col0 + sb_col[p] < src.sf_k;
+      const bool ok = sb_word[p] != nullptr && sf_col0 + sb_col[p] < src.sf_k;
       if (SB_WORDS % THREADS == 0 || i < SB_WORDS) cp_async_4(s_sb + i * 4, ok ? sb_word[p] + sf_step : src.b_scale, ok);
     }
   }

@@ -7,7 +7,9 @@ per-element tolerance, norm-wise error, untouched rows bit for bit).
 import numpy as np
 import pytest
 
+import nvfp4_driver as nd
 from nvfp4_driver import testing, variants
+from nvfp4_driver.devmem import DeviceBuffer
 
 from test_gemm_gpu import SEED, check, run_case, torch  # tests/gpu is on sys.path (pytest's rootdir-less import)
 
@@ -73,3 +75,21 @@ def test_side_stream(rng, record_ulps):
     with torch.cuda.stream(side):
         bits, _ = run_case(p, "bfloat16", **CUTS[0])
     check(p, bits, "bfloat16", record_ulps)
+
+
+@pytest.mark.parametrize("n", [64, 136, 264])
+def test_exact_size_buffers(rng, record_ulps, n):
+    """Every operand in an allocation of exactly its size (cuMemAlloc, not a framework's pool), so a
+    read past b_scale's N_pad rows -- which a 256-column tile over N=64 (N_pad 128) could make for
+    the last group -- faults under compute-sanitizer memcheck and reads garbage under initcheck."""
+    p = testing.random_problem(rng, [3, 170, 0, 150], n=n, k=256, alpha=False)
+    names = ("a", "b", "a_scale", "b_scale", "m_indptr")
+    bufs = {name: DeviceBuffer.from_numpy(getattr(p, name)) for name in names}
+    for cut in CUTS:
+        out = DeviceBuffer((p.cum_m, p.n), "bfloat16")
+        out.fill_bytes(0xFF)
+        assert dispatched(p, cut).family is variants.Family.SM90A
+        nd.group_gemm_nvfp4_nt_groupwise(*(bufs[name] for name in names), out=out, **cut)
+        bits = out.to_numpy()
+        check(p, bits, "bfloat16", record_ulps, poisoned=False)
+        assert testing.check_untouched(bits, 0xFFFF, p.m_indptr).ok
