@@ -91,9 +91,9 @@ struct ElemSize { static constexpr int value = D == kF32 ? 4 : 2; };
 template <int D>
 struct Chunk;
 
-template <>
-struct Chunk<kBf16> {
-  uint32_t w[8];  // bf16 pairs, element 2i in the low half of w[i]
+// 16 elements of a 16-bit type as 8 pairs, element 2i in the low half of w[i].
+struct Pairs16 {
+  uint32_t w[8];
   __device__ __forceinline__ void load(const void* p) {
     const uint4 a = __ldcs(static_cast<const uint4*>(p)), b = __ldcs(static_cast<const uint4*>(p) + 1);
     w[0] = a.x; w[1] = a.y; w[2] = a.z; w[3] = a.w; w[4] = b.x; w[5] = b.y; w[6] = b.z; w[7] = b.w;
@@ -102,6 +102,10 @@ struct Chunk<kBf16> {
 #pragma unroll
     for (int i = 0; i < 8; ++i) w[i] = 0u;
   }
+};
+
+template <>
+struct Chunk<kBf16> : Pairs16 {
   // bfloat16 -> float32 is exact: the bf16 bits are the float32's upper half.
   __device__ __forceinline__ float at(int i) const {
     return __uint_as_float(i & 1 ? w[i >> 1] & 0xFFFF0000u : w[i >> 1] << 16);
@@ -117,16 +121,7 @@ struct Chunk<kBf16> {
 };
 
 template <>
-struct Chunk<kF16> {
-  uint32_t w[8];  // f16 pairs, element 2i in the low half of w[i]
-  __device__ __forceinline__ void load(const void* p) {
-    const uint4 a = __ldcs(static_cast<const uint4*>(p)), b = __ldcs(static_cast<const uint4*>(p) + 1);
-    w[0] = a.x; w[1] = a.y; w[2] = a.z; w[3] = a.w; w[4] = b.x; w[5] = b.y; w[6] = b.z; w[7] = b.w;
-  }
-  __device__ __forceinline__ void zero() {
-#pragma unroll
-    for (int i = 0; i < 8; ++i) w[i] = 0u;
-  }
+struct Chunk<kF16> : Pairs16 {
   __device__ __forceinline__ float at(int i) const {  // exact
     const __half2 h = pair(i >> 1);
     return i & 1 ? __high2float(h) : __low2float(h);

@@ -41,7 +41,7 @@ def cmd_info(_args) -> int:
     for d in ordinals:
         info = driver.device_info(d)
         try:
-            v = select_variant(example, None, info.capability, sm_count=info.sm_count)
+            v = select_variant(example, None, info.capability)
             kernel = f"{v.symbol} ({'PTX, compiled by the driver' if v.target.startswith('compute') else v.target + ' cubin'})"
         except UnsupportedGpuError as exc:
             kernel = f"none: {exc}"

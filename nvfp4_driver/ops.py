@@ -244,7 +244,7 @@ class _Plan:
         if found is None:
             info = driver.device_info(ordinal)
             variant = select_variant(self.problem, self.tiles, info.capability, force_ptx=self.flags[0],
-                                     twin=self.flags[1], portable=self.flags[4], sm_count=info.sm_count)
+                                     twin=self.flags[1], portable=self.flags[4])
             found = self._kernels[ordinal] = (driver.prepared(kernel_spec(variant), ordinal),
                                               grid(self.problem, variant))
         return found

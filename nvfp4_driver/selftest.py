@@ -82,7 +82,7 @@ def run_selftest(seed: int | None = None, twin: bool = False) -> int:
             for i, tiles in enumerate(OPTIONS + (HOPPER_ONLY if hopper else [])):
                 out_dtype = ("bfloat16", "float16")[i % 2]
                 problem = Problem(p.num_groups, p.n, p.k, p.cum_m, out_dtype)
-                variant = select_variant(problem, tiles, info.capability, sm_count=info.sm_count)
+                variant = select_variant(problem, tiles, info.capability)
                 t0 = time.perf_counter()
                 bits = run_on_gpu(p, bufs, tiles, out_dtype, device)
                 ok, text = check_case(p, bits, out_dtype)

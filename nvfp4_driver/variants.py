@@ -76,7 +76,7 @@ def target_for(capability: tuple[int, int], force_ptx: bool = False, twin: bool 
 WGMMA_CUTS = (Tiles(128, 128, 128, False), Tiles(128, 256, 128, False))
 
 
-def auto_tiles(problem: Problem, sm_count: int, wgmma: bool = True) -> Tiles:
+def auto_tiles(problem: Problem, wgmma: bool = True) -> Tiles:
     """The cut used when the caller names none, from shapes alone (rows per group are on the GPU).
 
     Measured on an H100 (docs/perf-notes.md, v0.2): with few rows per group on average, a token
@@ -98,10 +98,10 @@ def auto_tiles(problem: Problem, sm_count: int, wgmma: bool = True) -> Tiles:
 
 
 def select_variant(problem: Problem, tiles: Tiles | None, capability: tuple[int, int],
-                   force_ptx: bool | None = None, twin: bool | None = None, sm_count: int = 132,
+                   force_ptx: bool | None = None, twin: bool | None = None,
                    portable: bool | None = None) -> Variant:
     """The kernel for ``problem`` cut by ``tiles`` (None: :func:`auto_tiles`) on a GPU of
-    ``capability`` with ``sm_count`` SMs; validates first.
+    ``capability``; validates first.
 
     ``force_ptx`` / ``twin`` / ``portable`` default to the NVFP4_DRIVER_FORCE_PTX / _TWIN / _PORTABLE
     variables. On a 9.0 GPU the cuts in :data:`WGMMA_CUTS` run on the wgmma kernel unless
@@ -113,7 +113,7 @@ def select_variant(problem: Problem, tiles: Tiles | None, capability: tuple[int,
     family, target = target_for(capability, force_ptx, twin)
     wgmma = target == "sm_90" and capability == (9, 0) and not portable
     if tiles is None:
-        tiles = auto_tiles(problem, sm_count, wgmma)
+        tiles = auto_tiles(problem, wgmma)
     validate(problem, tiles)
     if wgmma and tiles in WGMMA_CUTS:
         family, target = Family.SM90A, "sm_90a"

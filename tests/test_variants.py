@@ -103,34 +103,34 @@ def test_token_tiles_select_built_kernels():
                 assert v.tile_m == tm and spec.threads == 32 * (tm // min(tm, 64)) * 4 * warps_k
 
 
-@pytest.mark.parametrize("cum_m,groups,sms,expect", [
-    (128, 8, 132, Tiles(16, 128, 256, True)),        # DeepSeek decode, E=8 x 16 rows: 256 blocks
-    (2048, 256, 132, Tiles(16, 128, 256, True)),     # E=256 x 8 rows: 8192 blocks
-    (512, 128, 132, Tiles(16, 128, 256, True)),      # Qwen3 decode, 4 rows
-    (4 * 24, 4, 132, Tiles(32, 128, 256, True)),     # 128 blocks: under two per SM
-    (64 * 32, 32, 132, Tiles(128, 256, 128, False)),  # 64 rows: the wgmma kernel on 9.0
-    (24 * 32, 32, 132, Tiles(32, 128, 256, True)),
-    (32 * 1024, 32, 132, Tiles(128, 256, 128, False)),  # prefill: the wgmma kernel's widest cut on 9.0
-    (0, 0, 132, Tiles(16, 128, 256, True)),
+@pytest.mark.parametrize("cum_m,groups,expect", [
+    (128, 8, Tiles(16, 128, 256, True)),        # DeepSeek decode, E=8 x 16 rows
+    (2048, 256, Tiles(16, 128, 256, True)),     # E=256 x 8 rows
+    (512, 128, Tiles(16, 128, 256, True)),      # Qwen3 decode, 4 rows
+    (4 * 24, 4, Tiles(32, 128, 256, True)),     # 24 rows: the 32-token tile
+    (64 * 32, 32, Tiles(128, 256, 128, False)),  # 64 rows: the wgmma kernel on 9.0
+    (24 * 32, 32, Tiles(32, 128, 256, True)),    # the last average below the wgmma kernel's 25
+    (32 * 1024, 32, Tiles(128, 256, 128, False)),  # prefill: the wgmma kernel's widest cut on 9.0
+    (0, 0, Tiles(16, 128, 256, True)),
 ])
-def test_auto_tiles(cum_m, groups, sms, expect):
+def test_auto_tiles(cum_m, groups, expect):
     p = problem(num_groups=groups, cum_m=cum_m, n=4096, k=7168)
-    assert variants.auto_tiles(p, sms) == expect
+    assert variants.auto_tiles(p) == expect
     if expect.tile_m == 128 and cum_m // groups > 64:  # without the wgmma kernel: the portable kernel's cut
-        assert variants.auto_tiles(p, sms, wgmma=False) == Tiles(128, 128, 256, False)
+        assert variants.auto_tiles(p, wgmma=False) == Tiles(128, 128, 256, False)
         for cap, flags in (((8, 9), {}), ((9, 0), dict(portable=True)), ((9, 0), dict(force_ptx=True)),
                            ((9, 0), dict(twin=True)), ((12, 0), {})):
             kw = dict(force_ptx=False, twin=False, portable=False) | flags
-            v = select_variant(p, None, cap, sm_count=sms, **kw)
+            v = select_variant(p, None, cap, **kw)
             assert (v.tile_n, v.family is Family.SM90A) == (128, False)
-        v = select_variant(p, None, (9, 0), force_ptx=False, twin=False, portable=False, sm_count=sms)
+        v = select_variant(p, None, (9, 0), force_ptx=False, twin=False, portable=False)
         assert v.family is Family.SM90A and v.tile_n == 256
-    assert select_variant(p, None, (9, 0), force_ptx=False, twin=False, sm_count=sms).tile_m == expect.tile_m
+    assert select_variant(p, None, (9, 0), force_ptx=False, twin=False).tile_m == expect.tile_m
 
 
 def test_auto_tiles_without_wgmma_keeps_token_tiles_to_64_rows():
     p = problem(num_groups=32, cum_m=64 * 32, n=4096, k=7168)
-    assert variants.auto_tiles(p, 132, wgmma=False) == Tiles(64, 128, 256, True)
+    assert variants.auto_tiles(p, wgmma=False) == Tiles(64, 128, 256, True)
 
 
 def test_tile_n_256_is_the_wgmma_cut_only():
