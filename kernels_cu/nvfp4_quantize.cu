@@ -8,13 +8,15 @@
 //   NVFP4_QUANT_OP     1 quantize_rows | 2 dequantize_rows | 3 amax_rows | 4 global_scale_from_amax
 //                      | 5 alpha_from_global_scales
 //   NVFP4_DTYPE        0 bfloat16 | 1 float16 | 2 float32: the unquantized side (input or output)
-//   NVFP4_QUANT_STEPS, NVFP4_QUANT_MIN_BLOCKS  tuning knobs: 512-element steps per unit (default
-//                      4 for quantize with 16-bit input, else 2; nvfp4_driver/quantize.py's _segment
-//                      mirrors it) and the resident blocks per SM that __launch_bounds__ asks of ptxas
+//   NVFP4_QUANT_STEPS, NVFP4_QUANT_MIN_BLOCKS  tuning knobs: 512-element steps per unit (default 2;
+//                      nvfp4_driver/quantize.py's _SEGMENT mirrors it) and the resident blocks per SM
+//                      that __launch_bounds__ asks of ptxas
+//   NVFP4_DIAG_NOENCODE  timing experiments only (wrong bytes; never in the build table): quantize_rows
+//                      loads and stores without the encode
 //
 // Row kernels (quantize, dequantize, amax) share one cut of the work. A unit is a row and a
-// segment of kSegment elements of it (2048 for quantize with 16-bit input, else 1024); units are numbered row-major (unit = row * segments + segment). The
-// grid is persistent: the host launches min(ceil(units / 8), SMs x resident blocks per SM) blocks of
+// segment of kSegment = 1024 elements of it; units are numbered row-major (unit = row * segments +
+// segment). The grid is persistent: the host launches min(ceil(units / 8), SMs x resident blocks per SM) blocks of
 // 8 warps (SM count and occupancy read once per device, cached), and warp w of the W in the grid
 // takes units w, w + W, w + 2W, ..., so the warps that run together still stream consecutive memory.
 // Any grid size is correct (a warp without a unit exits); only the speed depends on it.
@@ -23,18 +25,18 @@
 // each warp one unit (load, wait, encode, store, exit), so a warp had no bytes in flight while it
 // encoded, and HBM delivered ~61% of the copy rate (docs/perf-notes.md, "Quantizer v0.1"). Now a warp
 // holds two units in registers: it issues unit n+1's loads, then encodes unit n from the registers
-// its previous iteration loaded (register double buffering): 4 KB per warp (amax: 2 KB), 64 KB per
-// SM, stay in flight while the ALUs work. The buffers' registers set the resident blocks per SM
-// (NVFP4_QUANT_MIN_BLOCKS).
+// its previous iteration loaded (register double buffering): 2 KB per warp of 16-bit input, 48 KB per
+// SM with quantize's 3 blocks, stay in flight while the ALUs work. The buffers' registers set the
+// resident blocks per SM (NVFP4_QUANT_MIN_BLOCKS).
 //
 // Lanes (quantize, amax): per 512-element step a lane holds 16 consecutive elements, one whole SPEC
 // §4 scale block (two 16-byte loads of 16-bit input, four of float32), so a block's amax, ue4m3 byte
 // and reciprocal are computed once per 16 elements instead of by both lanes of a pair (v0.1), and
 // amax runs on bf16x2 / f16x2 pairs. The lane's second load reads the 32-byte sectors its first
-// brought into L1. A lane stores 8 bytes of codes (the warp 256 contiguous bytes), and 4 lanes one
-// 4-byte word of the swizzled scale layout. Instruction count matters as much as bytes in flight:
-// v0.1 issued ~26 instructions per element (sm_90 SASS), ~12 us of issue at 16 M elements against a
-// 14 us byte floor; this layout and the branch-free codecs of nvfp4_quantize.cuh issue ~18.
+// brought into L1. A lane stores 8 bytes of codes (the warp 256 contiguous bytes) and its block's
+// scale byte. Instruction count matters as much as bytes in flight: v0.1 issued ~26 instructions per
+// element (sm_90 SASS), ~12 us of issue at 16 M elements against a 14 us byte floor; v0.2's layout
+// and branch-free codecs ~18; v0.4's plain-block encoder (nvfp4_quantize.cuh) ~12.
 // dequantize keeps 8 elements per lane (256-element steps) so each of its 16-byte stores fills half
 // of a contiguous 512-byte warp store.
 //
@@ -44,9 +46,9 @@
 //   m_indptr == nullptr  weights: group g owns rows [g N, (g+1) N) (N = group_rows) and scale rows
 //                        [g N_pad, g N_pad + N), N_pad = ceil(N / 128) * 128.
 // m_indptr entries are clamped into [0, rows] and made non-decreasing per group, as the GEMM does,
-// so a malformed m_indptr can never send an access outside the buffers. The quantizer's warps keep
-// the last group they found (its scale-row run and global scale) and search again only when a unit
-// leaves it.
+// so a malformed m_indptr can never send an access outside the buffers. The quantizer keeps the
+// groups (G <= 256) in shared memory, and its warps keep the last group they found and search again
+// only when a unit leaves it.
 #include "nvfp4_common.cuh"
 #include "nvfp4_quantize.cuh"
 
@@ -57,11 +59,11 @@ using namespace nvfp4;
 constexpr int kThreads = 256;  // 8 warps: 4 schedulers x 2, and 8 consecutive units per block
 constexpr int kWarps = kThreads / 32;
 #ifndef NVFP4_QUANT_STEPS
-// quantize with 16-bit input: 4 steps (2048-element units), which halves the per-unit work (the
-// group lookup, the loop) per element: 8% faster at 64 M elements with one group, 16% with 32
-// groups, and no slower at 16 M than 2 steps (H100, docs/perf-notes.md "Quantizer v0.2"). float32
-// buffers would not fit twice, and amax has no encode to hide, so they keep 2 (1024 elements).
-#define NVFP4_QUANT_STEPS (NVFP4_QUANT_OP == 1 && NVFP4_DTYPE != 2 ? 4 : 2)
+// 2 steps (1024-element units). v0.2 gave quantize with 16-bit input 4 steps, to halve the per-unit
+// group lookup it paid before each unit's loads; v0.4's loads wait for no lookup (data-row walk,
+// groups in shared memory), and 2 steps at 3 blocks per SM are faster at 16 M and 64 M elements
+// (H100, docs/perf-notes.md "Quantizer v0.4").
+#define NVFP4_QUANT_STEPS 2
 #endif
 constexpr int kBlockStep = 32 * kSfVec;        // 512 elements per warp step: one scale block per lane
 constexpr int kSteps = NVFP4_QUANT_STEPS;      // steps per unit
@@ -72,12 +74,15 @@ constexpr int kPairSteps = kSegment / kPairStep;
 static_assert(kSegment % kPairStep == 0, "a unit is a whole number of dequantize steps");
 #ifndef NVFP4_QUANT_MIN_BLOCKS
 // Resident blocks per SM that the double-buffered kernels ask ptxas to fit (registers <= 65536 /
-// (256 x blocks)). Two units of quantize's 16-bit input (4 steps) or float32 (2 steps) are 64
-// registers of buffers, ~126 in all: 2 blocks, 16 warps, 64 KB in flight per SM, about twice what
-// 3 TB/s x ~1 us of latency asks of 132 SMs. amax with 16-bit input (2 steps, 60 registers) fits 4.
-#define NVFP4_QUANT_MIN_BLOCKS (NVFP4_QUANT_OP == 3 && NVFP4_DTYPE != 2 ? 4 : 2)
+// (256 x blocks)). quantize with 16-bit input: two units are 32 registers of buffers, ~80 in all,
+// 3 blocks (24 warps, 48 KB in flight per SM). float32's buffers are twice as large: 2 blocks. amax
+// with 16-bit input (60 registers) fits 4.
+#define NVFP4_QUANT_MIN_BLOCKS (NVFP4_DTYPE == 2 ? 2 : NVFP4_QUANT_OP == 1 ? 3 : NVFP4_QUANT_OP == 3 ? 4 : 2)
 #endif
 constexpr int kMinBlocks = NVFP4_QUANT_MIN_BLOCKS;
+#ifndef NVFP4_DIAG_NOENCODE
+#define NVFP4_DIAG_NOENCODE 0
+#endif
 constexpr int kScalarThreads = 128;      // the per-group scalar kernels
 
 constexpr int kBf16 = 0, kF16 = 1, kF32 = 2;
@@ -91,7 +96,9 @@ struct ElemSize { static constexpr int value = D == kF32 ? 4 : 2; };
 template <int D>
 struct Chunk;
 
-// 16 elements of a 16-bit type as 8 pairs, element 2i in the low half of w[i].
+// 16 elements of a 16-bit type as 8 pairs, element 2i in the low half of w[i]. Both types keep the
+// sign in bit 15 of a half, so signs(p) and the magnitudes are masks of the same words (the magnitude
+// words also feed amax, so each is computed once).
 struct Pairs16 {
   uint32_t w[8];
   __device__ __forceinline__ void load(const void* p) {
@@ -102,37 +109,45 @@ struct Pairs16 {
 #pragma unroll
     for (int i = 0; i < 8; ++i) w[i] = 0u;
   }
+  __device__ __forceinline__ uint32_t abs_pair(int p) const { return w[p] & 0x7FFF7FFFu; }
+  __device__ __forceinline__ uint32_t signs(int p) const { return w[p] & 0x80008000u; }
 };
 
 template <>
 struct Chunk<kBf16> : Pairs16 {
   // bfloat16 -> float32 is exact: the bf16 bits are the float32's upper half.
-  __device__ __forceinline__ float at(int i) const {
-    return __uint_as_float(i & 1 ? w[i >> 1] & 0xFFFF0000u : w[i >> 1] << 16);
-  }
+  __device__ __forceinline__ float at(int i) const { return widen(w[i >> 1], i); }
+  __device__ __forceinline__ float magnitude(int i) const { return widen(abs_pair(i >> 1), i); }
   // max|x| over the 16, NaN if one is NaN (as max_nan): on bf16 pairs, exact (max returns an input).
   __device__ __forceinline__ float amax() const {
-    __nv_bfloat162 m = __habs2(pair(0));
+    __nv_bfloat162 m = as_pair(abs_pair(0));
 #pragma unroll
-    for (int i = 1; i < 8; ++i) m = __hmax2_nan(m, __habs2(pair(i)));
+    for (int i = 1; i < 8; ++i) m = __hmax2_nan(m, as_pair(abs_pair(i)));
     return max_nan(__low2float(m), __high2float(m));
   }
-  __device__ __forceinline__ __nv_bfloat162 pair(int i) const { return *reinterpret_cast<const __nv_bfloat162*>(&w[i]); }
+  static __device__ __forceinline__ float widen(uint32_t word, int i) {
+    return __uint_as_float(i & 1 ? word & 0xFFFF0000u : word << 16);
+  }
+  static __device__ __forceinline__ __nv_bfloat162 as_pair(uint32_t word) {
+    return *reinterpret_cast<const __nv_bfloat162*>(&word);
+  }
 };
 
 template <>
 struct Chunk<kF16> : Pairs16 {
-  __device__ __forceinline__ float at(int i) const {  // exact
-    const __half2 h = pair(i >> 1);
-    return i & 1 ? __high2float(h) : __low2float(h);
-  }
+  __device__ __forceinline__ float at(int i) const { return widen(w[i >> 1], i); }  // exact
+  __device__ __forceinline__ float magnitude(int i) const { return widen(abs_pair(i >> 1), i); }
   __device__ __forceinline__ float amax() const {
-    __half2 m = __habs2(pair(0));
+    __half2 m = as_pair(abs_pair(0));
 #pragma unroll
-    for (int i = 1; i < 8; ++i) m = __hmax2_nan(m, __habs2(pair(i)));
+    for (int i = 1; i < 8; ++i) m = __hmax2_nan(m, as_pair(abs_pair(i)));
     return max_nan(__low2float(m), __high2float(m));
   }
-  __device__ __forceinline__ __half2 pair(int i) const { return *reinterpret_cast<const __half2*>(&w[i]); }
+  static __device__ __forceinline__ float widen(uint32_t word, int i) {
+    const __half2 h = as_pair(word);
+    return i & 1 ? __high2float(h) : __low2float(h);
+  }
+  static __device__ __forceinline__ __half2 as_pair(uint32_t word) { return *reinterpret_cast<const __half2*>(&word); }
 };
 
 template <>
@@ -150,6 +165,10 @@ struct Chunk<kF32> {
     for (int i = 0; i < 16; ++i) v[i] = 0.f;
   }
   __device__ __forceinline__ float at(int i) const { return v[i]; }
+  __device__ __forceinline__ float magnitude(int i) const { return fabsf(v[i]); }
+  __device__ __forceinline__ uint32_t signs(int p) const {
+    return ((__float_as_uint(v[2 * p]) >> 16) & 0x8000u) | (__float_as_uint(v[2 * p + 1]) & 0x80000000u);
+  }
   __device__ __forceinline__ float amax() const {
     float m = fabsf(v[0]);
 #pragma unroll
@@ -193,6 +212,17 @@ struct Walk {
 __device__ __forceinline__ Walk first_unit(int k) {
   Walk w;
   w.segments = (k + kSegment - 1) / kSegment;
+  if (gridDim.x < (1u << 27)) {
+    // Every grid the host launches: 32-bit divisions, which cost a tenth of the 64-bit ones on the
+    // path to the first loads (cold, each instruction-cache miss there delays them).
+    const uint32_t unit = blockIdx.x * kWarps + (threadIdx.x >> 5), stride = gridDim.x * kWarps;
+    const uint32_t segments = static_cast<uint32_t>(w.segments);
+    w.row = unit / segments;
+    w.seg = static_cast<int>(unit % segments);
+    w.stride_rows = stride / segments;
+    w.stride_seg = static_cast<int>(stride % segments);
+    return w;
+  }
   const int64_t unit = (int64_t)blockIdx.x * kWarps + (threadIdx.x >> 5);
   const int64_t stride = (int64_t)gridDim.x * kWarps;
   w.row = unit / w.segments;
@@ -291,127 +321,221 @@ __device__ __forceinline__ float group_global_scale(const float* __restrict__ gs
   return gs != nullptr ? __ldg(gs + g * gs_stride) : gs_value;
 }
 
-// Scale rows [sf_lo, sf_hi) hold data rows data_lo + (s - sf_lo) of one group, quantized with its
-// (checked) global scale: what a quantizer warp keeps between units. A scale row of the group's
-// padding lies outside the run; an empty run (sf_lo == sf_hi) holds no row.
-struct SfRun {
-  int64_t sf_lo, sf_hi, data_lo;
-  float gsf, inv_gsf;
-  __device__ __forceinline__ bool holds(int64_t s) const { return s >= sf_lo && s < sf_hi; }
+// The activation groups as the quantizer reads them: from the block's shared-memory copy when G <=
+// kTableGroups (made once per block, one round of loads), else from m_indptr. A lookup in the copy
+// is a few shared-memory reads; in m_indptr it is a chain of dependent global loads (the ballot
+// search, then the group's bounds, then its global scale).
+constexpr int kTableGroups = 256;
+struct GroupTable {
+  int64_t lo[kTableGroups], hi[kTableGroups], sf_base[kTableGroups];
+  float gsf[kTableGroups];
 };
 
-// The run of the group whose scale rows scale row s falls in (warp-uniform; the m_indptr search
-// needs the whole warp).
-__device__ __forceinline__ SfRun find_sf_run(const int32_t* __restrict__ m_indptr, const float* __restrict__ gs,
-                                             int gs_stride, float gs_value, int64_t s, int64_t rows, int num_groups,
-                                             int group_rows) {
-  int64_t g, sf_lo, count, data_lo;
-  if (m_indptr == nullptr) {
-    const int64_t n_pad = ((int64_t)group_rows + 127) / 128 * 128;
-    g = s / n_pad;
-    if (g >= num_groups) return SfRun{0, 0, 0, 0.f, 0.f};
-    sf_lo = g * n_pad;
-    count = group_rows;
-    data_lo = g * group_rows;
-  } else {
-    g = warp_last_le(num_groups, s, [&](int64_t i) { return sf_base_of(m_indptr, i, rows); });
-    if (g < 0) return SfRun{0, 0, 0, 0.f, 0.f};
-    const GroupRows gr = group_rows_of(m_indptr, g, rows);
-    sf_lo = sf_base_of(m_indptr, g, rows);
-    count = gr.hi - gr.lo;
-    data_lo = gr.lo;
+struct Groups {
+  const int32_t* __restrict__ m_indptr;  // nullptr: weights mode, group_rows rows per group
+  const float* __restrict__ gs;
+  int gs_stride;
+  float gs_value;
+  int64_t rows;
+  int num_groups, group_rows;
+  const GroupTable* table;  // nullptr: read m_indptr
+
+  // Group i's first row, clamped: the key of the row search.
+  __device__ __forceinline__ int64_t lo(int64_t i) const {
+    return table ? table->lo[i] : min(max((int64_t)__ldg(m_indptr + i), (int64_t)0), rows);
   }
-  const float gsf = checked_global_scale(group_global_scale(gs, gs_stride, gs_value, g));
-  return SfRun{sf_lo, sf_lo + count, data_lo, gsf, rcp_rn(gsf)};
+  __device__ __forceinline__ GroupRows bounds(int64_t g) const {
+    return table ? GroupRows{table->lo[g], table->hi[g]} : group_rows_of(m_indptr, g, rows);
+  }
+  __device__ __forceinline__ int64_t sf_base(int64_t g) const {
+    return table ? table->sf_base[g] : sf_base_of(m_indptr, g, rows);
+  }
+  __device__ __forceinline__ float gsf(int64_t g) const {
+    return table ? table->gsf[g] : checked_global_scale(group_global_scale(gs, gs_stride, gs_value, g));
+  }
+};
+
+// Fill the block's copy. Every thread of the block calls this: it ends in __syncthreads.
+__device__ __forceinline__ void fill_group_table(GroupTable& t, const Groups& groups) {
+  for (int g = threadIdx.x; g < groups.num_groups; g += kThreads) {
+    const GroupRows gr = group_rows_of(groups.m_indptr, g, groups.rows);
+    t.lo[g] = gr.lo;
+    t.hi[g] = gr.hi;
+    t.sf_base[g] = sf_base_of(groups.m_indptr, g, groups.rows);
+    t.gsf[g] = checked_global_scale(group_global_scale(groups.gs, groups.gs_stride, groups.gs_value, g));
+  }
+  __syncthreads();
+}
+
+// Data rows [lo, hi) of one group (in_group) or of no group: what a quantizer warp keeps between
+// units. A row of a group goes to scale row r + sf_shift and is quantized with the group's (checked)
+// global scale; a row of no group (activation mode: before m_indptr[0] or from m_indptr[G] on) gets
+// zero codes and no scale row.
+struct RowRun {
+  int64_t lo, hi, sf_shift;
+  float gsf;
+  bool in_group;
+  __device__ __forceinline__ bool holds(int64_t r) const { return r >= lo && r < hi; }
+};
+
+// The run of data row r (warp-uniform: the search needs the whole warp).
+__device__ __forceinline__ RowRun find_row_run(const Groups& G, int64_t r) {
+  int64_t g, lo, hi, sf_lo;
+  if (G.m_indptr == nullptr) {
+    const int64_t n_pad = ((int64_t)G.group_rows + 127) / 128 * 128;
+    g = r / G.group_rows;
+    lo = g * G.group_rows;
+    hi = lo + G.group_rows;
+    sf_lo = g * n_pad;
+  } else {
+    g = warp_last_le(G.num_groups, r, [&](int64_t i) { return G.lo(i); });
+    if (g < 0) return RowRun{0, G.lo(0), 0, 0.f, false};  // rows before the first group
+    const GroupRows gr = G.bounds(g);
+    if (r >= gr.hi) return RowRun{r, r + 1, 0, 0.f, false};  // past the last group (or a malformed m_indptr)
+    lo = gr.lo;
+    hi = gr.hi;
+    sf_lo = G.sf_base(g);
+  }
+  return RowRun{lo, hi, sf_lo - lo, G.gsf(g), true};
 }
 
 // ------------------------------------------------------------------------------------------------
 // quantize_rows: x (rows, K) -> q (rows, K/2) e2m1 pairs + q_scale (sf_rows, K/16) swizzled ue4m3.
 //
-// The units walk SCALE rows, so every byte of q_scale is written: a scale row that holds a data
-// row gets its block scales, a padding row gets zeros. The warp on scale row s also zeroes data row
-// s of q when that row lies outside every group (activation mode; the walk covers max(rows,
-// sf_rows) rows), so all of q is defined too: rows outside the groups hold 0x00 (e2m1 +0).
+// The units walk DATA rows: a unit's address is known without a lookup, so its loads issue at once
+// and the group lookup (m_indptr, the global scale) overlaps them. Before its first encode, each warp
+// also walks SCALE rows with no loads and zeroes the padding ones (no data row maps to them), so
+// every byte of q_scale is written once, and a padding row costs no data unit (v0.2 walked scale
+// rows, padding included: with 8 groups 18% of its units, which left the warps unevenly loaded).
+// Rows of q outside the groups hold 0x00 (e2m1 +0).
+
+// One 512-element step of data row r at columns base .. base + 511: its codes (zeros for a row of
+// no group) and, per lane, the scale byte of its block at scale row srow.
+template <int D>
+__device__ __forceinline__ void encode_step(const Chunk<D>& c, uint8_t* __restrict__ q, uint8_t* __restrict__ q_scale,
+                                            int64_t r, const RowRun& run, float inv_gsf, int base, int k,
+                                            int64_t sf_k, int64_t sf_rows) {
+  const int col = base + (threadIdx.x & 31) * kSfVec;
+  if (col >= k) return;
+  uint32_t lo = 0, hi = 0, byte = 0;
+  if (run.in_group) {
+#if NVFP4_DIAG_NOENCODE
+    if constexpr (D != kF32) {  // timing only: the same loads and stores, no arithmetic
+      lo = c.w[0] ^ c.w[1] ^ c.w[2] ^ c.w[3];
+      hi = c.w[4] ^ c.w[5] ^ c.w[6] ^ c.w[7];
+      byte = lo & 0x7Fu;
+    }
+#else
+    const float amax = c.amax();
+    const BlockScale bs = block_scale(amax, run.gsf, inv_gsf);
+    encode_block(c, amax, bs.scale, lo, hi);
+    byte = bs.byte;
+#endif
+    // One byte per lane: a store instruction, where gathering 4 lanes' bytes into a word took two
+    // shuffles and four more instructions (the warp's 32 bytes land in the same 8 words either way).
+    const int64_t srow = r + run.sf_shift;
+    if (srow >= 0 && srow < sf_rows) q_scale[swizzled_offset(srow, col / kSfVec, sf_k)] = static_cast<uint8_t>(byte);
+  }
+  *reinterpret_cast<uint2*>(q + r * (k / 2) + col / 2) = make_uint2(lo, hi);
+}
+
+// The span of scale rows from s on that are all padding or all hold data rows: its end (> s, up to
+// sf_rows) and which. Activation mode: g is the last group with sf_base(g) <= s; its data rows end at
+// sf_base(g) + count(g), its padding at sf_base(g + 1) (sf_rows after the last group; rows below
+// sf_base(0) are padding too). Weights mode: groups of N data rows every N_pad scale rows.
+struct ScaleSpan {
+  int64_t end;
+  bool padding;
+};
+__device__ __forceinline__ ScaleSpan scale_span_at(const Groups& G, int64_t s, int64_t sf_rows) {
+  int64_t base, count, next;
+  if (G.m_indptr == nullptr) {
+    const int64_t n_pad = ((int64_t)G.group_rows + 127) / 128 * 128;
+    const int64_t g = s / n_pad;
+    if (g >= G.num_groups) return ScaleSpan{sf_rows, true};
+    base = g * n_pad;
+    count = G.group_rows;
+    next = base + n_pad;
+  } else {
+    const int64_t g = warp_last_le(G.num_groups, s, [&](int64_t i) { return G.sf_base(i); });
+    if (g < 0) return ScaleSpan{G.num_groups > 0 ? G.sf_base(0) : sf_rows, true};
+    const GroupRows gr = G.bounds(g);
+    base = G.sf_base(g);
+    count = gr.hi - gr.lo;
+    next = g + 1 < G.num_groups ? G.sf_base(g + 1) : sf_rows;
+  }
+  // max(.., s + 1): a malformed m_indptr (decreasing) must not stall the walk.
+  if (s < base + count) return ScaleSpan{max(base + count, s + 1), false};
+  return ScaleSpan{max(next, s + 1), true};
+}
+
+// The warp's share of the padding scale rows, zeroed: a contiguous range of ceil(sf_rows / W) scale
+// rows per warp (W warps in the grid), so a warp looks up the one or two groups its range meets, not
+// one per unit (a grid-stride walk over scale rows crossed a group at every unit: with 32 groups that
+// cost more than the padding it wrote). One 4-byte word of a row's swizzled layout per lane and store.
+__device__ __forceinline__ void zero_padding_scale_rows(uint8_t* __restrict__ q_scale, const Groups& groups,
+                                                        int64_t sf_rows, int k) {
+  const int64_t sf_k = k / kSfVec;
+  const int64_t warps = (int64_t)gridDim.x * kWarps;
+  const int64_t warp = (int64_t)blockIdx.x * kWarps + (threadIdx.x >> 5);
+  const int64_t per_warp = (sf_rows + warps - 1) / warps;
+  const int64_t lo = warp * per_warp, hi = min(lo + per_warp, sf_rows);
+  const int lane = threadIdx.x & 31;
+  for (int64_t s = lo; s < hi;) {
+    const ScaleSpan span = scale_span_at(groups, s, sf_rows);
+    const int64_t end = min(span.end, hi);
+    if (span.padding)
+      for (; s < end; ++s)
+        for (int64_t kb = lane * 4; kb < sf_k; kb += 128)
+          *reinterpret_cast<uint32_t*>(q_scale + swizzled_offset(s, kb, sf_k)) = 0u;
+    s = end;
+  }
+}
 
 template <int D>
 __device__ __forceinline__ void quantize_rows(const void* __restrict__ x, uint8_t* __restrict__ q,
                                               uint8_t* __restrict__ q_scale, const float* __restrict__ gs,
                                               const int32_t* __restrict__ m_indptr, int64_t rows, int64_t sf_rows,
                                               int k, int num_groups, int group_rows, int gs_stride, float gs_value) {
-  const int lane = threadIdx.x & 31;
-  const int64_t total = max(rows, sf_rows);
-  Walk walk = first_unit(k);
-  if (walk.row >= total) return;
   const int64_t sf_k = k / kSfVec;
   const int64_t row_bytes = (int64_t)k * ElemSize<D>::value;
-
-  // Activation mode: data rows outside [m_indptr[0], m_indptr[G]) belong to no group; scale row s's
-  // warp zeroes data row s of q there (the two roles of s are independent). Read per unit (two L1
-  // hits) rather than kept: 4 registers more spill on sm_80.
-  auto outside_groups = [&](int64_t s) -> bool {
-    if (m_indptr == nullptr || s >= rows) return false;
-    const int64_t first = min(max((int64_t)__ldg(m_indptr), (int64_t)0), rows);
-    const int64_t last = min(max((int64_t)__ldg(m_indptr + num_groups), first), rows);
-    return s < first || s >= last;
-  };
-
-  SfRun run{0, 0, 0, 0.f, 0.f};
-  // Unit (s, seg): find its data row (-1: a padding scale row) and issue its loads.
-  auto start_unit = [&](Chunk<D> (&c)[kSteps], int64_t s, int seg) -> int64_t {
-    if (!run.holds(s)) run = find_sf_run(m_indptr, gs, gs_stride, gs_value, s, rows, num_groups, group_rows);
-    const int64_t data_row = run.holds(s) ? run.data_lo + (s - run.sf_lo) : -1;
-    load_unit<D>(c, data_row >= 0 ? static_cast<const char*>(x) + data_row * row_bytes : nullptr, seg, k);
-    return data_row;
-  };
-
+  const char* const xb = static_cast<const char*>(x);
+  Walk walk = first_unit(k);
   Chunk<D> cur[kSteps];
-  int64_t cur_s = walk.row;
+  int64_t cur_r = walk.row;
   int cur_seg = walk.seg;
-  int64_t cur_data = start_unit(cur, cur_s, cur_seg);
-  float cur_gsf = run.gsf, cur_inv_gsf = run.inv_gsf;
-  for (;;) {
-    // Issue the next unit's loads first: they fly while this unit is encoded.
-    walk.advance();
-    const bool more = walk.row < total;
-    Chunk<D> nxt[kSteps];
-    int64_t nxt_data = -1;
-    if (more) nxt_data = start_unit(nxt, walk.row, walk.seg);
+  if (cur_r < rows) load_unit<D>(cur, xb + cur_r * row_bytes, cur_seg, k);
+  // While the first loads fly: the block's copy of the groups, then the padding scale rows.
+  __shared__ GroupTable table;
+  Groups groups{m_indptr, gs, gs_stride, gs_value, rows, num_groups, group_rows, nullptr};
+  if (m_indptr != nullptr && num_groups <= kTableGroups) {
+    fill_group_table(table, groups);
+    groups.table = &table;
+  }
+  zero_padding_scale_rows(q_scale, groups, sf_rows, k);
+  if (cur_r >= rows) return;
 
-    const bool zero_data_row = outside_groups(cur_s);
+  RowRun run{0, 0, 0, 0.f, false};
+  for (;;) {
+    // Issue the next unit's loads first: they fly while this unit is looked up and encoded.
+    walk.advance();
+    const bool more = walk.row < rows;
+    Chunk<D> nxt[kSteps];
+    if (more) load_unit<D>(nxt, xb + walk.row * row_bytes, walk.seg, k);
+
+    if (!run.holds(cur_r)) run = find_row_run(groups, cur_r);
+    const float inv_gsf = rcp_rn(run.gsf);
 #pragma unroll
     for (int j = 0; j < kSteps; ++j) {
       const int base = cur_seg * kSegment + j * kBlockStep;
-      if (base >= k) break;  // warp-uniform: the shuffles below need every lane
-      const int col = base + lane * kSfVec;
-      const bool in_k = col < k;
-      if (zero_data_row && in_k) *reinterpret_cast<uint2*>(q + cur_s * (k / 2) + col / 2) = make_uint2(0u, 0u);
-      uint32_t byte = 0;  // a padding row's scales are 0
-      if (cur_data >= 0) {
-        const BlockScale bs = block_scale(cur[j].amax(), cur_gsf, cur_inv_gsf);
-        uint32_t lo = 0, hi = 0;
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          lo |= encode_e2m1(mul_rn(cur[j].at(i), bs.scale)) << (4 * i);
-          hi |= encode_e2m1(mul_rn(cur[j].at(8 + i), bs.scale)) << (4 * i);
-        }
-        if (in_k) *reinterpret_cast<uint2*>(q + cur_data * (k / 2) + col / 2) = make_uint2(lo, hi);
-        byte = bs.byte;
-      }
-      // Lanes 4t .. 4t+3 hold blocks kb .. kb+3 (kb % 4 == 0): one 4-byte word of the swizzled layout.
-      uint32_t sf_word = byte << (8 * (lane & 3));
-      sf_word |= __shfl_xor_sync(0xffffffffu, sf_word, 1);
-      sf_word |= __shfl_xor_sync(0xffffffffu, sf_word, 2);
-      if (in_k && (lane & 3) == 0 && cur_s < sf_rows)
-        *reinterpret_cast<uint32_t*>(q_scale + swizzled_offset(cur_s, col / kSfVec, sf_k)) = sf_word;
+      if (base >= k) break;  // warp-uniform
+      encode_step<D>(cur[j], q, q_scale, cur_r, run, inv_gsf, base, k, sf_k, sf_rows);
     }
     if (!more) break;
 #pragma unroll
     for (int j = 0; j < kSteps; ++j) cur[j] = nxt[j];
-    cur_s = walk.row;
+    cur_r = walk.row;
     cur_seg = walk.seg;
-    cur_data = nxt_data;
-    cur_gsf = run.gsf;
-    cur_inv_gsf = run.inv_gsf;
   }
 }
 

@@ -41,7 +41,7 @@ _DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp3
 
 _K_MULTIPLE = 64        # the swizzle atom is 4 scale columns of 16 elements
 _WARPS_PER_BLOCK = 8    # nvfp4_quantize.cu: 256-thread blocks, one unit per warp at a time
-_SEGMENT = 1024         # a unit: one row's 1024-element segment (see _segment)
+_SEGMENT = 1024         # a unit: one row's 1024-element segment (NVFP4_QUANT_STEPS x 512)
 _SCALAR_BLOCK = 128     # the per-group scalar kernels
 _INT32_MAX = 2**31 - 1
 _INPUT_ALIGNMENT = 16   # the row kernels load and store the unquantized side in 16-byte pieces
@@ -132,15 +132,9 @@ def _launch_rows(op: str, tag: str, ordinal: int, rows: int, k: int, stream: int
     per SM). The SM count and the occupancy are asked of the driver once per kernel and device.
     """
     spec = _spec(op, tag, ordinal)
-    units = rows * -(-k // _segment(op, tag))
+    units = rows * -(-k // _SEGMENT)
     wave = driver.device_info(ordinal).sm_count * _resident_blocks(spec, ordinal)
     driver.launch(spec, ordinal, (min(-(-units // _WARPS_PER_BLOCK), wave), 1, 1), stream, args)
-
-
-def _segment(op: str, tag: str) -> int:
-    """Elements of one row per unit: NVFP4_QUANT_STEPS x 512 in nvfp4_quantize.cu (quantize with
-    16-bit input walks 2048-element units, the rest 1024)."""
-    return 2 * _SEGMENT if op == "quantize_rows" and tag != "f32" else _SEGMENT
 
 
 _resident: dict[tuple[str, str, int], int] = {}

@@ -38,6 +38,7 @@ def host_codec(tmp_path_factory):
         fn.argtypes = [p, p, ctypes.c_int64]
     so.decode_n.argtypes = [p, p, p, p, ctypes.c_int64]
     so.quantize_blocks.argtypes = [p, ctypes.c_int64, ctypes.c_int64, ctypes.c_float, p, p]
+    so.quantize_blocks.restype = ctypes.c_int64
     return so
 
 
@@ -57,7 +58,7 @@ def host_quantize(so, x: np.ndarray, gsf: float) -> tuple[np.ndarray, np.ndarray
     rows, k = x.shape
     codes = np.empty((rows, k), dtype=np.uint8)
     sf = np.empty((rows, k // 16), dtype=np.uint8)
-    so.quantize_blocks(_ptr(x), rows, k, ctypes.c_float(gsf), _ptr(codes), _ptr(sf))
+    host_quantize.plain_blocks = so.quantize_blocks(_ptr(x), rows, k, ctypes.c_float(gsf), _ptr(codes), _ptr(sf))
     return codes, sf
 
 
@@ -170,6 +171,8 @@ def test_block_quantizer_matches_reference(host_codec, rng, gsf):
     want_codes, want_sf = R.quantize_blocks(x, gsf)
     np.testing.assert_array_equal(sf, want_sf)
     np.testing.assert_array_equal(codes, want_codes)
+    if gsf in (1.0, 448 * 6 / 3.7):  # both encoder paths ran (the others make nearly every block special)
+        assert 0 < host_quantize.plain_blocks < x.size // 16, host_quantize.plain_blocks
 
 
 def test_random_blocks_and_global_scales(host_codec, rng):

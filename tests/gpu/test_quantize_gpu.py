@@ -202,7 +202,8 @@ def test_quantize_spans_any_grid(rng, record_bytes, monkeypatch, dtype, blocks, 
     """Any grid of quantize_rows must write every byte: one block walking everything, 37 blocks, or
     more warps than units (4000 blocks: most warps exit at once). The units cross groups, empty groups,
     padding scale rows and rows outside the groups; K = 1600 ends each row on a partial 512-element
-    step. 9 and 31 groups take one round of m_indptr probes, 32 and 300 (two rounds) the longer search."""
+    step. Up to 256 groups are looked up in the block's shared-memory copy (9 and 31: one round of
+    probes, 32: two); 300 groups in m_indptr itself."""
     real_launch = q.driver.launch
 
     def launch(spec, ordinal, grid, stream, args):
@@ -230,6 +231,22 @@ def test_quantize_spans_any_grid(rng, record_bytes, monkeypatch, dtype, blocks, 
         packed, swizzled = R.quantize(w32[g], gsf[0])
         assert_bytes_equal(b[g], packed, f"b[{g}]", record_bytes)
         assert_bytes_equal(b_scale[g], swizzled, f"b_scale[{g}]", record_bytes)
+
+
+@pytest.mark.parametrize("ind", [[3, 200, 60, 303], [-5, 10, 10, 99999], [400, 0, 0, 50], [7, 7, 2, -1]])
+def test_malformed_m_indptr_stays_inside(rng, record_bytes, ind):
+    """m_indptr is read on the GPU only, so a malformed one (decreasing, negative, past cum_m) cannot be
+    refused; its bytes are unspecified, but the walk must end and every access stay inside the tensors
+    (compute-sanitizer's memcheck runs this file), and the next valid call must be exact."""
+    x32 = make_input(rng, 300, 256, "bfloat16")
+    x = to_device(x32, "bfloat16")
+    q.quantize_activations(x, torch.tensor(ind, dtype=torch.int32, device="cuda"), 1.0)
+    torch.cuda.synchronize()
+    good = np.array([0, 100, 300], np.int32)
+    a, a_scale = q.quantize_activations(x, torch.from_numpy(good).cuda(), 2.0)
+    want_a, want_sf = expected_activations(x32, good, [2.0, 2.0])
+    assert_bytes_equal(a, want_a, "a", record_bytes)
+    assert_bytes_equal(a_scale, want_sf, "a_scale", record_bytes)
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
