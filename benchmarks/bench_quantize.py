@@ -17,7 +17,8 @@ Three timings of one call, each the median of many:
          replayed; no host overhead and no flush: the steady state of back-to-back layers.
 % of floor uses "clean". One line per shape: the three timings | GB/s | floor | % | torch | x | bytes.
 For one group, a "copy" line times torch's device copy of the same number of bytes (half read, half
-written) the same two ways: what a plain streaming kernel achieves at this size.
+written) the same two ways, and a "read x" line torch's float32 sum of x (the quantizer's 2 bytes
+per element of reads alone, against their own floor): what plain streaming kernels achieve at this size.
 
 --baseline FILE (repeatable): another build of ``nvfp4_quantize_rows_bf16`` with the same ABI (e.g.
 the committed one, ``git show HEAD:nvfp4_driver/cubins/nvfp4_quantize_rows_bf16.sm_90.cubin``),
@@ -76,6 +77,9 @@ def time_clean_us(fn, iters: int = 50, warmup: int = 5) -> float:
     stops = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
     for start, stop in zip(starts, stops):
         torch.sum(flush, dim=0, out=sink)
+        # ~100 us of GPU time before the timed call: the host's launch of fn (tens of us of Python)
+        # must be queued before the GPU reaches the start event, or the gap is timed too.
+        torch.cuda._sleep(200_000)
         start.record()
         fn()
         stop.record()
@@ -179,6 +183,14 @@ def main(argv=None):
             c_graph = time_graph_us([lambda d=d, s_=s_: d.copy_(s_) for d, s_ in pairs])
             print(f"{'copy':9} {rows:5} {k:5} {'':2} {rows * k / 2**20:5.0f} | {'':6} {c_clean:6.1f} "
                   f"{c_graph:6.1f}    | {nbytes / c_clean / 1e3:5.0f} {floor:5.1f} {100 * floor / c_clean:5.1f}% |")
+            # and reading x alone (a float32 sum): the quantizer's reads without its writes
+            read_bytes = rows * k * 2
+            read_floor = floors_us(read_bytes, 0, ceil)[0]
+            r_clean = time_clean_us(lambda: torch.sum(x, dtype=torch.float32))
+            r_graph = time_graph_us([lambda c=c: torch.sum(c, dtype=torch.float32) for c in copies_beyond_l2(x)])
+            print(f"{'read x':9} {rows:5} {k:5} {'':2} {rows * k / 2**20:5.0f} | {'':6} {r_clean:6.1f} "
+                  f"{r_graph:6.1f}    | {read_bytes / r_clean / 1e3:5.0f} {read_floor:5.1f} "
+                  f"{100 * read_floor / r_clean:5.1f}% |")
             del src, pairs
         if groups == 1 and k == 4096:
             amax = lambda: q.global_scale_from_amax(x)  # noqa: E731

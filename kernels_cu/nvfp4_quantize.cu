@@ -8,17 +8,18 @@
 //   NVFP4_QUANT_OP     1 quantize_rows | 2 dequantize_rows | 3 amax_rows | 4 global_scale_from_amax
 //                      | 5 alpha_from_global_scales
 //   NVFP4_DTYPE        0 bfloat16 | 1 float16 | 2 float32: the unquantized side (input or output)
-//   NVFP4_QUANT_STEPS, NVFP4_QUANT_MIN_BLOCKS  tuning knobs: 512-element steps per unit (default 2;
-//                      nvfp4_driver/quantize.py's _SEGMENT mirrors it) and the resident blocks per SM
-//                      that __launch_bounds__ asks of ptxas
+//   NVFP4_QUANT_STEPS, NVFP4_QUANT_MIN_BLOCKS  tuning knobs: 512-element steps per unit (default 2,
+//                      1 for quantize with float32 input; nvfp4_driver/quantize.py's _SEGMENT sizes
+//                      the grid with 1024) and the resident blocks per SM that __launch_bounds__ asks
 //   NVFP4_DIAG_NOENCODE  timing experiments only (wrong bytes; never in the build table): quantize_rows
 //                      loads and stores without the encode
 //
 // Row kernels (quantize, dequantize, amax) share one cut of the work. A unit is a row and a
-// segment of kSegment = 1024 elements of it; units are numbered row-major (unit = row * segments +
-// segment). The grid is persistent: the host launches min(ceil(units / 8), SMs x resident blocks per SM) blocks of
-// 8 warps (SM count and occupancy read once per device, cached), and warp w of the W in the grid
-// takes units w, w + W, w + 2W, ..., so the warps that run together still stream consecutive memory.
+// segment of kSegment = 1024 elements of it (512 for quantize with float32 input); units are
+// numbered row-major (unit = row * segments + segment). The grid is persistent: the host launches
+// min(ceil(units / 8), SMs x resident blocks per SM) blocks of 8 warps (SM count and occupancy
+// read once per device, cached), and warp w of the W in the grid takes units w, w + W, w + 2W, ...,
+// so the warps that run together still stream consecutive memory.
 // Any grid size is correct (a warp without a unit exits); only the speed depends on it.
 //
 // Why persistent, with the next unit's loads issued before the current unit is encoded: v0.1 gave
@@ -36,7 +37,9 @@
 // brought into L1. A lane stores 8 bytes of codes (the warp 256 contiguous bytes) and its block's
 // scale byte. Instruction count matters as much as bytes in flight: v0.1 issued ~26 instructions per
 // element (sm_90 SASS), ~12 us of issue at 16 M elements against a 14 us byte floor; v0.2's layout
-// and branch-free codecs ~18; v0.4's plain-block encoder (nvfp4_quantize.cuh) ~12.
+// and branch-free codecs ~18; v0.4's plain-block encoder (nvfp4_quantize.cuh) and the hardware
+// ue4m3 conversion ~15 per element of a step (9 of them the codes, the rest the block's scale and
+// the two stores).
 // dequantize keeps 8 elements per lane (256-element steps) so each of its 16-byte stores fills half
 // of a contiguous 512-byte warp store.
 //
@@ -62,8 +65,9 @@ constexpr int kWarps = kThreads / 32;
 // 2 steps (1024-element units). v0.2 gave quantize with 16-bit input 4 steps, to halve the per-unit
 // group lookup it paid before each unit's loads; v0.4's loads wait for no lookup (data-row walk,
 // groups in shared memory), and 2 steps at 3 blocks per SM are faster at 16 M and 64 M elements
-// (H100, docs/perf-notes.md "Quantizer v0.4").
-#define NVFP4_QUANT_STEPS 2
+// (H100, docs/perf-notes.md "Quantizer v0.4"). quantize with float32 input takes 1 step: the same
+// 2 KB per unit, and its buffers fit 3 blocks per SM without spilling on sm_120a.
+#define NVFP4_QUANT_STEPS (NVFP4_QUANT_OP == 1 && NVFP4_DTYPE == 2 ? 1 : 2)
 #endif
 constexpr int kBlockStep = 32 * kSfVec;        // 512 elements per warp step: one scale block per lane
 constexpr int kSteps = NVFP4_QUANT_STEPS;      // steps per unit
@@ -74,10 +78,9 @@ constexpr int kPairSteps = kSegment / kPairStep;
 static_assert(kSegment % kPairStep == 0, "a unit is a whole number of dequantize steps");
 #ifndef NVFP4_QUANT_MIN_BLOCKS
 // Resident blocks per SM that the double-buffered kernels ask ptxas to fit (registers <= 65536 /
-// (256 x blocks)). quantize with 16-bit input: two units are 32 registers of buffers, ~80 in all,
-// 3 blocks (24 warps, 48 KB in flight per SM). float32's buffers are twice as large: 2 blocks. amax
-// with 16-bit input (60 registers) fits 4.
-#define NVFP4_QUANT_MIN_BLOCKS (NVFP4_DTYPE == 2 ? 2 : NVFP4_QUANT_OP == 1 ? 3 : NVFP4_QUANT_OP == 3 ? 4 : 2)
+// (256 x blocks)). quantize: two units are 32 registers of buffers, ~80 in all, 3 blocks (24 warps,
+// 48 KB in flight per SM). amax with 16-bit input (60 registers) fits 4; float32 amax and dequantize 2.
+#define NVFP4_QUANT_MIN_BLOCKS (NVFP4_QUANT_OP == 1 ? 3 : NVFP4_QUANT_OP == 3 && NVFP4_DTYPE != 2 ? 4 : 2)
 #endif
 constexpr int kMinBlocks = NVFP4_QUANT_MIN_BLOCKS;
 #ifndef NVFP4_DIAG_NOENCODE
@@ -323,13 +326,26 @@ __device__ __forceinline__ float group_global_scale(const float* __restrict__ gs
 
 // The activation groups as the quantizer reads them: from the block's shared-memory copy when G <=
 // kTableGroups (made once per block, one round of loads), else from m_indptr. A lookup in the copy
-// is a few shared-memory reads; in m_indptr it is a chain of dependent global loads (the ballot
-// search, then the group's bounds, then its global scale).
+// is one shared-memory read per lane and a ballot per 32 groups; in m_indptr it is a chain of
+// dependent global loads (the ballot search, then the group's bounds, then its global scale), and
+// with a group change at every unit (8 groups and more) that chain cost ~2 us per 16 M elements.
+// The copy holds 32-bit rows, so it serves when rows + 128 (G + 1) < 2^31 (every real shape).
 constexpr int kTableGroups = 256;
 struct GroupTable {
-  int64_t lo[kTableGroups], hi[kTableGroups], sf_base[kTableGroups];
+  int32_t lo[kTableGroups], hi[kTableGroups], sf_base[kTableGroups];
   float gsf[kTableGroups];
 };
+
+// Last index i < n with keys[i] <= v (keys non-decreasing; -1 if none), from shared memory: the
+// keys <= v are a prefix, so their count is the answer + 1 (a malformed m_indptr still gives an
+// index in [-1, n)).
+__device__ __forceinline__ int64_t table_last_le(const int32_t* keys, int n, int64_t v) {
+  const int lane = threadIdx.x & 31;
+  int count = 0;
+  for (int base = 0; base < n; base += 32)
+    count += __popc(__ballot_sync(0xffffffffu, base + lane < n && keys[base + lane] <= v));
+  return count - 1;
+}
 
 struct Groups {
   const int32_t* __restrict__ m_indptr;  // nullptr: weights mode, group_rows rows per group
@@ -340,9 +356,15 @@ struct Groups {
   int num_groups, group_rows;
   const GroupTable* table;  // nullptr: read m_indptr
 
-  // Group i's first row, clamped: the key of the row search.
-  __device__ __forceinline__ int64_t lo(int64_t i) const {
-    return table ? table->lo[i] : min(max((int64_t)__ldg(m_indptr + i), (int64_t)0), rows);
+  // The last group whose rows start at or before data row r (activation mode; -1: none).
+  __device__ __forceinline__ int64_t last_starting_at(int64_t r) const {
+    if (table) return table_last_le(table->lo, num_groups, r);
+    return warp_last_le(num_groups, r, [&](int64_t i) { return min(max((int64_t)__ldg(m_indptr + i), (int64_t)0), rows); });
+  }
+  // The last group whose scale rows start at or before scale row s (activation mode; -1: none).
+  __device__ __forceinline__ int64_t last_scale_start_at(int64_t s) const {
+    if (table) return table_last_le(table->sf_base, num_groups, s);
+    return warp_last_le(num_groups, s, [&](int64_t i) { return sf_base_of(m_indptr, i, rows); });
   }
   __device__ __forceinline__ GroupRows bounds(int64_t g) const {
     return table ? GroupRows{table->lo[g], table->hi[g]} : group_rows_of(m_indptr, g, rows);
@@ -359,9 +381,9 @@ struct Groups {
 __device__ __forceinline__ void fill_group_table(GroupTable& t, const Groups& groups) {
   for (int g = threadIdx.x; g < groups.num_groups; g += kThreads) {
     const GroupRows gr = group_rows_of(groups.m_indptr, g, groups.rows);
-    t.lo[g] = gr.lo;
-    t.hi[g] = gr.hi;
-    t.sf_base[g] = sf_base_of(groups.m_indptr, g, groups.rows);
+    t.lo[g] = static_cast<int32_t>(gr.lo);
+    t.hi[g] = static_cast<int32_t>(gr.hi);
+    t.sf_base[g] = static_cast<int32_t>(sf_base_of(groups.m_indptr, g, groups.rows));
     t.gsf[g] = checked_global_scale(group_global_scale(groups.gs, groups.gs_stride, groups.gs_value, g));
   }
   __syncthreads();
@@ -373,7 +395,7 @@ __device__ __forceinline__ void fill_group_table(GroupTable& t, const Groups& gr
 // zero codes and no scale row.
 struct RowRun {
   int64_t lo, hi, sf_shift;
-  float gsf;
+  float gsf, inv_gsf;
   bool in_group;
   __device__ __forceinline__ bool holds(int64_t r) const { return r >= lo && r < hi; }
 };
@@ -388,15 +410,17 @@ __device__ __forceinline__ RowRun find_row_run(const Groups& G, int64_t r) {
     hi = lo + G.group_rows;
     sf_lo = g * n_pad;
   } else {
-    g = warp_last_le(G.num_groups, r, [&](int64_t i) { return G.lo(i); });
-    if (g < 0) return RowRun{0, G.lo(0), 0, 0.f, false};  // rows before the first group
+    g = G.last_starting_at(r);
+    if (g < 0)  // rows before the first group (all rows when G = 0)
+      return RowRun{0, min(max((int64_t)__ldg(G.m_indptr), (int64_t)0), G.rows), 0, 0.f, 0.f, false};
     const GroupRows gr = G.bounds(g);
-    if (r >= gr.hi) return RowRun{r, r + 1, 0, 0.f, false};  // past the last group (or a malformed m_indptr)
+    if (r >= gr.hi) return RowRun{r, r + 1, 0, 0.f, 0.f, false};  // past the last group (or a malformed m_indptr)
     lo = gr.lo;
     hi = gr.hi;
     sf_lo = G.sf_base(g);
   }
-  return RowRun{lo, hi, sf_lo - lo, G.gsf(g), true};
+  const float gsf = G.gsf(g);
+  return RowRun{lo, hi, sf_lo - lo, gsf, rcp_rn(gsf), true};
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -410,16 +434,19 @@ __device__ __forceinline__ RowRun find_row_run(const Groups& G, int64_t r) {
 // Rows of q outside the groups hold 0x00 (e2m1 +0).
 
 // One 512-element step of data row r at columns base .. base + 511: its codes (zeros for a row of
-// no group) and, per lane, the scale byte of its block at scale row srow.
+// no group) and, per lane, the scale byte of its block at scale row r + run.sf_shift. (Computing the
+// addresses once per unit instead, 256 and 4096 bytes apart per step, measured 5% slower at 16 M.)
 template <int D>
 __device__ __forceinline__ void encode_step(const Chunk<D>& c, uint8_t* __restrict__ q, uint8_t* __restrict__ q_scale,
-                                            int64_t r, const RowRun& run, float inv_gsf, int base, int k,
-                                            int64_t sf_k, int64_t sf_rows) {
+                                            int64_t r, const RowRun& run, int base, int k, int64_t sf_k,
+                                            int64_t sf_rows) {
   const int col = base + (threadIdx.x & 31) * kSfVec;
   if (col >= k) return;
-  uint32_t lo = 0, hi = 0, byte = 0;
+  uint32_t lo = 0, hi = 0;
   if (run.in_group) {
+    uint32_t byte;
 #if NVFP4_DIAG_NOENCODE
+    lo = hi = byte = 0;
     if constexpr (D != kF32) {  // timing only: the same loads and stores, no arithmetic
       lo = c.w[0] ^ c.w[1] ^ c.w[2] ^ c.w[3];
       hi = c.w[4] ^ c.w[5] ^ c.w[6] ^ c.w[7];
@@ -427,7 +454,7 @@ __device__ __forceinline__ void encode_step(const Chunk<D>& c, uint8_t* __restri
     }
 #else
     const float amax = c.amax();
-    const BlockScale bs = block_scale(amax, run.gsf, inv_gsf);
+    const BlockScale bs = block_scale(amax, run.gsf, run.inv_gsf);
     encode_block(c, amax, bs.scale, lo, hi);
     byte = bs.byte;
 #endif
@@ -457,7 +484,7 @@ __device__ __forceinline__ ScaleSpan scale_span_at(const Groups& G, int64_t s, i
     count = G.group_rows;
     next = base + n_pad;
   } else {
-    const int64_t g = warp_last_le(G.num_groups, s, [&](int64_t i) { return G.sf_base(i); });
+    const int64_t g = G.last_scale_start_at(s);
     if (g < 0) return ScaleSpan{G.num_groups > 0 ? G.sf_base(0) : sf_rows, true};
     const GroupRows gr = G.bounds(g);
     base = G.sf_base(g);
@@ -469,26 +496,33 @@ __device__ __forceinline__ ScaleSpan scale_span_at(const Groups& G, int64_t s, i
   return ScaleSpan{max(next, s + 1), true};
 }
 
-// The warp's share of the padding scale rows, zeroed: a contiguous range of ceil(sf_rows / W) scale
-// rows per warp (W warps in the grid), so a warp looks up the one or two groups its range meets, not
-// one per unit (a grid-stride walk over scale rows crossed a group at every unit: with 32 groups that
-// cost more than the padding it wrote). One 4-byte word of a row's swizzled layout per lane and store.
+// The warp's share of the padding scale rows, zeroed. The swizzled layout stores each 128-row tile
+// of scale rows contiguously (128 x K/16 bytes), so the warps take whole tiles (grid stride): a tile
+// that is all padding is zeroed with 16-byte stores, 512 contiguous bytes per warp store; in a tile
+// that mixes data and padding rows, each padding row gets one 4-byte word per lane and store (the
+// row's bytes lie 512 apart). Rows, not tiles, per warp cost twice the call's time at 32 groups in
+// back-to-back calls: every warp's few 4-byte words of a padding tile left its sectors part-written
+// by many warps (docs/perf-notes.md, "Quantizer v0.4").
 __device__ __forceinline__ void zero_padding_scale_rows(uint8_t* __restrict__ q_scale, const Groups& groups,
                                                         int64_t sf_rows, int k) {
   const int64_t sf_k = k / kSfVec;
   const int64_t warps = (int64_t)gridDim.x * kWarps;
-  const int64_t warp = (int64_t)blockIdx.x * kWarps + (threadIdx.x >> 5);
-  const int64_t per_warp = (sf_rows + warps - 1) / warps;
-  const int64_t lo = warp * per_warp, hi = min(lo + per_warp, sf_rows);
   const int lane = threadIdx.x & 31;
-  for (int64_t s = lo; s < hi;) {
-    const ScaleSpan span = scale_span_at(groups, s, sf_rows);
-    const int64_t end = min(span.end, hi);
-    if (span.padding)
-      for (; s < end; ++s)
-        for (int64_t kb = lane * 4; kb < sf_k; kb += 128)
-          *reinterpret_cast<uint32_t*>(q_scale + swizzled_offset(s, kb, sf_k)) = 0u;
-    s = end;
+  for (int64_t t = (int64_t)blockIdx.x * kWarps + (threadIdx.x >> 5); t * 128 < sf_rows; t += warps) {
+    const int64_t lo = t * 128, hi = min(lo + 128, sf_rows);
+    for (int64_t s = lo; s < hi;) {
+      const ScaleSpan span = scale_span_at(groups, s, sf_rows);
+      const int64_t end = min(span.end, hi);
+      if (span.padding && s == lo && end == lo + 128) {
+        uint4* tile = reinterpret_cast<uint4*>(q_scale + lo * sf_k);
+        for (int64_t i = lane; i < 128 * sf_k / 16; i += 32) tile[i] = make_uint4(0u, 0u, 0u, 0u);
+      } else if (span.padding) {
+        for (int64_t r = s; r < end; ++r)
+          for (int64_t kb = lane * 4; kb < sf_k; kb += 128)
+            *reinterpret_cast<uint32_t*>(q_scale + swizzled_offset(r, kb, sf_k)) = 0u;
+      }
+      s = end;
+    }
   }
 }
 
@@ -508,28 +542,27 @@ __device__ __forceinline__ void quantize_rows(const void* __restrict__ x, uint8_
   // While the first loads fly: the block's copy of the groups, then the padding scale rows.
   __shared__ GroupTable table;
   Groups groups{m_indptr, gs, gs_stride, gs_value, rows, num_groups, group_rows, nullptr};
-  if (m_indptr != nullptr && num_groups <= kTableGroups) {
+  if (m_indptr != nullptr && num_groups <= kTableGroups &&
+      rows + 128 * (int64_t)(num_groups + 1) < (int64_t)INT32_MAX) {
     fill_group_table(table, groups);
     groups.table = &table;
   }
   zero_padding_scale_rows(q_scale, groups, sf_rows, k);
   if (cur_r >= rows) return;
 
-  RowRun run{0, 0, 0, 0.f, false};
+  RowRun run{0, 0, 0, 0.f, 0.f, false};
   for (;;) {
     // Issue the next unit's loads first: they fly while this unit is looked up and encoded.
     walk.advance();
     const bool more = walk.row < rows;
     Chunk<D> nxt[kSteps];
     if (more) load_unit<D>(nxt, xb + walk.row * row_bytes, walk.seg, k);
-
     if (!run.holds(cur_r)) run = find_row_run(groups, cur_r);
-    const float inv_gsf = rcp_rn(run.gsf);
 #pragma unroll
     for (int j = 0; j < kSteps; ++j) {
       const int base = cur_seg * kSegment + j * kBlockStep;
       if (base >= k) break;  // warp-uniform
-      encode_step<D>(cur[j], q, q_scale, cur_r, run, inv_gsf, base, k, sf_k, sf_rows);
+      encode_step<D>(cur[j], q, q_scale, cur_r, run, base, k, sf_k, sf_rows);
     }
     if (!more) break;
 #pragma unroll
