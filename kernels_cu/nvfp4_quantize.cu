@@ -1,7 +1,7 @@
 // NVFP4 quantization on the GPU (SPEC §4), its inverse, and the scalar helpers a MoE layer needs.
 // Portable CUDA: the same source is built for sm_80, sm_90, sm_120a, sm_121a and as compute_80 PTX,
 // and every build writes the same bytes as nvfp4_driver.reference (the codecs are software, in
-// nvfp4_quantize.cuh, and the file is compiled with -fmad=false).
+// nvfp4_quantize.cuh, but for sm_89+'s ue4m3 conversion; the file is compiled with -fmad=false).
 //
 // build_cubins.py compiles one symbol per build, chosen by macros:
 //   NVFP4_KERNEL_NAME  the extern "C" symbol, e.g. nvfp4_quantize_rows_bf16

@@ -8,7 +8,9 @@
 
 Bytes: every output byte equals what :func:`nvfp4_driver.reference.quantize_blocks` (SPEC §4,
 float32 steps, correctly rounded, in SPEC's order) gives, placed as SPEC §3 says; the kernels'
-codecs are software (``kernels_cu/nvfp4_quantize.cuh``), so sm_80 ... sm_121a and the PTX agree.
+codecs are software (``kernels_cu/nvfp4_quantize.cuh``; sm_89+ builds round the ue4m3 scale with the
+hardware conversion, whose documented rounding gives the same bytes), so sm_80 ... sm_121a and the
+PTX agree.
 
 Non-finite inputs (as in reference.py): a 16-element block holding a NaN gets scale byte 0x7F
 (NaN) and codes 7, so it decodes to NaN; a block holding +-inf gets scale 0x7E (448), the inf
