@@ -101,7 +101,8 @@ struct Chunk;
 
 // 16 elements of a 16-bit type as 8 pairs, element 2i in the low half of w[i]. Both types keep the
 // sign in bit 15 of a half, so signs(p) and the magnitudes are masks of the same words (the magnitude
-// words also feed amax, so each is computed once).
+// words also feed amax, so each is computed once). Pair: the type's x2 vector and its exact widening.
+template <class Pair>
 struct Pairs16 {
   uint32_t w[8];
   __device__ __forceinline__ void load(const void* p) {
@@ -114,44 +115,39 @@ struct Pairs16 {
   }
   __device__ __forceinline__ uint32_t abs_pair(int p) const { return w[p] & 0x7FFF7FFFu; }
   __device__ __forceinline__ uint32_t signs(int p) const { return w[p] & 0x80008000u; }
+  __device__ __forceinline__ float at(int i) const { return Pair::widen(w[i >> 1], i & 1); }
+  __device__ __forceinline__ float magnitude(int i) const { return Pair::widen(abs_pair(i >> 1), i & 1); }
+  // max|x| over the 16, NaN if one is NaN (as max_nan): on x2 pairs, exact (max returns an input).
+  __device__ __forceinline__ float amax() const {
+    typename Pair::type m = Pair::of(abs_pair(0));
+#pragma unroll
+    for (int i = 1; i < 8; ++i) m = __hmax2_nan(m, Pair::of(abs_pair(i)));
+    return max_nan(__low2float(m), __high2float(m));
+  }
 };
 
-template <>
-struct Chunk<kBf16> : Pairs16 {
+struct Bf16Pair {
+  using type = __nv_bfloat162;
+  static __device__ __forceinline__ type of(uint32_t word) { return *reinterpret_cast<const type*>(&word); }
   // bfloat16 -> float32 is exact: the bf16 bits are the float32's upper half.
-  __device__ __forceinline__ float at(int i) const { return widen(w[i >> 1], i); }
-  __device__ __forceinline__ float magnitude(int i) const { return widen(abs_pair(i >> 1), i); }
-  // max|x| over the 16, NaN if one is NaN (as max_nan): on bf16 pairs, exact (max returns an input).
-  __device__ __forceinline__ float amax() const {
-    __nv_bfloat162 m = as_pair(abs_pair(0));
-#pragma unroll
-    for (int i = 1; i < 8; ++i) m = __hmax2_nan(m, as_pair(abs_pair(i)));
-    return max_nan(__low2float(m), __high2float(m));
+  static __device__ __forceinline__ float widen(uint32_t word, int high) {
+    return __uint_as_float(high ? word & 0xFFFF0000u : word << 16);
   }
-  static __device__ __forceinline__ float widen(uint32_t word, int i) {
-    return __uint_as_float(i & 1 ? word & 0xFFFF0000u : word << 16);
-  }
-  static __device__ __forceinline__ __nv_bfloat162 as_pair(uint32_t word) {
-    return *reinterpret_cast<const __nv_bfloat162*>(&word);
+};
+
+struct F16Pair {
+  using type = __half2;
+  static __device__ __forceinline__ type of(uint32_t word) { return *reinterpret_cast<const type*>(&word); }
+  static __device__ __forceinline__ float widen(uint32_t word, int high) {  // exact
+    return high ? __high2float(of(word)) : __low2float(of(word));
   }
 };
 
 template <>
-struct Chunk<kF16> : Pairs16 {
-  __device__ __forceinline__ float at(int i) const { return widen(w[i >> 1], i); }  // exact
-  __device__ __forceinline__ float magnitude(int i) const { return widen(abs_pair(i >> 1), i); }
-  __device__ __forceinline__ float amax() const {
-    __half2 m = as_pair(abs_pair(0));
-#pragma unroll
-    for (int i = 1; i < 8; ++i) m = __hmax2_nan(m, as_pair(abs_pair(i)));
-    return max_nan(__low2float(m), __high2float(m));
-  }
-  static __device__ __forceinline__ float widen(uint32_t word, int i) {
-    const __half2 h = as_pair(word);
-    return i & 1 ? __high2float(h) : __low2float(h);
-  }
-  static __device__ __forceinline__ __half2 as_pair(uint32_t word) { return *reinterpret_cast<const __half2*>(&word); }
-};
+struct Chunk<kBf16> : Pairs16<Bf16Pair> {};
+
+template <>
+struct Chunk<kF16> : Pairs16<F16Pair> {};
 
 template <>
 struct Chunk<kF32> {
