@@ -496,9 +496,9 @@ __device__ __forceinline__ ScaleSpan scale_span_at(const Groups& G, int64_t s, i
 // of scale rows contiguously (128 x K/16 bytes), so the warps take whole tiles (grid stride): a tile
 // that is all padding is zeroed with 16-byte stores, 512 contiguous bytes per warp store; in a tile
 // that mixes data and padding rows, each padding row gets one 4-byte word per lane and store (the
-// row's bytes lie 512 apart). Rows, not tiles, per warp cost twice the call's time at 32 groups in
-// back-to-back calls: every warp's few 4-byte words of a padding tile left its sectors part-written
-// by many warps (docs/perf-notes.md, "Quantizer v0.4").
+// row's bytes lie 512 apart). A few contiguous rows per warp instead, all zeroed with 4-byte words,
+// cost 10 us more per call at 64 M elements and 32 groups back to back (83.8 against 73.5 us; likely
+// the sectors each warp left part-written; docs/perf-notes.md, "Quantizer v0.4").
 __device__ __forceinline__ void zero_padding_scale_rows(uint8_t* __restrict__ q_scale, const Groups& groups,
                                                         int64_t sf_rows, int k) {
   const int64_t sf_k = k / kSfVec;
