@@ -124,7 +124,7 @@ NVFP4_HD float max_nan(float a, float b) {
 
 // ue4m3 round to nearest even, saturating at 448, for y >= 0 or NaN (a block's scaled amax).
 NVFP4_HD uint32_t encode_ue4m3(float y) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890 && !NVFP4_SOFTWARE_UE4M3
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
   // sm_89+: the hardware conversion rounds to nearest even, and .satfinite sends +inf and everything
   // above 448 to 448 (0x7E) and NaN to NaN (0x7F once the sign bit, set only by a negative NaN, is
   // dropped): the bytes of the software path below, in two instructions instead of ten.
