@@ -3,10 +3,11 @@
     python benchmarks/bench_quantize.py [--baseline OLD.cubin ...]
 
 Quantizing is memory-bound: per bf16 element it reads 2 bytes and writes 0.5625 (half a byte of
-e2m1 code plus a sixteenth of a scale byte). The floor is those bytes at the measured copy
-bandwidth. The peer is the SPEC §4 quantizer written in eager PyTorch ops (float32 math, float8
-scale conversion, comparisons for e2m1, the swizzle as a permute), timed in the same process on
-the same card; the last column says whether its bytes equal ours.
+e2m1 code plus a sixteenth of a scale byte), and it writes the zero padding scale rows of every
+group (SPEC §3: a_scale has ((cum_m + 127 G) // 128) * 128 rows). The floor is those bytes at the
+measured copy bandwidth. The peer is the SPEC §4 quantizer written in eager PyTorch ops (float32
+math, float8 scale conversion, comparisons for e2m1, the swizzle as a permute), timed in the same
+process on the same card; the last column says whether its bytes equal ours.
 
 Three timings of one call, each the median of many:
   flush  benchmarks.common.time_us: L2 flushed by a 256 MB memset before each launch. The memset
@@ -16,9 +17,10 @@ Three timings of one call, each the median of many:
   graph  20 launches captured in a CUDA graph, rotating over input copies larger than the L2,
          replayed; no host overhead and no flush: the steady state of back-to-back layers.
 % of floor uses "clean". One line per shape: the three timings | GB/s | floor | % | torch | x | bytes.
-For one group, a "copy" line times torch's device copy of the same number of bytes (half read, half
-written) the same two ways, and a "read x" line torch's float32 sum of x (the quantizer's 2 bytes
-per element of reads alone, against their own floor): what plain streaming kernels achieve at this size.
+For one group and for the decode-sized calls, a "copy" line times torch's device copy of the same
+number of bytes (half read, half written) the same two ways, and a "read x" line torch's float32
+sum of x (the quantizer's 2 bytes per element of reads alone, against their own floor): what plain
+streaming kernels achieve at this size.
 
 --baseline FILE (repeatable): another build of ``nvfp4_quantize_rows_bf16`` with the same ABI (e.g.
 the committed one, ``git show HEAD:nvfp4_driver/cubins/nvfp4_quantize_rows_bf16.sm_90.cubin``),
@@ -39,9 +41,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import L2_FLUSH_BYTES, floors_us, gpu_banner, measure_ceilings, time_us  # noqa: E402
 from nvfp4_driver import quantize as q  # noqa: E402
+from nvfp4_driver.layout import a_scale_rows_upper_bound  # noqa: E402
 
-# (rows, K, groups): 16M and 64M elements; groups split the rows evenly.
-SHAPES = [(4096, 4096, 1), (4096, 4096, 8), (2048, 7168, 1), (8192, 8192, 1), (16384, 4096, 32)]
+# (rows, K, groups): 16M and 64M elements, then decode-sized calls (DeepSeek-V3's K = 7168 over 256
+# experts at 2 and at 0-1 tokens per expert, Qwen3-30B-A3B's K = 2048 over 128 at 4), where the
+# padding scale rows (each group's scale rows end on a 128-row tile) are most of the bytes written.
+# Groups split the rows evenly, the remainder going to the first ones.
+SHAPES = [(4096, 4096, 1), (4096, 4096, 8), (2048, 7168, 1), (8192, 8192, 1), (16384, 4096, 32),
+          (512, 7168, 256), (64, 7168, 256), (512, 2048, 128)]
 BYTES_PER_ELEMENT = 2 + 0.5 + 1 / 16
 ONE_SIXTH = 1.0 / 6.0  # float32(1/6) once converted; the peer multiplies in float32 like SPEC §4
 
@@ -65,6 +72,12 @@ def torch_quantize(x: torch.Tensor, gsf: torch.Tensor) -> tuple[torch.Tensor, to
     packed = code[:, 0::2] | (code[:, 1::2] << 4)
     sf_bytes = sf.view(torch.uint8).view(rows // 128, 4, 32, k // 64, 4).permute(0, 3, 2, 1, 4).reshape(rows, k // 16)
     return packed, sf_bytes
+
+
+def even_m_indptr(rows: int, groups: int) -> torch.Tensor:
+    """m_indptr of `groups` groups splitting `rows` evenly, the remainder to the first groups."""
+    counts = [rows // groups + (g < rows % groups) for g in range(groups)]
+    return torch.tensor([0] + counts, dtype=torch.int64).cumsum(0).to(torch.int32).cuda()
 
 
 def time_clean_us(fn, iters: int = 50, warmup: int = 5) -> float:
@@ -153,9 +166,9 @@ def main(argv=None):
           f"{'GB/s':>5} {'floor':>5} {'%floor':>6} | {'torch us':>8} {'x torch':>7} {'bytes':>5}")
     for rows, k, groups in SHAPES:
         x = torch.randn(rows, k, dtype=torch.bfloat16, device="cuda") * 3
-        m_indptr = (torch.arange(groups + 1, dtype=torch.int32, device="cuda") * (rows // groups)).contiguous()
+        m_indptr = even_m_indptr(rows, groups)
         gsf = q.global_scale_from_amax(x)
-        nbytes = int(rows * k * BYTES_PER_ELEMENT)
+        nbytes = rows * k * 2 + rows * k // 2 + a_scale_rows_upper_bound(rows, groups) * k // 16
         floor = floors_us(nbytes, 0, ceil)[0]
         for label, path in [("quantize", None)] + [(Path(b).stem[:9], b) for b in args.baseline]:
             with kernel_file(path):
@@ -176,9 +189,9 @@ def main(argv=None):
             print(f"{label:9} {rows:5} {k:5} {groups:2} {rows * k / 2**20:5.0f} | {flush_us:6.1f} {clean_us:6.1f} "
                   f"{graph_us:6.1f}    | {nbytes / clean_us / 1e3:5.0f} {floor:5.1f} {100 * floor / clean_us:5.1f}% | "
                   f"{peer_us:8.1f} {peer_us / clean_us:7.1f} {same:>5}")
-        if groups == 1:  # the practical floor: torch's copy of the same bytes (half read, half written)
+        if groups == 1 or rows * k < 2**22:  # the practical floor: torch's copy of the same bytes
             src = torch.empty(nbytes // 2, dtype=torch.uint8, device="cuda")
-            pairs = [(torch.empty_like(src), src.clone()) for _ in range(2 * len(copies_beyond_l2(x)))]
+            pairs = [(torch.empty_like(src), src.clone()) for _ in range(max(2, -(-2**27 // nbytes)))]
             c_clean = time_clean_us(lambda: pairs[0][0].copy_(pairs[0][1]))
             c_graph = time_graph_us([lambda d=d, s_=s_: d.copy_(s_) for d, s_ in pairs])
             print(f"{'copy':9} {rows:5} {k:5} {'':2} {rows * k / 2**20:5.0f} | {'':6} {c_clean:6.1f} "

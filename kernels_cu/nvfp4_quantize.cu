@@ -193,9 +193,9 @@ __device__ __forceinline__ void load_unit(Chunk<D> (&c)[kSteps], const char* row
 // This warp's walk over the units: w, w + W, w + 2W, ... as (row, segment), with no division per unit.
 
 struct Walk {
-  int64_t row;          // the unit's row (quantize: its scale row)
-  int seg;              // its segment of kSegment elements
-  int segments;         // ceil(K / kSegment)
+  int64_t row;          // the unit's row (zeroing the padding scale rows: a 128-row scale tile)
+  int seg;              // its segment of kSegment elements (zeroing: of kZeroSliceChunks chunks)
+  int segments;         // segments per row: ceil(K / kSegment)
   int stride_seg;       // W % segments
   int64_t stride_rows;  // W / segments
   __device__ __forceinline__ void advance() {
@@ -208,9 +208,10 @@ struct Walk {
   }
 };
 
-__device__ __forceinline__ Walk first_unit(int k) {
+// The walk of this warp over `segments` segments per row (first_unit: the units of rows of K).
+__device__ __forceinline__ Walk first_of(int segments) {
   Walk w;
-  w.segments = (k + kSegment - 1) / kSegment;
+  w.segments = segments;
   if (gridDim.x < (1u << 27)) {
     // Every grid the host launches: 32-bit divisions, which cost a tenth of the 64-bit ones on the
     // path to the first loads (cold, each instruction-cache miss there delays them).
@@ -230,6 +231,8 @@ __device__ __forceinline__ Walk first_unit(int k) {
   w.stride_seg = (int)(stride - w.stride_rows * w.segments);
   return w;
 }
+
+__device__ __forceinline__ Walk first_unit(int k) { return first_of((k + kSegment - 1) / kSegment); }
 
 // Store 8 float32 values rounded to nearest even into the output dtype.
 template <int D>
@@ -424,9 +427,10 @@ __device__ __forceinline__ RowRun find_row_run(const Groups& G, int64_t r) {
 //
 // The units walk DATA rows: a unit's address is known without a lookup, so its loads issue at once
 // and the group lookup (m_indptr, the global scale) overlaps them. Before its first encode, each warp
-// also walks SCALE rows with no loads and zeroes the padding ones (no data row maps to them), so
-// every byte of q_scale is written once, and a padding row costs no data unit (v0.2 walked scale
-// rows, padding included: with 8 groups 18% of its units, which left the warps unevenly loaded).
+// also zeroes its share of the padding scale rows (no data row maps to them; slices of 128-row
+// tiles, no loads), so every byte of q_scale is written once, and a padding row costs no data unit
+// (v0.2 walked scale rows, padding included: with 8 groups 18% of its units, which left the warps
+// unevenly loaded).
 // Rows of q outside the groups hold 0x00 (e2m1 +0).
 
 // One 512-element step of data row r at columns base .. base + 511: its codes (zeros for a row of
@@ -462,63 +466,66 @@ __device__ __forceinline__ void encode_step(const Chunk<D>& c, uint8_t* __restri
   *reinterpret_cast<uint2*>(q + r * (k / 2) + col / 2) = make_uint2(lo, hi);
 }
 
-// The span of scale rows from s on that are all padding or all hold data rows: its end (> s, up to
-// sf_rows) and which. Activation mode: g is the last group with sf_base(g) <= s; its data rows end at
-// sf_base(g) + count(g), its padding at sf_base(g + 1) (sf_rows after the last group; rows below
-// sf_base(0) are padding too). Weights mode: groups of N data rows every N_pad scale rows.
-struct ScaleSpan {
-  int64_t end;
-  bool padding;
-};
-__device__ __forceinline__ ScaleSpan scale_span_at(const Groups& G, int64_t s, int64_t sf_rows) {
-  int64_t base, count, next;
+// How many rows at the start of the 128-row scale tile at lo hold data, in [0, 128]. Activation mode:
+// g is the last group with sf_base(g) <= lo, whose data rows end at sf_base(g) + count(g); weights
+// mode: groups of N data rows every N_pad scale rows. (Rows below sf_base(0) and past the last
+// group's are padding.)
+__device__ __forceinline__ int tile_data_rows(const Groups& G, int64_t lo) {
+  int64_t base, count;
   if (G.m_indptr == nullptr) {
     const int64_t n_pad = ((int64_t)G.group_rows + 127) / 128 * 128;
-    const int64_t g = s / n_pad;
-    if (g >= G.num_groups) return ScaleSpan{sf_rows, true};
+    const int64_t g = lo / n_pad;
+    if (g >= G.num_groups) return 0;
     base = g * n_pad;
     count = G.group_rows;
-    next = base + n_pad;
   } else {
-    const int64_t g = G.last_scale_start_at(s);
-    if (g < 0) return ScaleSpan{G.num_groups > 0 ? G.sf_base(0) : sf_rows, true};
+    const int64_t g = G.last_scale_start_at(lo);
+    if (g < 0) return 0;
     const GroupRows gr = G.bounds(g);
     base = G.sf_base(g);
     count = gr.hi - gr.lo;
-    next = g + 1 < G.num_groups ? G.sf_base(g + 1) : sf_rows;
   }
-  // max(.., s + 1): a malformed m_indptr (decreasing) must not stall the walk.
-  if (s < base + count) return ScaleSpan{max(base + count, s + 1), false};
-  return ScaleSpan{max(next, s + 1), true};
+  return static_cast<int>(min(max(base + count - lo, (int64_t)0), (int64_t)128));
 }
 
-// The warp's share of the padding scale rows, zeroed. The swizzled layout stores each 128-row tile
-// of scale rows contiguously (128 x K/16 bytes), so the warps take whole tiles (grid stride): a tile
-// that is all padding is zeroed with 16-byte stores, 512 contiguous bytes per warp store; in a tile
-// that mixes data and padding rows, each padding row gets one 4-byte word per lane and store (the
-// row's bytes lie 512 apart). A few contiguous rows per warp instead, all zeroed with 4-byte words,
-// cost 10 us more per call at 64 M elements and 32 groups back to back (83.8 against 73.5 us; likely
-// the sectors each warp left part-written; docs/perf-notes.md, "Quantizer v0.4").
+// The padding scale rows, zeroed. The swizzled layout stores each 128-row tile of scale rows as
+// K/64 contiguous 512-byte chunks, and in every chunk lane l's 16-byte word holds rows l, l + 32,
+// l + 64, l + 96 (4 bytes each, in that order). With a valid m_indptr every group starts on a tile
+// boundary, so a tile is d data rows then 128 - d padding rows, and the padding part of each word is
+// its tail: bytes 4 j0 .. 15, j0 = the word's data rows. A work item is a slice of one tile's chunks
+// (grid stride over all tiles' slices); per chunk the warp writes its 512 contiguous bytes with one
+// 16-byte store per lane where the word is all padding, and the tail stores where it is not. v0.4
+// zeroed a mixed tile row by row (each 4-byte store over 32 sectors 512 bytes apart) in one warp: at
+// 2 rows per group (decode), 126 rows x K/128 stores in each group's warp (docs/perf-notes.md,
+// "Quantizer v0.5"). A malformed m_indptr gives unspecified bytes, but every store stays in its tile.
+constexpr int kZeroSliceChunks = 16;  // 8 KB of a tile per work item
+
+// Zero bytes 4 j0 .. 15 of the 16-byte word at p (16-byte aligned), j0 in 0..4.
+__device__ __forceinline__ void zero_word_tail(uint8_t* p, int j0) {
+  if (j0 == 0) {
+    *reinterpret_cast<uint4*>(p) = make_uint4(0u, 0u, 0u, 0u);
+    return;
+  }
+  if (j0 == 1) *reinterpret_cast<uint32_t*>(p + 4) = 0u;
+  if (j0 <= 2) *reinterpret_cast<uint2*>(p + 8) = make_uint2(0u, 0u);
+  else if (j0 == 3) *reinterpret_cast<uint32_t*>(p + 12) = 0u;
+}
+
 __device__ __forceinline__ void zero_padding_scale_rows(uint8_t* __restrict__ q_scale, const Groups& groups,
                                                         int64_t sf_rows, int k) {
   const int64_t sf_k = k / kSfVec;
-  const int64_t warps = (int64_t)gridDim.x * kWarps;
+  const int chunks = k / 64;  // 512-byte chunks per tile
+  const int slices = (chunks + kZeroSliceChunks - 1) / kZeroSliceChunks;
+  const int64_t tiles = sf_rows / 128;  // the host sizes q_scale in whole tiles
   const int lane = threadIdx.x & 31;
-  for (int64_t t = (int64_t)blockIdx.x * kWarps + (threadIdx.x >> 5); t * 128 < sf_rows; t += warps) {
-    const int64_t lo = t * 128, hi = min(lo + 128, sf_rows);
-    for (int64_t s = lo; s < hi;) {
-      const ScaleSpan span = scale_span_at(groups, s, sf_rows);
-      const int64_t end = min(span.end, hi);
-      if (span.padding && s == lo && end == lo + 128) {
-        uint4* tile = reinterpret_cast<uint4*>(q_scale + lo * sf_k);
-        for (int64_t i = lane; i < 128 * sf_k / 16; i += 32) tile[i] = make_uint4(0u, 0u, 0u, 0u);
-      } else if (span.padding) {
-        for (int64_t r = s; r < end; ++r)
-          for (int64_t kb = lane * 4; kb < sf_k; kb += 128)
-            *reinterpret_cast<uint32_t*>(q_scale + swizzled_offset(r, kb, sf_k)) = 0u;
-      }
-      s = end;
-    }
+  // Work items are (tile, slice), walked like the units (row, segment).
+  for (Walk w = first_of(slices); w.row < tiles; w.advance()) {
+    // The lane's data rows per word: its rows lane + 32 j below the tile's data rows d.
+    const int j0 = min((max(tile_data_rows(groups, w.row * 128) - lane, 0) + 31) / 32, 4);
+    if (__all_sync(0xffffffffu, j0 == 4)) continue;  // a tile of data rows only
+    uint8_t* p = q_scale + w.row * 128 * sf_k + w.seg * (kZeroSliceChunks * 512) + lane * 16;
+    const int n = min(kZeroSliceChunks, chunks - w.seg * kZeroSliceChunks);
+    for (int c = 0; c < n; ++c, p += 512) zero_word_tail(p, j0);
   }
 }
 

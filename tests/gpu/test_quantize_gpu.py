@@ -30,6 +30,25 @@ def rng(request):
     return np.random.default_rng([SEED, abs(hash(request.node.nodeid)) % 2**31])
 
 
+POISON = 0xA5  # not a byte any zero padding, +0 code pair or all-zero block's scale can be
+
+
+@pytest.fixture(autouse=True)
+def poisoned_outputs(monkeypatch):
+    """Every array the ops allocate starts as POISON bytes (queued on the current stream before the
+    kernel), so a byte the kernel fails to write (a padding scale row, a row outside the groups)
+    cannot pass for a zero that the caching allocator happened to hand back."""
+    real = q.tensors.allocate
+
+    def allocate(like, shape, dtype, **kw):
+        out, arr = real(like, shape, dtype, **kw)
+        if isinstance(out, torch.Tensor):
+            out.view(torch.uint8).fill_(POISON)
+        return out, arr
+
+    monkeypatch.setattr(q.tensors, "allocate", allocate)
+
+
 def tie_blocks(rng, count: int, max_exp: int) -> np.ndarray:
     """(count, 16) blocks whose scaled values are exact e2m1 ties when the global scale is a power of
     two: the block max is 6 * 2^e, so amax * (1/6) rounds to 2^e exactly and the scale is 2^-e * gsf-free."""
@@ -227,6 +246,29 @@ def test_quantize_spans_any_grid(rng, record_bytes, monkeypatch, dtype, blocks, 
     assert_bytes_equal(a_scale, want_sf, "a_scale", record_bytes)
     w32 = np.stack([make_input(rng, 70, k, dtype) for _ in range(3)])
     b, b_scale = q.quantize_weights(torch.from_numpy(w32).to(TORCH[dtype]).cuda(), float(gsf[0]))
+    for g in range(3):
+        packed, swizzled = R.quantize(w32[g], gsf[0])
+        assert_bytes_equal(b[g], packed, f"b[{g}]", record_bytes)
+        assert_bytes_equal(b_scale[g], swizzled, f"b_scale[{g}]", record_bytes)
+
+
+@pytest.mark.parametrize("k", [1088, 7168])
+def test_padding_scale_rows_after_every_data_row_count(rng, record_bytes, k):
+    """The padding scale rows of a tile are zeroed as the tail of each lane's 16-byte word (rows l,
+    l + 32, l + 64, l + 96): groups of 1..129 rows end their last tile at every kind of word
+    boundary (d = 31, 32, 33, 63, ...), on K = 1088 (17 chunks of 512 bytes: a full slice of 16 and
+    one of 1) and DeepSeek's 7168 (112 chunks). Weights with N = 97 leave 31 padding rows per group."""
+    sizes = [1, 31, 32, 33, 63, 64, 65, 95, 96, 97, 127, 128, 129, 0, 2, 255, 256, 257]
+    ind = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int32)
+    x32 = make_input(rng, int(ind[-1]) + 3, k, "bfloat16")
+    gsf = np.float32(rng.choice([448 * 6 / 40.0, 3.0, 2.0**-3], size=len(sizes)))
+    a, a_scale = q.quantize_activations(to_device(x32, "bfloat16"), torch.from_numpy(ind).cuda(),
+                                        torch.from_numpy(gsf).cuda())
+    want_a, want_sf = expected_activations(x32, ind, gsf)
+    assert_bytes_equal(a, want_a, "a", record_bytes)
+    assert_bytes_equal(a_scale, want_sf, "a_scale", record_bytes)
+    w32 = np.stack([make_input(rng, 97, k, "bfloat16") for _ in range(3)])
+    b, b_scale = q.quantize_weights(torch.from_numpy(w32).to(torch.bfloat16).cuda(), float(gsf[0]))
     for g in range(3):
         packed, swizzled = R.quantize(w32[g], gsf[0])
         assert_bytes_equal(b[g], packed, f"b[{g}]", record_bytes)
