@@ -30,7 +30,7 @@ def rng(request):
     return np.random.default_rng([SEED, abs(hash(request.node.nodeid)) % 2**31])
 
 
-POISON = 0xA5  # not a byte any zero padding, +0 code pair or all-zero block's scale can be
+POISON = 0xA5  # nonzero: every padding byte and every row outside the groups must read 0
 
 
 @pytest.fixture(autouse=True)
