@@ -116,7 +116,8 @@ struct Pairs16 {
   __device__ __forceinline__ uint32_t abs_pair(int p) const { return w[p] & 0x7FFF7FFFu; }
   __device__ __forceinline__ uint32_t signs(int p) const { return w[p] & 0x80008000u; }
   __device__ __forceinline__ float at(int i) const { return Pair::widen(w[i >> 1], i & 1); }
-  __device__ __forceinline__ float magnitude(int i) const { return Pair::widen(abs_pair(i >> 1), i & 1); }
+  // |x| as an FMUL operand modifier: no mask (the masked words abs_pair feed amax only).
+  __device__ __forceinline__ float magnitude(int i) const { return fabsf(Pair::widen(w[i >> 1], i & 1)); }
   // max|x| over the 16, NaN if one is NaN (as max_nan): on x2 pairs, exact (max returns an input).
   __device__ __forceinline__ float amax() const {
     typename Pair::type m = Pair::of(abs_pair(0));
