@@ -127,6 +127,14 @@ def assert_bytes_equal(got, want, what: str, record_bytes):
     record_bytes(got.size)
 
 
+def assert_weights_equal(b, b_scale, w32, gsf, record_bytes):
+    """Every group's b and b_scale against the reference, gsf[g] the group's global scale."""
+    for g in range(w32.shape[0]):
+        packed, swizzled = R.quantize(w32[g], gsf[g])
+        assert_bytes_equal(b[g], packed, f"b[{g}]", record_bytes)
+        assert_bytes_equal(b_scale[g], swizzled, f"b_scale[{g}]", record_bytes)
+
+
 def global_scale_arg(kind: str, gsf: np.ndarray):
     if kind == "python":
         return float(gsf[0])
@@ -208,10 +216,7 @@ def test_persistent_walk_many_units_per_warp(rng, record_bytes, monkeypatch, dty
     # Weights: runs of N rows, N_pad - N padding scale rows between them.
     w32 = np.stack([make_input(rng, 300, 512, dtype) for _ in range(5)])
     b, b_scale = q.quantize_weights(torch.from_numpy(w32).to(TORCH[dtype]).cuda(), torch.from_numpy(gsf[:5]).cuda())
-    for g in range(5):
-        packed, swizzled = R.quantize(w32[g], gsf[g])
-        assert_bytes_equal(b[g], packed, f"b[{g}]", record_bytes)
-        assert_bytes_equal(b_scale[g], swizzled, f"b_scale[{g}]", record_bytes)
+    assert_weights_equal(b, b_scale, w32, gsf[:5], record_bytes)
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
@@ -246,10 +251,7 @@ def test_quantize_spans_any_grid(rng, record_bytes, monkeypatch, dtype, blocks, 
     assert_bytes_equal(a_scale, want_sf, "a_scale", record_bytes)
     w32 = np.stack([make_input(rng, 70, k, dtype) for _ in range(3)])
     b, b_scale = q.quantize_weights(torch.from_numpy(w32).to(TORCH[dtype]).cuda(), float(gsf[0]))
-    for g in range(3):
-        packed, swizzled = R.quantize(w32[g], gsf[0])
-        assert_bytes_equal(b[g], packed, f"b[{g}]", record_bytes)
-        assert_bytes_equal(b_scale[g], swizzled, f"b_scale[{g}]", record_bytes)
+    assert_weights_equal(b, b_scale, w32, np.full(3, gsf[0], np.float32), record_bytes)
 
 
 @pytest.mark.parametrize("k", [1088, 7168])
@@ -269,10 +271,7 @@ def test_padding_scale_rows_after_every_data_row_count(rng, record_bytes, k):
     assert_bytes_equal(a_scale, want_sf, "a_scale", record_bytes)
     w32 = np.stack([make_input(rng, 97, k, "bfloat16") for _ in range(3)])
     b, b_scale = q.quantize_weights(torch.from_numpy(w32).to(torch.bfloat16).cuda(), float(gsf[0]))
-    for g in range(3):
-        packed, swizzled = R.quantize(w32[g], gsf[0])
-        assert_bytes_equal(b[g], packed, f"b[{g}]", record_bytes)
-        assert_bytes_equal(b_scale[g], swizzled, f"b_scale[{g}]", record_bytes)
+    assert_weights_equal(b, b_scale, w32, np.full(3, gsf[0], np.float32), record_bytes)
 
 
 @pytest.mark.parametrize("ind", [[3, 200, 60, 303], [-5, 10, 10, 99999], [400, 0, 0, 50], [7, 7, 2, -1]])
@@ -334,10 +333,7 @@ def test_quantize_weights_bit_exact(rng, record_bytes, dtype, n, k, per_group):
     gs_arg = torch.from_numpy(gsf).cuda() if per_group else float(gsf[0])
     b, b_scale = q.quantize_weights(torch.from_numpy(w32).to(TORCH[dtype]).cuda(), gs_arg)
     assert tuple(b.shape) == (groups, n, k // 2) and tuple(b_scale.shape) == (groups, layout.padded_n(n), k // 16)
-    for g in range(groups):
-        packed, swizzled = R.quantize(w32[g], gsf[g])
-        assert_bytes_equal(b[g], packed, f"b[{g}]", record_bytes)
-        assert_bytes_equal(b_scale[g], swizzled, f"b_scale[{g}]", record_bytes)
+    assert_weights_equal(b, b_scale, w32, gsf, record_bytes)
 
 
 def test_invalid_device_global_scales_give_nan_scales(rng, record_bytes):
