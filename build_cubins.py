@@ -110,9 +110,14 @@ FAMILIES = {
     "sm90a": Family(source="sm90a_nvfp4_grouped_gemm.cu", targets=("sm_90a",), threads=lambda v: 256,
                     stage_bytes=_stage_bytes, max_stages=6, fixed_smem=_sm90a_smem, smem_budget=232_448),
     # Native Blackwell FP4 (block-scaled mma.sync). "twin_sm_90": the same source with the MMA
-    # replaced by its software model (-DNVFP4_TWIN), which runs on an H100.
-    "sm120": _gemm_family("sm120_nvfp4_grouped_gemm.cu", ("sm_120a", "sm_121a", "twin_sm_90")),
+    # replaced by its software model (-DNVFP4_TWIN), which runs on an H100; "standin_sm_90": with the
+    # MMA replaced by a cheap op that consumes every operand (-DNVFP4_STANDIN), which times the
+    # kernel's data movement on an H100.
+    "sm120": _gemm_family("sm120_nvfp4_grouped_gemm.cu", ("sm_120a", "sm_121a", "twin_sm_90", "standin_sm_90")),
 }
+# Builds of another target's kernel for sm_90, by the macro that makes them: they stand in for
+# hardware we lack, for tests and benchmarks; no GPU is ever dispatched to them.
+PROXY_TARGETS = {"twin_": "-DNVFP4_TWIN", "standin_": "-DNVFP4_STANDIN"}
 
 # FlashInfer's cut (tile_m = 128, every tile_n / tile_k / swap_ab), plus token tiles of 16/32/64
 # with swap_ab for groups of few rows (decode): weights on the MMA's M side, so each weight byte is
@@ -290,10 +295,10 @@ def compile_one(nvcc: str, v: Variant, target: str) -> dict:
     if target.startswith("compute_"):
         cmd = [nvcc, *flags, "-ptx", f"-arch={target}", *macros(v), "-o", str(out), str(src)]
     else:
-        real = target.removeprefix("twin_")
-        twin = ["-DNVFP4_TWIN"] if real != target else []
+        proxy = [flag for prefix, flag in PROXY_TARGETS.items() if target.startswith(prefix)]
+        real = target.split("_", 1)[1] if proxy else target
         arch = real.replace("sm_", "compute_")
-        cmd = [nvcc, *flags, "-cubin", f"-gencode=arch={arch},code={real}", "-Xptxas", "-v", *twin,
+        cmd = [nvcc, *flags, "-cubin", f"-gencode=arch={arch},code={real}", "-Xptxas", "-v", *proxy,
                *macros(v), "-o", str(out), str(src)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:

@@ -6,6 +6,9 @@
 //   twin   (-DNVFP4_TWIN, sm_90): a software model of that instruction, built from warp shuffles,
 //                               so the whole sm120 kernel can run on an H100 with this one
 //                               instruction as its only difference.
+//   stand-in (-DNVFP4_STANDIN, sm_90): a few integer ops and one FADD that consume every operand
+//                               register (so no load is optimised away), for timing the kernel's
+//                               data movement on an H100. Its results are meaningless.
 //
 // ---- Who holds what (PTX ISA 9.x) ---------------------------------------------------------------
 // lane = %laneid, g = lane >> 2 ("groupID"), p = lane & 3 ("threadID_in_group").
@@ -166,6 +169,9 @@ __device__ __forceinline__ void mma_nvf4_16x8x64(float (&d)[4], const uint32_t (
     d[2] = __fadd_rn(d[2], static_cast<float>(sum[2][kb]) * (0.25f * sa_hi * sb_0));
     d[3] = __fadd_rn(d[3], static_cast<float>(sum[3][kb]) * (0.25f * sa_hi * sb_1));
   }
+#elif defined(NVFP4_STANDIN)
+  const uint32_t x = a[0] ^ a[1] ^ a[2] ^ a[3] ^ b[0] ^ b[1] ^ sfa ^ sfb;
+  d[0] += __uint_as_float(x & 0x007FFFFFu);  // a subnormal: no NaN, no overflow, full-speed FADD
 #else
 #if defined(__CUDA_ARCH__) && !(defined(__CUDA_ARCH_FAMILY_SPECIFIC__) && \
                                 __CUDA_ARCH_FAMILY_SPECIFIC__ >= 1200 &&  \

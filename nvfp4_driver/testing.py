@@ -81,10 +81,12 @@ def _garbage_bytes(rng: np.random.Generator, shape) -> np.ndarray:
     return junk
 
 
-def _scale_bytes(rng: np.random.Generator, shape, zero_fraction: float, sign_bit: bool) -> np.ndarray:
+def _scale_bytes(rng: np.random.Generator, shape, zero_fraction: float, sign_bit: bool,
+                 byte_range=(1, 0x7F), nan_fraction: float = 0.0) -> np.ndarray:
     # Uniform bytes 0x01..0x7E cover every binade from 2**-9 (subnormal) to 448.
-    sf = rng.integers(1, 0x7F, size=shape, dtype=np.uint8)
+    sf = rng.integers(byte_range[0], byte_range[1], size=shape, dtype=np.uint8)
     sf[rng.random(size=shape) < zero_fraction] = 0
+    sf[rng.random(size=shape) < nan_fraction] = 0x7F
     if sign_bit:
         sf |= (rng.random(size=shape) < 0.5).astype(np.uint8) << 7
     return sf
@@ -96,6 +98,22 @@ def _place_rows(flat: np.ndarray, rows_sf: np.ndarray, first_row: int) -> None:
     if count:
         offs = swizzled_offset(first_row + np.arange(count)[:, None], np.arange(sf_k)[None, :], sf_k)
         flat[offs] = rows_sf
+
+
+def swizzled_scales(rng, m_indptr, a_sf: np.ndarray, b_sf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(a_scale, b_scale)`` in SPEC §3's layouts from row-major ``a_sf`` (cum_m, K/16) and ``b_sf``
+    (G, N, K/16); every padding byte random, a quarter of them NaN patterns."""
+    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    m_indptr = np.asarray(m_indptr)
+    groups, n, sf_k = b_sf.shape
+    a_scale = _garbage_bytes(rng, (a_scale_rows(m_indptr), sf_k))
+    a_flat = a_scale.reshape(-1)
+    for g, base in enumerate(a_scale_group_bases(m_indptr)):
+        _place_rows(a_flat, a_sf[m_indptr[g] : m_indptr[g + 1]], int(base))
+    b_scale = _garbage_bytes(rng, (groups, padded_n(n), sf_k))
+    for g in range(groups):
+        _place_rows(b_scale[g].reshape(-1), b_sf[g], 0)
+    return a_scale, b_scale
 
 
 def _check_shape_arg(value, name: str, multiple: int) -> int:
@@ -118,6 +136,8 @@ def random_problem(
     out_scale_target: float = 1e3,
     zero_scale_fraction: float = 0.02,
     scale_sign_bit: bool = False,
+    scale_byte_range: tuple[int, int] = (1, 0x7F),
+    nan_scale_fraction: float = 0.0,
 ) -> RandomProblem:
     """A fresh random grouped GEMM: every fp4 byte value, scales over all binades.
 
@@ -135,6 +155,9 @@ def random_problem(
         zero_scale_fraction: share of real scale bytes set to 0 (whole blocks decode to 0).
         scale_sign_bit: set bit 7 on half the real scale bytes; kernels and reference must
             ignore it (design.md). Off by default: FlashInfer's quantizer never writes it.
+        scale_byte_range: real scale bytes are drawn from ``[lo, hi)`` (default: every finite
+            nonzero ue4m3; ``(1, 8)`` gives only subnormal scales).
+        nan_scale_fraction: share of real scale bytes set to 0x7F (NaN): their outputs are NaN.
 
     ``a`` and ``b`` bytes are uniform over 0..255. Real scale bytes are uniform over
     0x01..0x7E (subnormals to 448), a few zero. Padding rows of ``a_scale`` (between groups
@@ -157,19 +180,11 @@ def random_problem(
     a = rng.integers(0, 256, size=(cum_m, k // 2), dtype=np.uint8)
     b = rng.integers(0, 256, size=(groups, n, k // 2), dtype=np.uint8)
     a_sf = np.zeros((cum_m, sf_k), dtype=np.uint8)
-    a_sf[m_indptr[0] : m_indptr[-1]] = _scale_bytes(
-        rng, (int(m_indptr[-1] - m_indptr[0]), sf_k), zero_scale_fraction, scale_sign_bit
-    )
-    b_sf = _scale_bytes(rng, (groups, n, sf_k), zero_scale_fraction, scale_sign_bit)
-
-    a_scale = _garbage_bytes(rng, (a_scale_rows(m_indptr), sf_k))
-    a_flat = a_scale.reshape(-1)
-    for g, base in enumerate(a_scale_group_bases(m_indptr)):
-        _place_rows(a_flat, a_sf[m_indptr[g] : m_indptr[g + 1]], int(base))
-    n_pad = padded_n(n)
-    b_scale = _garbage_bytes(rng, (groups, n_pad, sf_k))
-    for g in range(groups):
-        _place_rows(b_scale[g].reshape(-1), b_sf[g], 0)
+    draw = dict(zero_fraction=zero_scale_fraction, sign_bit=scale_sign_bit, byte_range=scale_byte_range,
+                nan_fraction=nan_scale_fraction)
+    a_sf[m_indptr[0] : m_indptr[-1]] = _scale_bytes(rng, (int(m_indptr[-1] - m_indptr[0]), sf_k), **draw)
+    b_sf = _scale_bytes(rng, (groups, n, sf_k), **draw)
+    a_scale, b_scale = swizzled_scales(rng, m_indptr, a_sf, b_sf)
 
     alphas = None
     if alpha:
