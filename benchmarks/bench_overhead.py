@@ -17,10 +17,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
+try:
+    import torch
+except ImportError:  # main() says so in one line (common.require_cuda)
+    torch = None
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import gpu_banner, host_us_per_call  # noqa: E402
+from benchmarks.common import gpu_banner, host_us_per_call, require_cuda  # noqa: E402
 import nvfp4_driver as nd  # noqa: E402
 from nvfp4_driver import driver, testing, variants  # noqa: E402
 from nvfp4_driver.devmem import DeviceBuffer  # noqa: E402
@@ -33,6 +36,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--profile", action="store_true", help="cProfile the torch path (top 20 by own time)")
     args = parser.parse_args()
+    require_cuda("bench_overhead.py")
     print(gpu_banner())
     print(f"python {sys.version.split()[0]}, torch {torch.__version__}, cpu {os.cpu_count()} cores")
     p = testing.random_problem(np.random.default_rng(0), [16], n=8, k=128, row_offset=0, trailing_rows=0)

@@ -36,10 +36,14 @@ import statistics
 import sys
 from pathlib import Path
 
-import torch
+try:
+    import torch
+except ImportError:  # main() says so in one line (common.require_cuda)
+    torch = None
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import L2_FLUSH_BYTES, floors_us, gpu_banner, measure_ceilings, time_us  # noqa: E402
+from benchmarks.common import (L2_FLUSH_BYTES, floors_us, gpu_banner, measure_ceilings,  # noqa: E402
+                               require_cuda, time_us)
 from nvfp4_driver import quantize as q  # noqa: E402
 from nvfp4_driver.layout import a_scale_rows_upper_bound  # noqa: E402
 
@@ -158,6 +162,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--baseline", action="append", default=[], help="another quantize_rows_bf16 cubin to time")
     args = ap.parse_args(argv)
+    require_cuda("bench_quantize.py")
     ceil = measure_ceilings()
     print(gpu_banner())
     print(f"measured copy bandwidth {ceil.copy_gbps:.0f} GB/s (read + write); bf16 input, "

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import subprocess
+import sys
 
 L2_FLUSH_BYTES = 256 * 2**20  # several times the H100's 50 MB L2
 
@@ -16,6 +17,23 @@ L2_FLUSH_BYTES = 256 * 2**20  # several times the H100's 50 MB L2
 class Ceilings:
     copy_gbps: float       # device-to-device copy, bytes read + written per second / 1e9
     bf16_tflops: float     # dense bf16 matmul, 8192^3
+
+
+def require_cuda(script: str):
+    """torch, where it is installed and sees a CUDA GPU; else one line on stderr and exit status 2
+    (what ``python -m nvfp4_driver selftest`` and ``bench`` do), so that a script run on a machine
+    without a GPU says why instead of dying in its first CUDA call."""
+    try:
+        import torch
+    except ImportError as exc:
+        print(f"{script} needs torch built with CUDA and an NVIDIA GPU, and torch is not installed ({exc}); "
+              f"nothing was timed", file=sys.stderr)
+        raise SystemExit(2) from None
+    if not torch.cuda.is_available():
+        print(f"{script} needs a CUDA GPU: torch.cuda.is_available() is False (torch {torch.__version__}, "
+              f"CUDA build: {torch.version.cuda or 'none, a CPU-only build'}); nothing was timed", file=sys.stderr)
+        raise SystemExit(2)
+    return torch
 
 
 def time_us(fn, iters: int = 50, warmup: int = 5) -> float:

@@ -11,11 +11,14 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
+try:
+    import torch
+except ImportError:  # main() says so in one line (common.require_cuda)
+    torch = None
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench_moe import ShapeRun, floor_us, select_shapes  # noqa: E402
-from benchmarks.common import gpu_banner, measure_ceilings, time_us  # noqa: E402
+from benchmarks.common import gpu_banner, measure_ceilings, require_cuda, time_us  # noqa: E402
 from nvfp4_driver import driver, variants  # noqa: E402
 from nvfp4_driver.problem import Problem  # noqa: E402
 
@@ -39,6 +42,7 @@ def main():
     p.add_argument("--quick", action="store_true", help="bench_moe.py's four --quick shapes")
     p.add_argument("--shapes", default=None, help="comma-separated substrings of bench_moe.py's shape names")
     args = p.parse_args()
+    require_cuda("sweep_tiles.py")
     ceil = measure_ceilings()
     print(gpu_banner())
     print(f"ceilings: copy {ceil.copy_gbps:.0f} GB/s, bf16 {ceil.bf16_tflops:.0f} TFLOP/s")

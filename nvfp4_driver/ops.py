@@ -21,7 +21,7 @@ import warnings
 import numpy as np
 
 from . import config, driver, tensors
-from .layout import a_scale_rows as _a_scale_rows_needed
+from .layout import a_scale_group_bases as _a_scale_group_bases, a_scale_rows as _a_scale_rows_needed
 from .problem import PACKED_DTYPES, SCALE_DTYPES, Problem, requested_tiles, validate_request
 from .variants import grid, kernel_spec, select_variant
 
@@ -210,7 +210,29 @@ def check_m_indptr(indptr, cum_m: int, a_scale_nbytes: int, sf_k: int) -> None:
     if rows * sf_k > a_scale_nbytes:
         raise ValueError(f"a_scale has {a_scale_nbytes} bytes ({a_scale_nbytes // sf_k} rows of K/16={sf_k}) "
                          f"but this m_indptr needs a_scale_rows(m_indptr)={rows} rows ({rows * sf_k} bytes): "
-                         f"group g's scales start at row ((m_indptr[g] + 127*g) // 128) * 128")
+                         f"group g's scales start at row ((m_indptr[g] + 127*g) // 128) * 128 "
+                         f"(nvfp4_driver.a_scale_group_bases(m_indptr) lists them)"
+                         + _tight_stacking_hint(ind, a_scale_nbytes, sf_k))
+
+
+def _tight_stacking_hint(ind: np.ndarray, a_scale_nbytes: int, sf_k: int) -> str:
+    """The sf_base trap (SPEC §3): an a_scale of exactly the per-group 128-row blocks stacked one after
+    another, with a group that such a stacking puts elsewhere than sf_base(g) (from group 2 on)."""
+    sizes = np.diff(ind)
+    blocks = (sizes + 127) // 128 * 128
+    if int(blocks.sum()) * sf_k != a_scale_nbytes:
+        return ""
+    tight = np.concatenate(([0], np.cumsum(blocks)[:-1]))
+    bases = _a_scale_group_bases(ind)
+    wrong = np.flatnonzero((tight != bases) & (sizes > 0))
+    if not wrong.size:  # every group would sit at its base: only the size is short
+        return ""
+    g = int(wrong[0])
+    return (f". a_scale has exactly the rows of the groups' 128-row blocks stacked tightly "
+            f"(sum of ceil(rows_g/128)*128 = {int(blocks.sum())}), the sf_base trap: group {g} starts at row "
+            f"a_scale_group_bases(m_indptr)[{g}]={int(bases[g])}, not at row {int(tight[g])}; allocate "
+            f"a_scale_rows(m_indptr) rows and put group g's scales at row a_scale_group_bases(m_indptr)[g] "
+            f"(nvfp4_driver.quantize_activations writes this layout)")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -293,12 +315,14 @@ def _make_plan(arrays: dict, tiles, out_dtype, flags) -> _Plan:
     num_groups = ind.shape[0] - 1
     if num_groups < 0:
         raise ValueError(f"m_indptr.shape={ind.shape} but it needs G+1 >= 1 entries")
+    _check_quantized(arrays["a"], "a")
     A = tensors.check_array(arrays["a"], "a", dtype=PACKED_DTYPES, ndim=2)
     k = 2 * A.shape[1]
+    _check_quantized(arrays["b"], "b")
     B = tensors.check_array(arrays["b"], "b", dtype=PACKED_DTYPES, ndim=3)
     if B.shape[0] != num_groups or B.shape[2] != k // 2:
         raise ValueError(f"b.shape={B.shape} but (G, N, K/2) needs G={num_groups} from m_indptr.shape="
-                         f"{ind.shape} and K/2={k // 2} from a.shape={A.shape}")
+                         f"{ind.shape} and K/2={k // 2} from a.shape={A.shape}" + _unpacked_hint(A.shape, B.shape))
     if out_dtype is not None:
         out_dtype = tensors.canonical_out_dtype(out_dtype)
     out_arr = arrays.get("out")
@@ -313,8 +337,13 @@ def _make_plan(arrays: dict, tiles, out_dtype, flags) -> _Plan:
     tensors.check_array(arrays["a_scale"], "a_scale", dtype=SCALE_DTYPES)
     bs = tensors.check_array(arrays["b_scale"], "b_scale", dtype=SCALE_DTYPES)
     if bs.nbytes != p.num_groups * p.n_pad * p.sf_k:
+        hint = ""
+        if 2 * bs.nbytes == p.num_groups * p.n_pad * p.sf_k:
+            hint = (f", twice what it holds, as if K were doubled: if a and b hold one e2m1 code per byte "
+                    f"(K={p.k // 2} columns each), pack two codes per byte, element 2i in the low nibble "
+                    f"(a (cum_m, K/2), b (G, N, K/2)), as {_QUANTIZERS} do")
         raise ValueError(f"b_scale has {bs.nbytes} bytes (shape {bs.shape}) but (G, N_pad, K/16) = "
-                         f"({p.num_groups}, {p.n_pad}, {p.sf_k}) needs {p.num_groups * p.n_pad * p.sf_k}")
+                         f"({p.num_groups}, {p.n_pad}, {p.sf_k}) needs {p.num_groups * p.n_pad * p.sf_k}{hint}")
     if "alpha" in arrays:
         tensors.check_array(arrays["alpha"], "alpha", dtype="float32", shape=(p.num_groups,))
     if out_arr is not None:
@@ -323,6 +352,40 @@ def _make_plan(arrays: dict, tiles, out_dtype, flags) -> _Plan:
             raise ValueError(f"out.dtype={out_arr.dtype} but out_dtype={p.out_dtype}")
     tensors.check_same_device(arrays)
     return _Plan(problem, tiles, arrays["a_scale"].nbytes, flags)
+
+
+# dtypes of values that were never quantized: the commonest first mistake is to pass them as a or b.
+_UNQUANTIZED_DTYPES = ("bfloat16", "float16", "float32", "float64")
+_QUANTIZERS = "nvfp4_driver.quantize_activations / nvfp4_driver.quantize_weights"
+_QUANTIZE_HINT = {
+    "a": "quantize first with nvfp4_driver.quantize_activations(x, m_indptr, global_scale) -> (a, a_scale) "
+         "(or nvfp4_driver.quantize_weights for b)",
+    "b": "quantize first with nvfp4_driver.quantize_weights(w, global_scale) -> (b, b_scale) "
+         "(or nvfp4_driver.quantize_activations for a)",
+}
+
+
+def _check_quantized(arr, name: str) -> None:
+    """A bf16/fp16/fp32 ``a`` or ``b`` holds values, not e2m1 codes: say how to make the codes."""
+    if arr.dtype in _UNQUANTIZED_DTYPES:
+        raise TypeError(f"{name}.dtype={arr.dtype} but one of {', '.join(PACKED_DTYPES)} is required "
+                        f"(packed e2m1, two 4-bit codes per byte): {name} (shape {arr.shape}) holds unquantized "
+                        f"values; {_QUANTIZE_HINT[name]}")
+
+
+def _unpacked_hint(a_shape, b_shape) -> str:
+    """When a's and b's last dimensions differ by exactly 2x, one of them holds one e2m1 code per byte."""
+    if len(b_shape) != 3 or not a_shape[1] or not b_shape[2]:
+        return ""
+    if a_shape[1] == 2 * b_shape[2]:
+        return (f"; a.shape[1]={a_shape[1]} is 2*b.shape[2]: a looks unpacked (one e2m1 code per byte, K columns "
+                f"instead of K/2={b_shape[2]}): pack two codes per byte, element 2i in the low nibble, "
+                f"as nvfp4_driver.quantize_activations does")
+    if b_shape[2] == 2 * a_shape[1]:
+        return (f"; b.shape[2]={b_shape[2]} is 2*a.shape[1]: b looks unpacked (one e2m1 code per byte, K columns "
+                f"instead of K/2={a_shape[1]}): pack two codes per byte, element 2i in the low nibble, "
+                f"as nvfp4_driver.quantize_weights does")
+    return ""
 
 
 def _check_pointers(ptrs: dict) -> None:

@@ -30,6 +30,38 @@ def test_bench_without_cuda_fails_clearly():
     assert "Traceback" not in r.stderr
 
 
+_BLOCK_TORCH = """
+import runpy, sys
+class _NoTorch:  # as if torch were not installed
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError(f"No module named {name!r}")
+sys.meta_path.insert(0, _NoTorch())
+sys.argv = [sys.argv[1]]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+SCRIPTS = sorted(p for p in (ROOT / "benchmarks").glob("*.py") if '__name__ == "__main__"' in p.read_text())
+
+
+def test_every_benchmark_script_is_listed():
+    assert {p.name for p in SCRIPTS} >= {"bench_moe.py", "bench_overhead.py", "bench_quantize.py", "sweep_tiles.py"}
+
+
+@pytest.mark.parametrize("missing", ["gpu", "torch"])
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_benchmark_scripts_without_cuda_say_so_in_one_line(script, missing):
+    """Every script in benchmarks/, run where there is no GPU (or no torch at all): exit status 2 and
+    one line saying what is missing, not a traceback."""
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    cmd = [sys.executable, str(script)] if missing == "gpu" else [sys.executable, "-c", _BLOCK_TORCH, str(script)]
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    said = (r.stdout + r.stderr).strip()
+    assert r.returncode == 2, said
+    assert "Traceback" not in said and len(said.splitlines()) == 1, said
+    assert ("torch" if missing == "torch" else "GPU") in said, said
+
+
 def test_bench_list_and_help_need_no_gpu():
     r = _cli("bench", "--list")
     assert r.returncode == 0, r.stderr
