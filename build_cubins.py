@@ -72,17 +72,27 @@ class Family:
     smem_budget: int = 0                # 0: SMEM_BUDGET (every target); more where the family's targets allow
 
 
+def gemm_warp_n(v: Variant) -> int:
+    """Columns of one warp's tile (nvfp4_grouped_gemm.cuh's WARP_N). The portable kernel's 16-token
+    tiles take 64: with weights on the MMA's M side, each warp decodes the tile's 16 tokens again,
+    and 64 weight rows a warp halve those repeats against 32 (perf-notes, v0.4)."""
+    return 64 if v.family == "sm80" and v.tile_m == 16 and v.tile_k == 256 and v.tile_n % 64 == 0 else 32
+
+
 def gemm_warps_k(v: Variant) -> int:
     """Warps sharing each warp tile's K chunks (nvfp4_grouped_gemm.cuh's WARPS_K). The portable
     kernel's token tiles take 2: their decode chain is latency-bound with 4 warps a block (v0.2 in
-    docs/perf-notes.md). The native kernel has no decode chain and keeps 1."""
-    return 2 if v.family == "sm80" and v.tile_m < 128 else 1
+    docs/perf-notes.md); 4 where wider warp tiles (gemm_warp_n) leave half the warps per K share.
+    The native kernel has no decode chain and keeps 1."""
+    if v.family != "sm80" or v.tile_m == 128:
+        return 1
+    return 4 if gemm_warp_n(v) == 64 else 2
 
 
 def _gemm_threads(v: Variant) -> int:
-    """Warps of min(tile_m, 64) tokens x 32 columns over a tile_m x tile_n block, times the K
+    """Warps of min(tile_m, 64) tokens x warp_n columns over a tile_m x tile_n block, times the K
     shares (nvfp4_grouped_gemm.cuh)."""
-    return 32 * (v.tile_m // min(v.tile_m, 64)) * (v.tile_n // 32) * gemm_warps_k(v)
+    return 32 * (v.tile_m // min(v.tile_m, 64)) * (v.tile_n // gemm_warp_n(v)) * gemm_warps_k(v)
 
 
 def _stage_bytes(v: Variant) -> int:
@@ -238,7 +248,7 @@ def macros(v: Variant) -> list[str]:
         f"-DNVFP4_TILE_K={v.tile_k}",
         f"-DNVFP4_SWAP_AB={int(v.swap_ab)}", f"-DNVFP4_STAGES={cfg['stages']}",
         f"-DNVFP4_THREADS={cfg['threads']}", f"-DNVFP4_SMEM_BYTES={cfg['smem_bytes']}",
-        f"-DNVFP4_WARPS_K={gemm_warps_k(v)}",
+        f"-DNVFP4_WARPS_K={gemm_warps_k(v)}", f"-DNVFP4_WARP_N={gemm_warp_n(v)}",
     ]
 
 
@@ -325,7 +335,8 @@ def variant_entry(v: Variant) -> dict:
                 "params": [{"name": n, "type": t} for n, t in PROBE_PARAMS]}
     return {
         "family": v.family, "source": FAMILIES[v.family].source, "tile_m": v.tile_m, "tile_n": v.tile_n,
-        "tile_k": v.tile_k, "swap_ab": v.swap_ab, "warps_k": gemm_warps_k(v), **launch_config(v),
+        "tile_k": v.tile_k, "swap_ab": v.swap_ab, "warps_k": gemm_warps_k(v), "warp_n": gemm_warp_n(v),
+        **launch_config(v),
         "grid": "x: (cum_m + (tile_m-1)*G) // tile_m row tiles (an upper bound; extra blocks exit), "
                 "y: ceil(N / tile_n)",
         "params": [{"name": n, "type": t} for n, t in GROUPED_GEMM_PARAMS],

@@ -312,7 +312,43 @@ def csv_rows(shape: MoeShape, results: dict[str, dict], ceil: Ceilings) -> list[
             "peer_over_ours": us / ours_us if us and ours_us else None,
             "rel_err_vs_bf16": r["err"], "note": r["note"],
         })
+    target, met = target_verdict(shape, rows)
+    for row in rows:
+        row["regime"] = regime(shape)
+        row["target"] = target if row["impl"] == "ours" else ""
+        row["meets_target"] = met if row["impl"] == "ours" else None
     return rows
+
+
+# Issue 12's targets, by regime (rows per expert): decode at most 1.35x the floor; the middle at least
+# 50% of the floor and faster than bf16; prefill at least 600 TFLOP/s and 0.85x bf16's speed.
+DECODE_MAX_FLOOR_RATIO = 1.35
+MIDDLE_MIN_PCT, PREFILL_MIN_TFLOPS, PREFILL_MIN_VS_BF16 = 50.0, 600.0, 0.85
+
+
+def regime(shape: MoeShape) -> str:
+    """"decode" (at most 16 rows per expert), "prefill" (at least 512, evenly), else "middle"."""
+    if shape.skewed:
+        return "middle"
+    return "decode" if shape.rows <= 16 else "prefill" if shape.rows >= 512 else "middle"
+
+
+def target_verdict(shape: MoeShape, rows: list[dict]) -> tuple[str, bool | None]:
+    """(what the target of the shape's regime asks, met?), from ours' and bf16's rows; None: not timed."""
+    by = {r["impl"]: r for r in rows}
+    ours, vs_bf16 = by["ours"], by["bf16"]["peer_over_ours"]
+    if not ours["us"]:
+        return "not timed", None
+    kind = regime(shape)
+    if kind == "decode":
+        ratio = ours["us"] / ours["floor_us"]
+        return f"decode <= {DECODE_MAX_FLOOR_RATIO}x floor: {ratio:.2f}x", ratio <= DECODE_MAX_FLOOR_RATIO
+    if kind == "middle":
+        met = ours["pct_of_floor"] >= MIDDLE_MIN_PCT and vs_bf16 is not None and vs_bf16 > 1.0
+        return f"middle >= {MIDDLE_MIN_PCT:.0f}% floor, > bf16: {ours['pct_of_floor']:.0f}%, {vs_bf16 or 0:.2f}x", met
+    met = ours["tflops"] >= PREFILL_MIN_TFLOPS and vs_bf16 is not None and vs_bf16 >= PREFILL_MIN_VS_BF16
+    return (f"prefill >= {PREFILL_MIN_TFLOPS:.0f} TFLOP/s, >= {PREFILL_MIN_VS_BF16}x bf16: "
+            f"{ours['tflops']:.0f}, {vs_bf16 or 0:.2f}x"), met
 
 
 def _is_wrong(row: dict) -> bool:
@@ -327,7 +363,7 @@ def _cell(value, fmt: str, width: int) -> str:
 
 HEADER = (f"{'#':>2} {'shape':25} {'E':>3} {'cum_m':>6} {'N':>5} {'K':>5} | {'ours us':>9} {'TFLOP/s':>7} "
           f"{'GB/s':>5} {'%floor':>6} | {'bf16 us':>9} {'x':>5} | {'fp8 us':>9} {'x':>5} | "
-          f"{'deq+bf16':>9} {'x':>5} | err ours")
+          f"{'deq+bf16':>9} {'x':>5} | err ours | issue 12 target")
 
 
 def format_line(index: int, shape: MoeShape, rows: list[dict]) -> str:
@@ -337,9 +373,10 @@ def format_line(index: int, shape: MoeShape, rows: list[dict]) -> str:
                        for p in IMPLS[1:])
     err = o["rel_err_vs_bf16"]
     flag = " MISMATCH" if o["us"] is not None and _is_wrong(o) else ""
+    verdict = {True: "met", False: "missed", None: "-"}[o["meets_target"]]
     return (f"{index:2} {shape.name:25} {shape.experts:3} {shape.cum_m:6} {shape.n:5} {shape.k:5} | "
             f"{_cell(o['us'], '.1f', 9)} {_cell(o['tflops'], '.1f', 7)} {_cell(o['gbps'], '.0f', 5)} "
-            f"{_cell(o['pct_of_floor'], '.1f', 5) + '%' if o['pct_of_floor'] else '   n/a'} | {peers} | {_cell(err, '.1e', 7)}{flag}")
+            f"{_cell(o['pct_of_floor'], '.1f', 5) + '%' if o['pct_of_floor'] else '   n/a'} | {peers} | {_cell(err, '.1e', 7)}{flag} | {verdict}: {o['target']}")
 
 
 def write_csv(path: str, rows: list[dict]) -> None:

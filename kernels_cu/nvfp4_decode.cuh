@@ -20,24 +20,33 @@ namespace nvfp4 {
 
 constexpr float kDecodedAccScale = 0x1p28f;  // undoes both operands' 2^-14
 
-// A ue4m3 scale byte -> fp16x2 {s, s}. The sign bit is ignored (SPEC: the scale is unsigned);
-// 0x7F is NaN as in float8_e4m3fn.
-__device__ __forceinline__ __half2 ue4m3_to_f16x2(uint32_t byte) {
+// Scale bytes -> fp16. The sign bit is ignored (SPEC: the scale is unsigned); 0x7F is NaN as in
+// float8_e4m3fn.
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ < 890
+// Before sm_89 (no e4m3 conversion): the 7 bits shifted into fp16's exponent/mantissa fields give
+// the value times 2^-8 (fp16's bias is 8 more than e4m3's), subnormals included; times 256 is exact.
+__device__ __forceinline__ __half ue4m3_to_f16_soft(uint32_t byte) {
+  const uint32_t bits7 = byte & 0x7Fu;
+  const __half h = __hmul(__ushort_as_half(static_cast<unsigned short>(bits7 << 7)), __ushort_as_half(0x5C00));
+  return bits7 == 0x7Fu ? __ushort_as_half(0x7E00) : h;  // 0x5C00 = 256; 0x7E00 = NaN
+}
+#endif
+
+// Two scale bytes, in bits 0..7 and 8..15 of `pair` -> fp16x2 {s0, s1}: one conversion serves
+// two data words whose blocks share a scale word (MathSm80 takes them with .H0_H0 / .H1_H1).
+__device__ __forceinline__ __half2 ue4m3x2_to_f16x2(uint32_t pair) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
-  // sm_89+: the hardware conversion (NaN included) of the byte duplicated into both halves.
-  const uint32_t pair = __byte_perm(byte & 0x7Fu, 0u, 0x4400);
   uint32_t h2;
-  asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(h2) : "h"(static_cast<unsigned short>(pair)));
+  asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(h2) : "h"(static_cast<unsigned short>(pair & 0x7F7Fu)));
   return *reinterpret_cast<const __half2*>(&h2);
 #else
-  // Shifting the 7 bits into fp16's exponent/mantissa fields gives the value times 2^-8 (fp16's
-  // bias is 8 more than e4m3's), subnormals included; the multiply by 256 is exact.
-  const uint32_t bits7 = byte & 0x7Fu;
-  const unsigned short raw = static_cast<unsigned short>(bits7 << 7);
-  __half h = __hmul(__ushort_as_half(raw), __ushort_as_half(0x5C00));  // 0x5C00 = 256
-  if (bits7 == 0x7Fu) h = __ushort_as_half(0x7E00);                    // NaN
-  return __half2half2(h);
+  return __halves2half2(ue4m3_to_f16_soft(pair), ue4m3_to_f16_soft(pair >> 8));
 #endif
+}
+
+// One scale byte -> fp16x2 {s, s}.
+__device__ __forceinline__ __half2 ue4m3_to_f16x2(uint32_t byte) {
+  return __low2half2(ue4m3x2_to_f16x2(byte & 0xFFu));
 }
 
 // Four packed bytes (elements e0..e7, e_i in nibble i) times one scale, times 2^-14 ->

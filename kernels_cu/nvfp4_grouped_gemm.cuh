@@ -5,7 +5,8 @@
 //   out[m, n] = alpha[g] * sum_k e2m1(a[m,k]) sa(m,k/16) * e2m1(b[g,n,k]) sb(g,n,k/16)
 //
 // One block computes a TM x TN output tile of one group (TM tokens: 16, 32, 64 or 128); warps
-// tile it min(TM, 64) tokens x 32 columns, and WARPS_K warps share each such tile by taking turns
+// tile it min(TM, 64) tokens x WARP_N columns (32, or 64 where fewer warps should decode the same
+// tokens), and WARPS_K warps share each such tile by taking turns
 // over the K chunks of every stage (their partial sums are added through shared memory at the
 // end). Splitting K inside the block gives a narrow token tile more warps to hide the latency of
 // its decode chain with, without a second kernel or a workspace. "P" is the operand on the MMA's M side (16-row fragments), "Q" the one on its N side
@@ -21,11 +22,11 @@
 
 namespace nvfp4 {
 
-template <int TM_, int TN_, int TK_, bool SWAP_, int STAGES_, int WARPS_K_ = 1>
+template <int TM_, int TN_, int TK_, bool SWAP_, int STAGES_, int WARPS_K_ = 1, int WARP_N_ = 32>
 struct GemmConfig {
   static constexpr int TM = TM_, TN = TN_, TK = TK_, STAGES = STAGES_, WARPS_K = WARPS_K_;
   static constexpr bool SWAP = SWAP_;
-  static constexpr int WARP_M = TM < 64 ? TM : 64, WARP_N = 32;
+  static constexpr int WARP_M = TM < 64 ? TM : 64, WARP_N = WARP_N_;
   static constexpr int WARPS_M = TM / WARP_M, WARPS_N = TN / WARP_N;
   static constexpr int TILE_WARPS = WARPS_M * WARPS_N;  // warps of one K share
   static constexpr int THREADS = 32 * TILE_WARPS * WARPS_K;
@@ -50,7 +51,7 @@ struct GemmConfig {
   static constexpr int Q_TILES = SWAP ? WARP_M / 8 : WARP_N / 8;    // 8-column MMA fragments per warp
   static constexpr int P_ROWS = SWAP ? TN : TM;                      // rows of the P operand's smem tile
   static constexpr int Q_ROWS = SWAP ? TM : TN;
-  static_assert(TM % 16 == 0 && TN % 32 == 0, "fragments are 16 rows (P) and 8 columns (Q)");
+  static_assert(TM % 16 == 0 && TN % WARP_N == 0, "fragments are 16 rows (P) and 8 columns (Q)");
   // The K shares' partial sums, [WARPS_K - 1][TILE_WARPS][P_TILES * Q_TILES * 4][32] floats, reuse
   // the pipeline's shared memory once it has drained.
   static constexpr int REDUCE_BYTES = (WARPS_K - 1) * TILE_WARPS * P_TILES * Q_TILES * 4 * 32 * 4;
@@ -311,8 +312,11 @@ __device__ __forceinline__ void grouped_gemm(const uint8_t* __restrict__ a, cons
 #if defined(NVFP4_TILE_M)
 // The variant of a build_cubins.py compile (its -D macros), checked against the block size and
 // shared memory the host will launch it with.
-using BuildConfig =
-    GemmConfig<NVFP4_TILE_M, NVFP4_TILE_N, NVFP4_TILE_K, NVFP4_SWAP_AB != 0, NVFP4_STAGES, NVFP4_WARPS_K>;
+#ifndef NVFP4_WARP_N
+#define NVFP4_WARP_N 32
+#endif
+using BuildConfig = GemmConfig<NVFP4_TILE_M, NVFP4_TILE_N, NVFP4_TILE_K, NVFP4_SWAP_AB != 0, NVFP4_STAGES,
+                               NVFP4_WARPS_K, NVFP4_WARP_N>;
 static_assert(BuildConfig::THREADS == NVFP4_THREADS, "build_cubins.py and the kernel disagree on the block size");
 static_assert(BuildConfig::STAGES * BuildConfig::STAGE_BYTES == NVFP4_SMEM_BYTES,
               "build_cubins.py and the kernel disagree on the shared memory size");

@@ -34,56 +34,78 @@ __device__ __forceinline__ void mma_f16_16x8x16(float (&c)[4], const uint32_t (&
 }
 
 struct MathSm80 {
-  static constexpr int K_CHUNK = 32;  // two m16n8k16 steps per call
+  // 64 k elements per call: one scale word per row (four 16-element blocks), whose two bytes this
+  // lane needs are converted together, then two 32-element halves of two m16n8k16 steps each.
+  static constexpr int K_CHUNK = 64;
   static constexpr float ACC_SCALE = kDecodedAccScale;  // the decode's 2^-14 on both operands
 
-  // The fp4 word (8 elements) of `row` at k-chunk `kc` of lane quad `q`, decoded with its scale.
-  // Lane quad q owns elements [8q, 8q+8) of the chunk: all in one 16-element scale block.
+  // The scales of `row` for lane quad `q` in k-chunk `kc`: half h's elements [8q, 8q+8) lie in block
+  // 2h + q/2 of the chunk, so the lane takes bytes q/2 and 2 + q/2 of the row's scale word.
   template <class C>
-  static __device__ __forceinline__ void load_decoded(const uint8_t* data, const uint32_t* sf, int rows, int row,
-                                                      int kc, int q, uint32_t (&regs)[4]) {
-    const uint32_t word = *reinterpret_cast<const uint32_t*>(data + row * C::ROW_PITCH + kc * 16 + q * 4);
-    const int kb = kc * 2 + (q >> 1);  // scale block within the k tile
-    const uint32_t sf_word = sf[(kb >> 2) * rows + row];
+  static __device__ __forceinline__ __half2 load_scales(const uint32_t* sf, int rows, int row, int kc, int q) {
+    const uint32_t word = sf[kc * rows + row];
+    return ue4m3x2_to_f16x2(__byte_perm(word, 0u, (q >> 1) | ((2 + (q >> 1)) << 4)));
+  }
+
+  // The fp4 word (8 elements) of `row` in half `h` of k-chunk `kc` for lane quad `q`, decoded with `scale`.
+  template <class C>
+  static __device__ __forceinline__ void load_decoded(const uint8_t* data, int row, int kc, int h, int q,
+                                                      __half2 scale, uint32_t (&regs)[4]) {
+    const uint32_t word = *reinterpret_cast<const uint32_t*>(data + row * C::ROW_PITCH + kc * 32 + h * 16 + q * 4);
     if (NVFP4_DIAG_SKIP & 1) {
-      regs[0] = word; regs[1] = word ^ sf_word; regs[2] = word + kb; regs[3] = sf_word;
+      const uint32_t s = *reinterpret_cast<const uint32_t*>(&scale);
+      regs[0] = word; regs[1] = word ^ s; regs[2] = word + h; regs[3] = s;
       return;
     }
-    decode_word(word, ue4m3_to_f16x2((sf_word >> (8 * (kb & 3))) & 0xFFu), regs);
+    decode_word(word, scale, regs);
   }
 
   template <class C>
   static __device__ __forceinline__ void chunk(float (&acc)[C::P_TILES][C::Q_TILES][4], const StageView& s,
                                                int p_base, int q_base, int kc, int lane) {
     const int grp = lane >> 2, q = lane & 3;
-    // Both operands place the same k elements in the same MMA k slots (a permutation of k within
-    // the chunk, which the sum does not see): decoded register 2h -> slots 2q..2q+1, register
-    // 2h+1 -> slots 8+2q..8+2q+1 of MMA step h.
-    uint32_t p_frag[C::P_TILES][2][4];
-    uint32_t q_frag[C::Q_TILES][4];
+    __half2 p_scale[C::P_TILES][2], q_scale[C::Q_TILES];
 #pragma unroll
     for (int i = 0; i < C::P_TILES; ++i)
 #pragma unroll
-      for (int h = 0; h < 2; ++h)
-        load_decoded<C>(s.p_data, s.p_sf, C::P_ROWS, p_base + i * 16 + h * 8 + grp, kc, q, p_frag[i][h]);
+      for (int r = 0; r < 2; ++r)
+        p_scale[i][r] = load_scales<C>(s.p_sf, C::P_ROWS, p_base + i * 16 + r * 8 + grp, kc, q);
 #pragma unroll
-    for (int j = 0; j < C::Q_TILES; ++j)
-      load_decoded<C>(s.q_data, s.q_sf, C::Q_ROWS, q_base + j * 8 + grp, kc, q, q_frag[j]);
+    for (int j = 0; j < C::Q_TILES; ++j) q_scale[j] = load_scales<C>(s.q_sf, C::Q_ROWS, q_base + j * 8 + grp, kc, q);
 #pragma unroll
-    for (int h = 0; h < 2; ++h)
+    for (int h = 0; h < 2; ++h) {
+      // Both operands place the same k elements in the same MMA k slots (a permutation of k within
+      // the half, which the sum does not see): decoded register 2t -> slots 2q..2q+1, register
+      // 2t+1 -> slots 8+2q..8+2q+1 of MMA step t.
+      uint32_t p_frag[C::P_TILES][2][4];
+      uint32_t q_frag[C::Q_TILES][4];
 #pragma unroll
-      for (int i = 0; i < C::P_TILES; ++i) {
-        const uint32_t a_regs[4] = {p_frag[i][0][2 * h], p_frag[i][1][2 * h], p_frag[i][0][2 * h + 1],
-                                    p_frag[i][1][2 * h + 1]};
+      for (int i = 0; i < C::P_TILES; ++i)
 #pragma unroll
-        for (int j = 0; j < C::Q_TILES; ++j) {
-          if (NVFP4_DIAG_SKIP & 2) {
-            acc[i][j][0] += __uint_as_float(a_regs[0] ^ a_regs[1] ^ a_regs[2] ^ a_regs[3] ^ q_frag[j][2 * h] ^ q_frag[j][2 * h + 1]);
-            continue;
+        for (int r = 0; r < 2; ++r)
+          load_decoded<C>(s.p_data, p_base + i * 16 + r * 8 + grp, kc, h, q,
+                          h ? __high2half2(p_scale[i][r]) : __low2half2(p_scale[i][r]), p_frag[i][r]);
+#pragma unroll
+      for (int j = 0; j < C::Q_TILES; ++j)
+        load_decoded<C>(s.q_data, q_base + j * 8 + grp, kc, h, q,
+                        h ? __high2half2(q_scale[j]) : __low2half2(q_scale[j]), q_frag[j]);
+#pragma unroll
+      for (int t = 0; t < 2; ++t)
+#pragma unroll
+        for (int i = 0; i < C::P_TILES; ++i) {
+          const uint32_t a_regs[4] = {p_frag[i][0][2 * t], p_frag[i][1][2 * t], p_frag[i][0][2 * t + 1],
+                                      p_frag[i][1][2 * t + 1]};
+#pragma unroll
+          for (int j = 0; j < C::Q_TILES; ++j) {
+            if (NVFP4_DIAG_SKIP & 2) {
+              acc[i][j][0] += __uint_as_float(a_regs[0] ^ a_regs[1] ^ a_regs[2] ^ a_regs[3] ^ q_frag[j][2 * t] ^
+                                              q_frag[j][2 * t + 1]);
+              continue;
+            }
+            mma_f16_16x8x16(acc[i][j], a_regs, q_frag[j][2 * t], q_frag[j][2 * t + 1]);
           }
-          mma_f16_16x8x16(acc[i][j], a_regs, q_frag[j][2 * h], q_frag[j][2 * h + 1]);
         }
-      }
+    }
   }
 };
 

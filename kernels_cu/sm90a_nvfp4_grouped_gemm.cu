@@ -79,8 +79,8 @@ __device__ __forceinline__ void decode_b_tile(const uint8_t* s_b, const uint32_t
     const int row = u % C::TN, blk = u / C::TN;  // consecutive lanes: consecutive rows, no bank conflicts
     const uint4 w = *reinterpret_cast<const uint4*>(s_b + row * C::Raw::ROW_PITCH + half * 32 + blk * 16);
     const uint32_t sf = s_sb[half * C::TN + row];  // scale word of this 64-K half: blocks 0..3
-    const __half2 s0 = ue4m3_to_f16x2((sf >> (16 * blk)) & 0xFFu);
-    const __half2 s1 = ue4m3_to_f16x2((sf >> (16 * blk + 8)) & 0xFFu);
+    const __half2 s01 = ue4m3x2_to_f16x2(sf >> (16 * blk));  // blocks 2*blk and 2*blk + 1
+    const __half2 s0 = __low2half2(s01), s1 = __high2half2(s01);
     uint32_t r[4][4];
     decode_word(w.x, s0, r[0]);
     decode_word(w.y, s0, r[1]);
@@ -103,6 +103,10 @@ template <class C>
 __device__ __forceinline__ void decode_a_frags(const uint8_t* s_a, const uint32_t* s_sa, int half, int row0,
                                                int lane, uint32_t (&frag)[4][4]) {
   const int p = lane & 3;
+  __half2 scales[2];  // row g (+8): its blocks p/2 and 2 + p/2, the ones word p of blk 0 and 1 lies in
+#pragma unroll
+  for (int h = 0; h < 2; ++h)
+    scales[h] = ue4m3x2_to_f16x2(__byte_perm(s_sa[half * C::TM + row0 + h * 8], 0u, (p >> 1) | ((2 + (p >> 1)) << 4)));
 #pragma unroll
   for (int blk = 0; blk < 2; ++blk) {
     uint32_t r[2][4];
@@ -110,8 +114,7 @@ __device__ __forceinline__ void decode_a_frags(const uint8_t* s_a, const uint32_
     for (int h = 0; h < 2; ++h) {
       const int row = row0 + h * 8;
       const uint32_t w = *reinterpret_cast<const uint32_t*>(s_a + row * C::Raw::ROW_PITCH + half * 32 + blk * 16 + p * 4);
-      const uint32_t sf = s_sa[half * C::TM + row];
-      decode_word(w, ue4m3_to_f16x2((sf >> (8 * (blk * 2 + (p >> 1)))) & 0xFFu), r[h]);
+      decode_word(w, blk ? __high2half2(scales[h]) : __low2half2(scales[h]), r[h]);
     }
 #pragma unroll
     for (int h = 0; h < 2; ++h) {

@@ -84,12 +84,12 @@ def auto_tiles(problem: Problem, wgmma: bool = True) -> Tiles:
     16-64 tokens instead of once per mostly empty 128-row tile (3.4-4.3x faster at 4-16 rows),
     with tile_k = 256 (faster than 128 on every decode shape since v0.3's K shares; in v0.2 only
     for grids of under two blocks per SM). Many rows per group: 128 x 128 x 256. Where the wgmma
-    kernel runs (``wgmma``: a 9.0 GPU), its widest cut from 25 rows per group on: at 64 rows it ran
-    1.4x faster than the 64-token tile, and at an average of 32 rows split unevenly (as routing
-    does) 6-13% faster than the 32-token tile (v0.3).
+    kernel runs (``wgmma``: a 9.0 GPU), its widest cut above 32 rows per group: at 64 rows it ran
+    1.3x faster than the 64-token tile; at an average of 32 rows split unevenly (as routing does)
+    the 32-token tile was as fast or 10% faster since v0.4's cheaper decode (H200).
     """
     rows = problem.cum_m / max(problem.num_groups, 1)
-    if wgmma and rows > 24:
+    if wgmma and rows > 32:
         return Tiles(128, 256, 128, False)
     if rows > 64:
         return Tiles(128, 128, 256, False)

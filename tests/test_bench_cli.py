@@ -169,3 +169,29 @@ def test_report_rows_and_line():
     assert "n/a" in line and "4.00" in line and "8.00" in line and "MISMATCH" not in line
     results["ours"]["err"] = float("nan")
     assert "MISMATCH" in bm.format_line(0, s, bm.csv_rows(s, results, ceil))
+
+
+@pytest.mark.parametrize("name,regime", [("dsv3-up-e8-m16", "decode"), ("qwen3-down-e128-m64", "middle"),
+                                         ("dsv3-up-e256-skew8192", "middle"), ("dsv3-up-e32-m1024", "prefill")])
+def test_target_verdicts(name, regime):
+    s = next(x for x in bm.SHAPES if x.name == name)
+    assert bm.regime(s) == regime
+    ceil = Ceilings(copy_gbps=3000.0, bf16_tflops=800.0)
+    floor = bm.floor_us(s, ceil)
+
+    def verdict(ours_us, bf16_us):
+        results = {"ours": {"us": ours_us, "note": "", "err": 1e-3}, "bf16": {"us": bf16_us, "note": "", "err": 0.0},
+                   "fp8": {"us": None, "note": "x", "err": None}, "deq+bf16": {"us": None, "note": "x", "err": None}}
+        by = {r["impl"]: r for r in bm.csv_rows(s, results, ceil)}
+        assert by["bf16"]["meets_target"] is None and by["ours"]["regime"] == regime
+        return by["ours"]["meets_target"]
+
+    if regime == "decode":      # 1.35x the floor, either side
+        assert verdict(floor * 1.3, floor) and not verdict(floor * 1.4, floor * 10)
+    elif regime == "middle":    # 50% of the floor and faster than bf16: both needed
+        assert verdict(floor * 1.9, floor * 2) and not verdict(floor * 1.9, floor * 1.8)
+        assert not verdict(floor * 2.1, floor * 10)
+    else:                       # 600 TFLOP/s and 0.85x bf16: both needed
+        fast = s.flops / 650e12 * 1e6
+        assert verdict(fast, fast) and not verdict(fast, fast * 0.8)
+        assert not verdict(s.flops / 550e12 * 1e6, 1e9)

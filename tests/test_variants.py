@@ -98,9 +98,14 @@ def test_token_tiles_select_built_kernels():
             for cap, twin in (((8, 0), False), ((9, 0), False), ((12, 0), False), ((9, 0), True)):
                 v = select_variant(problem(), Tiles(tm, 128, tk, True), cap, force_ptx=False, twin=twin)
                 spec = kernel_spec(v)
-                warps_k = variants.manifest()["kernels"][v.symbol]["warps_k"]
-                assert warps_k == (2 if v.family is Family.SM80 else 1)
-                assert v.tile_m == tm and spec.threads == 32 * (tm // min(tm, 64)) * 4 * warps_k
+                entry = variants.manifest()["kernels"][v.symbol]
+                # The portable kernel's 16-token tiles over 256 K: warps of 64 weight rows, 4 K shares
+                # (half as many warps decode the same tokens); its other token tiles: 32 rows, 2 shares.
+                wide = v.family is Family.SM80 and tm == 16 and tk == 256
+                assert (entry["warp_n"], entry["warps_k"]) == ((64, 4) if wide else (32, 2) if v.family is Family.SM80
+                                                               else (32, 1))
+                assert v.tile_m == tm and spec.threads == 32 * (tm // min(tm, 64)) * (128 // entry["warp_n"]) * \
+                    entry["warps_k"]
 
 
 @pytest.mark.parametrize("cum_m,groups,expect", [
@@ -109,7 +114,8 @@ def test_token_tiles_select_built_kernels():
     (512, 128, Tiles(16, 128, 256, True)),      # Qwen3 decode, 4 rows
     (4 * 24, 4, Tiles(32, 128, 256, True)),     # 24 rows: the 32-token tile
     (64 * 32, 32, Tiles(128, 256, 128, False)),  # 64 rows: the wgmma kernel on 9.0
-    (24 * 32, 32, Tiles(32, 128, 256, True)),    # the last average below the wgmma kernel's 25
+    (33 * 32, 32, Tiles(128, 256, 128, False)),  # the first average on it
+    (32 * 32, 32, Tiles(32, 128, 256, True)),    # the last average below the wgmma kernel's 33
     (32 * 1024, 32, Tiles(128, 256, 128, False)),  # prefill: the wgmma kernel's widest cut on 9.0
     (0, 0, Tiles(16, 128, 256, True)),
 ])
