@@ -40,7 +40,8 @@ _traced_call = None
 def group_gemm_nvfp4_nt_groupwise(a, b, a_scale, b_scale, m_indptr, alpha=None, tile_m: int | None = None,
                                   tile_n: int | None = None, tile_k: int | None = None,
                                   swap_ab: bool | None = None, out=None,
-                                  out_dtype=None, *, stream=None, check_inputs: bool | None = None):
+                                  out_dtype=None, *, stream=None, check_inputs: bool | None = None,
+                                  skip_check: bool = False):
     """Grouped NVFP4 GEMM: ``out[m, n] = alpha[g] * sum_k A(m, k) * B(g, n, k)`` for m in group g.
 
     Args (device tensors of one GPU, C-contiguous; any framework: torch, CuPy, Numba, JAX/DLPack):
@@ -71,9 +72,15 @@ def group_gemm_nvfp4_nt_groupwise(a, b, a_scale, b_scale, m_indptr, alpha=None, 
                 ``a_scale_rows(m_indptr)``); None follows NVFP4_DRIVER_CHECK.
                 Off by default: it costs a device-to-host copy and a synchronisation per call, and
                 without it the kernel clamps, so malformed values give wrong rows, never stray accesses.
+      skip_check: FlashInfer's keyword: True means check_inputs=False (the metadata checks stay: they
+                are cached per shape and cost nothing on a repeat call).
 
     Returns ``out``. Rows outside [m_indptr[0], m_indptr[G]) are not written.
     """
+    if skip_check is not False:
+        if skip_check is not True:
+            raise TypeError(f"skip_check must be True or False, got {skip_check!r}")
+        check_inputs = False
     if _compiling is not None and _compiling():
         return _traced_call(a, b, a_scale, b_scale, m_indptr, alpha, tile_m, tile_n, tile_k, swap_ab, out,
                             out_dtype, stream, check_inputs)
