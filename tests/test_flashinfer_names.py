@@ -221,7 +221,7 @@ def test_unsupported_options_say_so(call, needle):
 
 
 @pytest.mark.parametrize("call,needle", [
-    (lambda: flashinfer.fp4_quantize(torch.zeros(4, 40, dtype=torch.bfloat16)), "K % 16 == 0"),
+    (lambda: flashinfer.fp4_quantize(torch.zeros(4, 40, dtype=torch.bfloat16)), "K % 16 == 0 along its last"),
     (lambda: flashinfer.fp4_quantize(X, backend="triton"), "backend='triton'"),
     (lambda: flashinfer.silu_and_mul_nvfp4_quantize(torch.zeros(4, 48), 1.0), "2K with K % 16 == 0"),
 ])

@@ -86,11 +86,13 @@ def fp4_quantize(input, global_scale=None, sf_vec_size: int = 16, sf_use_ue8m0: 
         raise ValueError(f"backend={backend!r} must be 'cuda' or 'cute-dsl'")
     if input.dtype not in (torch.bfloat16, torch.float16, torch.float32):
         _unsupported("input.dtype", input.dtype, "quantize bfloat16, float16 or float32 values")
-    if input.dim() < 1 or input.shape[-1] % SF_VEC:
-        raise ValueError(f"input.shape={tuple(input.shape)} needs a last dimension K with K % 16 == 0")
+    shape = tuple(input.shape)
     column_major = input.dim() >= 2 and input.stride(-2) == 1 and input.shape[-1] != 1
     if column_major:
         input = input.transpose(-2, -1)
+    if input.dim() < 1 or input.shape[-1] % SF_VEC:
+        where = "its second-to-last dimension (column-major input)" if column_major else "its last dimension"
+        raise ValueError(f"input.shape={shape} needs K % 16 == 0 along {where}, the quantized one")
     gsf = _global_scale(torch, global_scale, input.device, is_global_scale_inversed)
     lead, k = tuple(input.shape[:-1]), input.shape[-1]
     rows = int(np.prod(lead, dtype=np.int64))
