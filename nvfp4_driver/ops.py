@@ -40,7 +40,8 @@ _traced_call = None
 def group_gemm_nvfp4_nt_groupwise(a, b, a_scale, b_scale, m_indptr, alpha=None, tile_m: int | None = None,
                                   tile_n: int | None = None, tile_k: int | None = None,
                                   swap_ab: bool | None = None, out=None,
-                                  out_dtype=None, *, stream=None, check_inputs: bool | None = None):
+                                  out_dtype=None, *, stream=None, check_inputs: bool | None = None,
+                                  skip_check: bool = False):
     """Grouped NVFP4 GEMM: ``out[m, n] = alpha[g] * sum_k A(m, k) * B(g, n, k)`` for m in group g.
 
     Args (device tensors of one GPU, C-contiguous; any framework: torch, CuPy, Numba, JAX/DLPack):
@@ -67,12 +68,19 @@ def group_gemm_nvfp4_nt_groupwise(a, b, a_scale, b_scale, m_indptr, alpha=None, 
                 current stream of the inputs' framework (0 for others).
       check_inputs: True copies ``m_indptr`` to the host (waiting for ``stream``) and raises ValueError
                 unless it is non-decreasing, ``m_indptr[0] >= 0``, ``m_indptr[G] <= cum_m`` and
-                ``a_scale`` holds ``a_scale_rows(m_indptr)`` rows; None follows NVFP4_DRIVER_CHECK.
+                ``a_scale`` holds every scale row the kernel reads (``check_m_indptr``; never more than
+                ``a_scale_rows(m_indptr)``); None follows NVFP4_DRIVER_CHECK.
                 Off by default: it costs a device-to-host copy and a synchronisation per call, and
                 without it the kernel clamps, so malformed values give wrong rows, never stray accesses.
+      skip_check: FlashInfer's keyword: True means check_inputs=False (the metadata checks stay: they
+                are cached per shape and cost nothing on a repeat call).
 
     Returns ``out``. Rows outside [m_indptr[0], m_indptr[G]) are not written.
     """
+    if skip_check is not False:
+        if skip_check is not True:
+            raise TypeError(f"skip_check must be True or False, got {skip_check!r}")
+        check_inputs = False
     if _compiling is not None and _compiling():
         return _traced_call(a, b, a_scale, b_scale, m_indptr, alpha, tile_m, tile_n, tile_k, swap_ab, out,
                             out_dtype, stream, check_inputs)
@@ -192,8 +200,10 @@ def check_m_indptr(indptr, cum_m: int, a_scale_nbytes: int, sf_k: int) -> None:
     """The checked mode's test of ``m_indptr``'s values (host data): what the kernel cannot refuse.
 
     Raises ValueError naming the entries unless ``m_indptr[0] >= 0``, the entries never decrease,
-    ``m_indptr[G] <= cum_m``, and ``a_scale`` (``a_scale_nbytes`` bytes) holds
-    ``a_scale_rows(m_indptr)`` rows of ``sf_k = K/16`` bytes (SPEC §3).
+    ``m_indptr[G] <= cum_m``, and ``a_scale`` (``a_scale_nbytes`` bytes) holds every scale row the
+    kernel reads: up to the end of the last non-empty group's 128-row blocks,
+    ``max over g of sf_base(g) + ceil(rows_g / 128) * 128`` rows of ``sf_k = K/16`` bytes (SPEC §3).
+    That is never more than ``a_scale_rows(m_indptr)``, and it is what FlashInfer's own test allocates.
     """
     ind = np.asarray(indptr).astype(np.int64).reshape(-1)
     groups = ind.shape[0] - 1
@@ -206,12 +216,17 @@ def check_m_indptr(indptr, cum_m: int, a_scale_nbytes: int, sf_k: int) -> None:
                          f"m_indptr[{g + 1}]={int(ind[g + 1])}")
     if ind[-1] > cum_m:
         raise ValueError(f"m_indptr[{groups}]={int(ind[-1])} exceeds cum_m={cum_m} (the rows of a and out)")
-    rows = _a_scale_rows_needed(ind)
+    # The kernel reads a group's scale rows in whole 128-row blocks from sf_base(g) (tiles of 16..128
+    # rows never straddle one), and nothing for an empty group: ask for exactly those bytes.
+    sizes = np.diff(ind)
+    ends = _a_scale_group_bases(ind) + (sizes + 127) // 128 * 128
+    rows = int(ends[sizes > 0].max()) if (sizes > 0).any() else 0
     if rows * sf_k > a_scale_nbytes:
         raise ValueError(f"a_scale has {a_scale_nbytes} bytes ({a_scale_nbytes // sf_k} rows of K/16={sf_k}) "
-                         f"but this m_indptr needs a_scale_rows(m_indptr)={rows} rows ({rows * sf_k} bytes): "
-                         f"group g's scales start at row ((m_indptr[g] + 127*g) // 128) * 128 "
-                         f"(nvfp4_driver.a_scale_group_bases(m_indptr) lists them)"
+                         f"but this m_indptr needs {rows} rows ({rows * sf_k} bytes), the end of its last "
+                         f"non-empty group's 128-row scale blocks: group g's scales start at row "
+                         f"((m_indptr[g] + 127*g) // 128) * 128 (nvfp4_driver.a_scale_group_bases(m_indptr) "
+                         f"lists them); a_scale_rows(m_indptr)={_a_scale_rows_needed(ind)} rows always suffice"
                          + _tight_stacking_hint(ind, a_scale_nbytes, sf_k))
 
 

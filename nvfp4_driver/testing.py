@@ -100,6 +100,18 @@ def _place_rows(flat: np.ndarray, rows_sf: np.ndarray, first_row: int) -> None:
         flat[offs] = rows_sf
 
 
+def a_scale_rows_read(m_indptr) -> int:
+    """Scale rows the GEMM reads for this ``m_indptr``, stated row by row: every data row of group g
+    sits at scale row ``sf_base(g) + m``, and the kernel reads the whole 128-row block around it. The
+    end of the last such block (0 without data rows); what the checked mode asks ``a_scale`` to hold."""
+    ind = np.asarray(m_indptr, dtype=np.int64)
+    end = 0
+    for g, base in enumerate(a_scale_group_bases(ind)):
+        for m in range(int(ind[g + 1] - ind[g])):
+            end = max(end, (int(base) + m) // 128 * 128 + 128)
+    return end
+
+
 def swizzled_scales(rng, m_indptr, a_sf: np.ndarray, b_sf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(a_scale, b_scale)`` in SPEC §3's layouts from row-major ``a_sf`` (cum_m, K/16) and ``b_sf``
     (G, N, K/16); every padding byte random, a quarter of them NaN patterns."""

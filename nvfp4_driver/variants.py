@@ -159,6 +159,27 @@ def kernel_spec(variant: Variant) -> KernelSpec:
     )
 
 
+def is_compute_capability_supported(cc) -> bool:
+    """Whether the manifest holds a grouped-GEMM build that runs on a GPU of compute capability ``cc``.
+
+    ``cc`` is FlashInfer's integer ``major * 10 + minor`` (90, 120, ...) or a ``(major, minor)`` tuple.
+    The answer is that of the default cut (128 x 128 x 128, swap_ab) for the target :func:`target_for`
+    picks, as read from ``cubins/manifest.json``; no GPU is needed.
+    """
+    if isinstance(cc, tuple) and len(cc) == 2 and all(type(v) is int for v in cc):
+        capability = cc
+    elif type(cc) is int and cc >= 10:
+        capability = divmod(cc, 10)
+    else:
+        raise TypeError(f"cc must be an int major*10+minor (e.g. 120) or a (major, minor) tuple, got {cc!r}")
+    try:
+        family, target = target_for(capability)
+        kernel_spec(Variant(family, 128, 128, 128, True, target))
+    except UnsupportedGpuError:
+        return False
+    return True
+
+
 def grid(problem: Problem, variant: Variant) -> tuple[int, int, int]:
     """The launch grid from shapes alone (no m_indptr read): row tiles x column tiles.
 

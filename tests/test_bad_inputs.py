@@ -17,7 +17,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
-from nvfp4_driver import driver, layout, ops
+from nvfp4_driver import driver, layout, ops, testing
 from nvfp4_driver.ops import check_m_indptr, group_gemm_nvfp4_nt_groupwise, group_gemm_nvfp4_nt_groupwise_ptr
 
 BASE_PTR = 0x7F00_0000_0000
@@ -532,9 +532,7 @@ def _oracle(ind, cum_m, a_scale_nbytes, sf_k):
         return "order"
     if ind[-1] > cum_m:
         return "end"
-    g = len(ind) - 1
-    rows = ((ind[-1] + 127 * g) // 128) * 128  # SPEC §3's cum_m_padded
-    return "a_scale" if rows * sf_k > a_scale_nbytes else None
+    return "a_scale" if testing.a_scale_rows_read(ind) * sf_k > a_scale_nbytes else None
 
 
 @SETTINGS
@@ -552,7 +550,7 @@ def test_check_m_indptr_property(ind, cum_m, sf_k, a_scale_rows, sorted_):
     pattern = {"first": rf"m_indptr\[0\]={ind[0]} must be >= 0",
                "order": r"m_indptr must be non-decreasing, but m_indptr\[(\d+)\]=(-?\d+) > m_indptr\[(\d+)\]=(-?\d+)",
                "end": rf"m_indptr\[{len(ind) - 1}\]={ind[-1]} exceeds cum_m={cum_m}",
-               "a_scale": rf"a_scale has {nbytes} bytes .* needs a_scale_rows\(m_indptr\)=\d+ rows"}[want]
+               "a_scale": rf"a_scale has {nbytes} bytes .* needs (\d+) rows"}[want]
     with pytest.raises(ValueError) as info:
         check_m_indptr(arr, cum_m, nbytes, sf_k)
     match = re.search(pattern, str(info.value))
@@ -561,6 +559,8 @@ def test_check_m_indptr_property(ind, cum_m, sf_k, a_scale_rows, sorted_):
         g = int(match.group(1))
         assert int(match.group(3)) == g + 1 and ind[g] > ind[g + 1]
         assert all(x <= y for x, y in zip(ind[:g + 1], ind[1:g + 1]))
+    if want == "a_scale":  # the rows asked for are the rows the kernel reads
+        assert int(match.group(1)) == testing.a_scale_rows_read(ind)
 
 
 class _FakeKernel:
@@ -639,8 +639,9 @@ def test_checked_mode_a_scale_too_small(fake_gpu, monkeypatch):
     case.args["a_scale"].shape = (384, case.k // 16)  # group 2 starts at row sf_base(2) = 384
     monkeypatch.setattr(ops, "_host_m_indptr", lambda *a, **k: np.array([0, 100, 200, 300], np.int32))
     case.kwargs["check_inputs"] = True
+    # Group 2's 100 rows read scale rows 384..511 (one block): 512 rows, fewer than a_scale_rows = 640.
     with pytest.raises(ValueError, match=r"a_scale has 6144 bytes \(384 rows of K/16=16\) but this m_indptr needs "
-                                         r"a_scale_rows\(m_indptr\)=640 rows \(10240 bytes\)"):
+                                         r"512 rows \(8192 bytes\)"):
         case.call()
     assert not fake_gpu.launches
 

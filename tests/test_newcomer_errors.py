@@ -12,6 +12,7 @@ import pytest
 
 from nvfp4_driver import a_scale_group_bases, a_scale_rows, layout, ops
 from nvfp4_driver.ops import check_m_indptr, group_gemm_nvfp4_nt_groupwise_ptr
+from nvfp4_driver.testing import a_scale_rows_read
 from test_bad_inputs import (BASE_PTR, Arg, Case, ReachedDriver, fake_gpu,  # noqa: F401 (fixtures)
                              no_driver)
 
@@ -132,7 +133,7 @@ def _tight_rows(m_indptr):
     ([0, 5, 5, 10, 20], 2),    # an empty group 1 moves group 2's base, not its tight offset
 ])
 def test_tight_a_scale_names_a_scale_group_bases(fake_gpu, monkeypatch, m_indptr, first_wrong):
-    tight, need = _tight_rows(m_indptr), a_scale_rows(m_indptr)
+    tight, need = _tight_rows(m_indptr), a_scale_rows_read(m_indptr)
     assert tight < need and m_indptr[-1] <= CUM_M  # a trap, within the case's rows
     case = _case(a_scale_rows_=tight)
     monkeypatch.setattr(ops, "_host_m_indptr", lambda *a, **k: np.array(m_indptr, np.int32))
@@ -140,13 +141,13 @@ def test_tight_a_scale_names_a_scale_group_bases(fake_gpu, monkeypatch, m_indptr
     with pytest.raises(ValueError) as info:
         case.call()
     msg = str(info.value)
-    assert f"a_scale_rows(m_indptr)={need} rows" in msg, msg
+    assert f"needs {need} rows" in msg and f"a_scale_rows(m_indptr)={a_scale_rows(m_indptr)} rows" in msg, msg
     assert "sf_base trap" in msg and "a_scale_group_bases(m_indptr)" in msg, msg
     bases = a_scale_group_bases(m_indptr)
     assert f"group {first_wrong} starts at row a_scale_group_bases(m_indptr)[{first_wrong}]=" \
            f"{bases[first_wrong]}" in msg, msg
     assert not fake_gpu.launches
-    # The same call with a_scale_rows(m_indptr) rows launches.
+    # The same call with the rows the kernel reads launches.
     case.args["a_scale"].shape = (need, K // 16)
     case.call()
     assert len(fake_gpu.launches) == 1
@@ -169,7 +170,7 @@ def test_check_m_indptr_tight_stacking(sizes, sf_k):
     it and its a_scale_group_bases row; one that misplaces none (only its size is short) or an
     a_scale short by other amounts gets the plain message, which still names a_scale_group_bases."""
     ind = np.concatenate(([0], np.cumsum(sizes))).astype(np.int32)
-    tight, need = _tight_rows(ind), a_scale_rows(ind)
+    tight, need = _tight_rows(ind), a_scale_rows_read(ind)
     blocks = np.concatenate(([0], np.cumsum((np.diff(ind) + 127) // 128 * 128)))[:-1]
     bases = a_scale_group_bases(ind)
     misplaced = [g for g in range(len(sizes)) if sizes[g] and blocks[g] != bases[g]]
@@ -180,7 +181,7 @@ def test_check_m_indptr_tight_stacking(sizes, sf_k):
         with pytest.raises(ValueError) as info:
             check_m_indptr(ind, int(ind[-1]), tight * sf_k, sf_k)
         msg = str(info.value)
-        assert f"needs a_scale_rows(m_indptr)={need} rows" in msg and "a_scale_group_bases(m_indptr)" in msg, msg
+        assert f"needs {need} rows" in msg and "a_scale_group_bases(m_indptr)" in msg, msg
         if misplaced:
             g = misplaced[0]
             assert "sf_base trap" in msg, msg

@@ -105,8 +105,8 @@ def test_malformed_m_indptr_checked_raises(rng, case, monkeypatch):
 
 @pytest.mark.parametrize("rows", [0, 130, 384, 639])
 def test_a_scale_too_small(rng, rows):
-    """Fewer scale rows than a_scale_rows(m_indptr) = 640 (130: a partial 128-row block, whose bytes
-    the swizzle spreads over the whole block; 384: group 2's block is missing)."""
+    """Fewer scale rows than the kernel reads, here 640 = a_scale_rows(m_indptr) (130: a partial 128-row
+    block, whose bytes the swizzle spreads over the whole block; 384: group 2's block is missing)."""
     p = base(rng)
     small = torch.from_numpy(np.ascontiguousarray(p.a_scale[:rows])).cuda()
     args = torch_args(p, a_scale=small)
@@ -122,7 +122,7 @@ def test_a_scale_too_small(rng, rows):
         g0 = slice(int(p.m_indptr[0]), int(p.m_indptr[1]))
         ok = testing.tolerance_check(got[g0], ref[g0], abs_sum[g0], p.k, "bfloat16")
         assert ok.ok, ok
-    with pytest.raises(ValueError, match=rf"a_scale has {rows * p.k // 16} bytes .* needs a_scale_rows\(m_indptr\)=640"):
+    with pytest.raises(ValueError, match=rf"a_scale has {rows * p.k // 16} bytes .* needs 640 rows"):
         nd.group_gemm_nvfp4_nt_groupwise(*args[:5], alpha=args[5], out=out, check_inputs=True)
     assert_still_correct(p, torch_args(p))
 
