@@ -149,3 +149,35 @@ def test_constructor_checks_shapes(args, kwargs, match):
 def test_from_bf16_checks_that_the_weights_agree():
     with pytest.raises(ValueError, match=r"w13\.shape=\(2, 256, 128\) \(E, 2I, H\) and w2\.shape=\(2, 128, 64\)"):
         NVFP4Experts.from_bf16(torch.zeros(2, 256, 128), torch.zeros(2, 128, 64))
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_forward_traces_as_one_graph(static):
+    """torch.compile(fullgraph=True) over the layer (meta tensors: tracing only): every nvfp4_driver
+    call becomes its torch.library op, and nothing breaks the graph."""
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    def meta(shape, dtype=torch.uint8):
+        return torch.empty(shape, dtype=dtype, device="meta")
+
+    e, h, i = 8, 256, 128
+    scales = dict(input_global_scale=meta((e,), torch.float32), act_global_scale=meta((1,), torch.float32)) \
+        if static else {}
+    layer = NVFP4Experts(meta((e, 2 * i, h // 2)), meta((e, 2 * i, h // 16)), meta((e,), torch.float32),
+                         meta((e, h, i // 2)), meta((e, h, i // 16)), meta((e,), torch.float32), **scales)
+    torch._dynamo.reset()
+    out = torch.compile(layer, backend=backend, fullgraph=True)(meta((33, h), torch.bfloat16),
+                                                               meta((33, 4), torch.int64), meta((33, 4), torch.float32))
+    assert (tuple(out.shape), out.dtype) == ((33, h), torch.bfloat16)
+    (gm,) = graphs
+    targets = [str(n.target).removesuffix(".default") for n in gm.graph.nodes if n.op == "call_function"]
+    ours = sorted(t for t in targets if t.startswith("nvfp4_driver."))
+    dynamic = [] if static else ["nvfp4_driver.alpha_from_global_scales"] * 2 + \
+        ["nvfp4_driver.global_scale_from_amax"] * 2
+    assert ours == sorted(dynamic + ["nvfp4_driver.group_gemm_nvfp4_nt_groupwise"] * 2 +
+                          ["nvfp4_driver.quantize_activations"] * 2), ours
+    torch._dynamo.reset()
