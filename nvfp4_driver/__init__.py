@@ -4,7 +4,7 @@
 
 Importing never needs a GPU or a driver (nor torch); the first GPU call reports what is missing.
 """
-from . import layout, moe, quantize, reference
+from . import layout, moe, quantize, reference, torch_hooks
 from .devmem import DeviceBuffer
 from .driver import CudaError, NoCudaDeviceError, NoCudaDriverError
 from .layout import a_scale_group_bases, a_scale_rows, a_scale_rows_upper_bound
@@ -15,6 +15,9 @@ from .quantize import (alpha_from_global_scales, dequantize, global_scale_from_a
 from .variants import UnsupportedGpuError
 
 __version__ = "0.1.0"
+
+# The torch.library ops: registered now if torch is imported, else as soon as it is (torch_hooks).
+torch_hooks.install()
 
 __all__ = [
     "group_gemm_nvfp4_nt_groupwise", "group_gemm_nvfp4_nt_groupwise_ptr", "check_m_indptr",

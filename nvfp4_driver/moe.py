@@ -3,7 +3,10 @@ groups to a row multiple, and the sizes the grouped GEMM's ``a_scale`` needs.
 
 Pure NumPy on small integer arrays (one entry per expert or per row), no GPU. A GPU tensor passed
 in is copied to the host, which synchronizes: on the hot path build ``m_indptr`` on the device
-instead (``torch.cumsum`` of ``torch.bincount``; see the README's MoE example).
+instead (``torch.searchsorted`` over the sorted expert ids; see the README's MoE example).
+
+``nvfp4_driver.moe.NVFP4Experts``, the expert layer as a torch module, lives in
+``nvfp4_driver.experts`` and is imported on first use, so this module never imports torch.
 """
 from __future__ import annotations
 
@@ -16,6 +19,14 @@ from .layout import SF_VEC, _host_indptr, _host_numpy, a_scale_rows
 __all__ = ["m_indptr_from_counts", "GroupPadding", "pad_groups", "cum_m_padded", "a_scale_shape"]
 
 _INT32_MAX = 2**31 - 1
+
+
+def __getattr__(name: str):
+    if name == "NVFP4Experts":  # imports torch, so only when asked for
+        from .experts import NVFP4Experts
+
+        return NVFP4Experts
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def m_indptr_from_counts(counts) -> np.ndarray:

@@ -20,7 +20,7 @@ import warnings
 
 import numpy as np
 
-from . import config, driver, tensors
+from . import config, driver, tensors, torch_hooks
 from .layout import a_scale_group_bases as _a_scale_group_bases, a_scale_rows as _a_scale_rows_needed
 from .problem import PACKED_DTYPES, SCALE_DTYPES, Problem, requested_tiles, validate_request
 from .variants import grid, kernel_spec, select_variant
@@ -31,10 +31,6 @@ _NAMES = ("a", "b", "a_scale", "b_scale", "m_indptr", "alpha", "out")
 _ALIGNMENT = {"a": 16, "b": 16, "a_scale": 4, "b_scale": 4, "out": 4, "m_indptr": 4, "alpha": 4}
 _MAX_PLANS = 4096  # distinct metadata kept; a serving loop sees one per batch size and layer shape
 
-# Set by nvfp4_driver.torch_ops when it registers the torch.library ops: under torch.compile the
-# public function hands the call to them (dynamo cannot trace a launch through raw pointers).
-_compiling = None
-_traced_call = None
 
 
 def group_gemm_nvfp4_nt_groupwise(a, b, a_scale, b_scale, m_indptr, alpha=None, tile_m: int | None = None,
@@ -81,9 +77,11 @@ def group_gemm_nvfp4_nt_groupwise(a, b, a_scale, b_scale, m_indptr, alpha=None, 
         if skip_check is not True:
             raise TypeError(f"skip_check must be True or False, got {skip_check!r}")
         check_inputs = False
-    if _compiling is not None and _compiling():
-        return _traced_call(a, b, a_scale, b_scale, m_indptr, alpha, tile_m, tile_n, tile_k, swap_ab, out,
-                            out_dtype, stream, check_inputs)
+    # Under torch.compile the call goes to the torch.library op (dynamo cannot trace a launch through
+    # raw pointers); torch_hooks holds what torch_ops offered once torch was imported.
+    if torch_hooks.is_compiling is not None and torch_hooks.is_compiling():
+        return torch_hooks.traced_forms["group_gemm"](a, b, a_scale, b_scale, m_indptr, alpha, tile_m, tile_n,
+                                                      tile_k, swap_ab, out, out_dtype, stream, check_inputs)
     T = _TorchTensor[0]
     if (type(a) is T and type(b) is T and type(a_scale) is T and type(b_scale) is T and type(m_indptr) is T
             and (alpha is None or type(alpha) is T) and (out is None or type(out) is T)
@@ -437,6 +435,7 @@ def _call(a, b, a_scale, b_scale, m_indptr, alpha, tile_m, tile_n, tile_k, swap_
             arrays[name] = tensors.as_device_array(x, name, stream=explicit)
     if _TorchTensor[0] is None and any(arr.framework == "torch" for arr in arrays.values()):
         _saw_torch()
+        torch_hooks.ensure_registered()
     flags = config.launch_flags()
     key = _meta_key(arrays, tile_m, tile_n, tile_k, swap_ab, out_dtype, flags)
     plan = _plans.get(key) if key is not None else None
@@ -584,8 +583,8 @@ _torch_empty = None  # torch.empty once torch is seen
 
 
 def _saw_torch() -> None:
-    """First torch tensor of the process: note torch.Tensor for the fast path's type tests, and
-    register the torch.library ops (torch is imported by now, so this costs no import of it)."""
+    """torch is imported: note torch.Tensor for the fast path's type tests (the torch.library ops are
+    torch_hooks' business)."""
     torch = sys.modules["torch"]
     raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
     # The private call skips building a torch.cuda.Stream object (about 1 us vs 10 us).
@@ -593,9 +592,7 @@ def _saw_torch() -> None:
     global _torch_empty
     _torch_empty = torch.empty
     _TorchTensor[0] = torch.Tensor
-    if hasattr(getattr(torch, "library", None), "custom_op"):  # torch >= 2.4; older: no torch.compile support
-        from . import torch_ops  # noqa: F401  (registers nvfp4_driver::group_gemm_nvfp4_nt_groupwise)
 
 
-if "torch" in sys.modules:  # registered now if torch came first, else on the first torch tensor
+if "torch" in sys.modules:  # else at the first torch tensor
     _saw_torch()

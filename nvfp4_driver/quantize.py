@@ -23,13 +23,14 @@ Every check runs before any launch and raises ValueError/TypeError naming the va
 copies device memory to the host: sizes come from shapes (``a_scale`` is sized for any
 ``m_indptr`` of its length), and the kernels read ``m_indptr`` and the global scales on the GPU.
 Outputs are allocated in the input's framework (torch, CuPy) on its device; work is queued on
-``stream`` (default: the framework's current stream, as for the GEMM).
+``stream`` (default: the framework's current stream, as for the GEMM). Under ``torch.compile`` each
+function hands the call to its ``torch.library`` op (``nvfp4_driver.torch_ops``).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from . import config, driver, tensors
+from . import config, driver, tensors, torch_hooks
 from .layout import SF_VEC, a_scale_rows_upper_bound, padded_n
 from .problem import PACKED_DTYPES, SCALE_DTYPES
 from .variants import quantize_spec
@@ -95,10 +96,7 @@ def _global_scale(global_scale, groups: int, arrays: dict, name: str = "global_s
     its values are read on the GPU only.
     """
     if isinstance(global_scale, (float, int, np.floating, np.integer)) and not isinstance(global_scale, (bool, np.bool_)):
-        value = np.float32(global_scale)
-        if not (np.isfinite(value) and value > 0):
-            raise ValueError(f"{name}={global_scale!r} must be finite and > 0 (FlashInfer: 448 * 6 / amax)")
-        return 0, 0, float(value)
+        return 0, 0, check_scalar_global_scale(global_scale, name)
     arr = tensors.as_device_array(global_scale, name)
     tensors.check_array(arr, name, dtype="float32")
     if arr.numel == 1:
@@ -110,6 +108,21 @@ def _global_scale(global_scale, groups: int, arrays: dict, name: str = "global_s
                          f"per group, (G,) = ({groups},)")
     arrays[name] = arr
     return arr.ptr, stride, 1.0
+
+
+# Where float64 -> float32 rounding leaves the positive finite numbers: from halfway between FLT_MAX
+# and 2^128 on it gives inf, up to half the smallest subnormal it gives 0 (ties to even, both ways).
+_F32_ROUNDS_TO_INF = 2.0**128 - 2.0**103
+_F32_ROUNDS_TO_ZERO = 2.0**-150
+
+
+def check_scalar_global_scale(global_scale, name: str = "global_scale") -> float:
+    """A host (Python/NumPy) global scale as the float32 value the kernels get; ValueError unless
+    finite and > 0 there. Plain float comparisons, so that dynamo can trace it too."""
+    value = float(global_scale)
+    if not _F32_ROUNDS_TO_ZERO < value < _F32_ROUNDS_TO_INF:
+        raise ValueError(f"{name}={global_scale!r} must be finite and > 0 in float32 (FlashInfer: 448 * 6 / amax)")
+    return float(np.float32(value))
 
 
 def _device(arrays: dict, first: tensors.DeviceArray) -> int:
@@ -182,6 +195,9 @@ def quantize_activations(x, m_indptr, global_scale, *, stream=None):
                is never smaller than ``a_scale_rows(m_indptr)`` (what the GEMM reads); every other
                byte is zero.
     """
+    traced = torch_hooks.traced("quantize_activations")
+    if traced is not None:
+        return traced(x, m_indptr, global_scale, stream)
     X = _unquantized(x, "x", (2,))
     rows, k = X.shape
     _check_k(k, "x.shape[1]")
@@ -212,6 +228,9 @@ def quantize_weights(w, global_scale, *, stream=None):
     Returns ``(b, b_scale)``: b (G, N, K/2) uint8 e2m1 pairs; b_scale (G, N_pad, K/16) uint8,
     N_pad = ceil(N/128)*128, each group's block 128x4-swizzled, padding rows zero.
     """
+    traced = torch_hooks.traced("quantize_weights")
+    if traced is not None:
+        return traced(w, global_scale, stream)
     W = _unquantized(w, "w", (3,))
     groups, n, k = W.shape
     _check_k(k, "w.shape[2]")
@@ -230,7 +249,8 @@ def quantize_weights(w, global_scale, *, stream=None):
     return b, b_scale
 
 
-def _out_dtype(out_dtype) -> str:
+def out_dtype_name(out_dtype) -> str:
+    """dequantize's out_dtype (a name, an alias or a torch dtype) -> 'bfloat16' | 'float16' | 'float32'."""
     if isinstance(out_dtype, str) and out_dtype.lower() in _DTYPE_ALIASES:
         return _DTYPE_ALIASES[out_dtype.lower()]
     try:
@@ -262,6 +282,9 @@ def dequantize(q, q_scale, m_indptr=None, global_scale=None, *, out_dtype="bfloa
     Returns ``out`` of shape q.shape[:-1] + (K,) in q's framework. Activation rows outside the groups
     are 0.
     """
+    traced = torch_hooks.traced("dequantize")
+    if traced is not None:
+        return traced(q, q_scale, m_indptr, global_scale, out_dtype, stream)
     Q = tensors.as_device_array(q, "q")
     tensors.check_array(Q, "q", dtype=PACKED_DTYPES)
     if len(Q.shape) not in (2, 3):
@@ -269,7 +292,7 @@ def dequantize(q, q_scale, m_indptr=None, global_scale=None, *, out_dtype="bfloa
     k = 2 * Q.shape[-1]
     _check_k(k, "2 * q.shape[-1]")
     sf_k = k // SF_VEC
-    out_canon = _out_dtype(out_dtype)
+    out_canon = out_dtype_name(out_dtype)
     S = tensors.as_device_array(q_scale, "q_scale")
     tensors.check_array(S, "q_scale", dtype=SCALE_DTYPES)
     arrays = {"q": Q, "q_scale": S}
@@ -324,6 +347,9 @@ def global_scale_from_amax(x, m_indptr=None, *, per_group: bool = True, stream=N
     be inf); a quotient too large for float32 (amax < 2688 / FLT_MAX) is clamped to FLT_MAX; an amax
     of inf gives 0 and NaN gives NaN, which the quantizers turn into NaN scales for that group.
     """
+    traced = torch_hooks.traced("global_scale_from_amax")
+    if traced is not None:
+        return traced(x, m_indptr, per_group, stream)
     X = _unquantized(x, "x", (2, 3))
     k = X.shape[-1]
     _check_k(k, f"x.shape[{len(X.shape) - 1}]")
@@ -378,6 +404,9 @@ def alpha_from_global_scales(gsf_a, gsf_b, *, stream=None):
 
     Returns ``alpha`` (G,) float32 in gsf_a's framework ((1,) when both are single values).
     """
+    traced = torch_hooks.traced("alpha_from_global_scales")
+    if traced is not None:
+        return traced(gsf_a, gsf_b, stream)
     A = tensors.as_device_array(gsf_a, "gsf_a")
     B = tensors.as_device_array(gsf_b, "gsf_b")
     for name, arr in (("gsf_a", A), ("gsf_b", B)):

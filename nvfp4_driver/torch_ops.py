@@ -1,19 +1,24 @@
-"""The grouped GEMM as ``torch.library`` custom ops, so ``torch.compile`` can trace models that call it.
+"""The public functions as ``torch.library`` custom ops, so ``torch.compile`` can trace models that call them.
 
-Importing this module imports torch and registers, once per process:
+Importing this module imports torch and registers, once per process (``nvfp4_driver.torch_hooks``
+does it as soon as torch and nvfp4_driver are both imported, in either order):
 
 - ``torch.ops.nvfp4_driver.group_gemm_nvfp4_nt_groupwise(a, b, a_scale, b_scale, m_indptr, alpha=None,
   tile_m=None, tile_n=None, tile_k=None, swap_ab=None, out_dtype=None) -> Tensor``: allocates ``out``;
 - ``torch.ops.nvfp4_driver.group_gemm_nvfp4_nt_groupwise_out(a, b, a_scale, b_scale, m_indptr, alpha,
   out, tile_m=None, tile_n=None, tile_k=None, swap_ab=None) -> ()``: writes ``out`` (declared mutated).
   (None tiles: the automatic cut, as in the public function.)
+- ``quantize_activations(x, m_indptr, global_scale) -> (a, a_scale)``,
+  ``quantize_weights(w, global_scale) -> (b, b_scale)``,
+  ``dequantize(q, q_scale, m_indptr=None, global_scale=None, out_dtype=torch.bfloat16) -> Tensor``,
+  ``global_scale_from_amax(x, m_indptr=None, per_group=True) -> Tensor`` and
+  ``alpha_from_global_scales(gsf_a, gsf_b) -> Tensor``: ``nvfp4_driver.quantize``'s functions, with
+  the global scales as float32 tensors.
 
 Each has a fake implementation (shapes and dtypes only, no memory touched), which is what dynamo and
-AOTAutograd run while tracing. ``nvfp4_driver.ops`` imports this module by itself as soon as torch is
-imported (at its own import, or at the first torch tensor it sees), and from then on the public
-``group_gemm_nvfp4_nt_groupwise`` hands calls made under ``torch.compile`` to these ops, so a model
-may call either. Under ``torch.compile`` the stream is the compiler's (``stream=`` is refused) and
-the checked mode is not available (it synchronises).
+AOTAutograd run while tracing. The public functions hand calls made under ``torch.compile`` to these
+ops (``compile_hooks``), so a model may call either. Under ``torch.compile`` the stream is the
+compiler's (``stream=`` is refused) and the GEMM's checked mode is not available (it synchronises).
 """
 from __future__ import annotations
 
@@ -21,7 +26,8 @@ from typing import Optional
 
 import torch
 
-from . import ops
+from . import ops, quantize
+from .layout import SF_ROW_TILE, SF_VEC
 
 _OUT_DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
                "fp16": torch.float16, "half": torch.float16}
@@ -73,7 +79,7 @@ def _check_shapes(a, b, m_indptr) -> None:
         raise ValueError(f"b.shape={tuple(b.shape)} but K/2={a.shape[1]} from a.shape={tuple(a.shape)}")
 
 
-def traced_call(a, b, a_scale, b_scale, m_indptr, alpha, tile_m, tile_n, tile_k, swap_ab, out, out_dtype, stream,
+def traced_gemm(a, b, a_scale, b_scale, m_indptr, alpha, tile_m, tile_n, tile_k, swap_ab, out, out_dtype, stream,
                 check_inputs):
     """The public function's body while torch.compile traces it: one of the two ops above."""
     if stream is not None or check_inputs:
@@ -92,8 +98,176 @@ def traced_call(a, b, a_scale, b_scale, m_indptr, alpha, tile_m, tile_n, tile_k,
     return out
 
 
-_is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
-if _is_compiling is None:  # torch < 2.3
-    _is_compiling = torch._dynamo.is_compiling
-ops._traced_call = traced_call
-ops._compiling = _is_compiling
+
+# ---------------------------------------------------------------------------------------------------
+# the quantizers
+# ---------------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("nvfp4_driver::quantize_activations", mutates_args=())
+def quantize_activations(x: torch.Tensor, m_indptr: torch.Tensor,
+                         global_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``nvfp4_driver.quantize.quantize_activations`` (see there): ``(a, a_scale)``."""
+    return quantize.quantize_activations(x, m_indptr, global_scale)
+
+
+@quantize_activations.register_fake
+def _(x, m_indptr, global_scale):
+    rows, k = _unquantized_shape(x, (2,))
+    groups = _groups(m_indptr)
+    _check_global_scale(global_scale, groups)
+    # layout.a_scale_rows_upper_bound, written out: it must take symbolic sizes too.
+    sf_rows = (rows + (SF_ROW_TILE - 1) * groups) // SF_ROW_TILE * SF_ROW_TILE
+    return x.new_empty((rows, k // 2), dtype=torch.uint8), x.new_empty((sf_rows, k // SF_VEC), dtype=torch.uint8)
+
+
+@torch.library.custom_op("nvfp4_driver::quantize_weights", mutates_args=())
+def quantize_weights(w: torch.Tensor, global_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``nvfp4_driver.quantize.quantize_weights`` (see there): ``(b, b_scale)``."""
+    return quantize.quantize_weights(w, global_scale)
+
+
+@quantize_weights.register_fake
+def _(w, global_scale):
+    groups, n, k = _unquantized_shape(w, (3,))
+    _check_global_scale(global_scale, groups)
+    n_pad = (n + SF_ROW_TILE - 1) // SF_ROW_TILE * SF_ROW_TILE
+    return (w.new_empty((groups, n, k // 2), dtype=torch.uint8),
+            w.new_empty((groups, n_pad, k // SF_VEC), dtype=torch.uint8))
+
+
+@torch.library.custom_op("nvfp4_driver::dequantize", mutates_args=())
+def dequantize(q: torch.Tensor, q_scale: torch.Tensor, m_indptr: Optional[torch.Tensor] = None,
+               global_scale: Optional[torch.Tensor] = None, out_dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    """``nvfp4_driver.quantize.dequantize`` (see there)."""
+    return quantize.dequantize(q, q_scale, m_indptr, global_scale, out_dtype=out_dtype)
+
+
+@dequantize.register_fake
+def _(q, q_scale, m_indptr=None, global_scale=None, out_dtype=torch.bfloat16):
+    if q.dim() not in (2, 3) or (q.dim() == 2) != (m_indptr is not None):
+        raise ValueError(f"q.shape={tuple(q.shape)} with m_indptr {'given' if m_indptr is not None else 'None'}: "
+                         f"2-D activations need m_indptr, 3-D weights take None")
+    _check_k(2 * q.shape[-1], "2 * q.shape[-1]")
+    if global_scale is not None:
+        _check_global_scale(global_scale, q.shape[0] if m_indptr is None else _groups(m_indptr))
+    if out_dtype not in (torch.bfloat16, torch.float16, torch.float32):
+        raise ValueError(f"out_dtype={out_dtype} must be torch.bfloat16, torch.float16 or torch.float32")
+    return q.new_empty((*q.shape[:-1], 2 * q.shape[-1]), dtype=out_dtype)
+
+
+@torch.library.custom_op("nvfp4_driver::global_scale_from_amax", mutates_args=())
+def global_scale_from_amax(x: torch.Tensor, m_indptr: Optional[torch.Tensor] = None,
+                           per_group: bool = True) -> torch.Tensor:
+    """``nvfp4_driver.quantize.global_scale_from_amax`` (see there)."""
+    return quantize.global_scale_from_amax(x, m_indptr, per_group=per_group)
+
+
+@global_scale_from_amax.register_fake
+def _(x, m_indptr=None, per_group=True):
+    shape = _unquantized_shape(x, (2, 3))
+    if len(shape) == 3 and m_indptr is not None:
+        raise ValueError("m_indptr must be None for 3-D x (weights, (G, N, K)); groups are its first dimension")
+    groups = shape[0] if len(shape) == 3 else (None if m_indptr is None else _groups(m_indptr))
+    return x.new_empty((groups if per_group and groups is not None else 1,), dtype=torch.float32)
+
+
+@torch.library.custom_op("nvfp4_driver::alpha_from_global_scales", mutates_args=())
+def alpha_from_global_scales(gsf_a: torch.Tensor, gsf_b: torch.Tensor) -> torch.Tensor:
+    """``nvfp4_driver.quantize.alpha_from_global_scales`` (see there)."""
+    return quantize.alpha_from_global_scales(gsf_a, gsf_b)
+
+
+@alpha_from_global_scales.register_fake
+def _(gsf_a, gsf_b):
+    for name, t in (("gsf_a", gsf_a), ("gsf_b", gsf_b)):
+        if t.dtype != torch.float32 or t.dim() > 1 or t.numel() == 0:
+            raise ValueError(f"{name} (shape {tuple(t.shape)}, {t.dtype}) must be float32 of shape (), (1,) or (G,)")
+    if gsf_a.numel() != 1 and gsf_b.numel() != 1 and gsf_a.numel() != gsf_b.numel():
+        raise ValueError(f"gsf_a has {gsf_a.numel()} values but gsf_b has {gsf_b.numel()}; each must be 1 or G")
+    return gsf_a.new_empty((gsf_b.numel() if gsf_a.numel() == 1 else gsf_a.numel(),))
+
+
+def _unquantized_shape(x, ndims: tuple[int, ...]) -> tuple:
+    if x.dtype not in (torch.bfloat16, torch.float16, torch.float32) or x.dim() not in ndims:
+        want = " or ".join(f"{n}-D" for n in ndims)
+        raise ValueError(f"x (shape {tuple(x.shape)}, {x.dtype}) must be {want} bfloat16, float16 or float32")
+    _check_k(x.shape[-1], f"x.shape[{x.dim() - 1}]")
+    return tuple(x.shape)
+
+
+def _check_k(k, what: str) -> None:
+    if k <= 0 or k % 64:
+        raise ValueError(f"K={k} ({what}) must be a positive multiple of 64")
+
+
+def _groups(m_indptr):
+    if m_indptr.dtype != torch.int32 or m_indptr.dim() != 1 or m_indptr.shape[0] < 1:
+        raise ValueError(f"m_indptr (shape {tuple(m_indptr.shape)}, {m_indptr.dtype}) must be (G+1,) int32")
+    return m_indptr.shape[0] - 1
+
+
+def _check_global_scale(global_scale, groups) -> None:
+    if global_scale.dtype != torch.float32 or global_scale.numel() not in (1, groups):
+        raise ValueError(f"global_scale (shape {tuple(global_scale.shape)}, {global_scale.dtype}) must be float32 "
+                         f"with one value or one per group, (G,) = ({groups},)")
+
+
+# ---------------------------------------------------------------------------------------------------
+# what the public functions call while torch.compile traces them
+# ---------------------------------------------------------------------------------------------------
+
+
+def _no_stream(stream) -> None:
+    if stream is not None:
+        raise ValueError(f"stream={stream!r} is not available under torch.compile: the compiled graph chooses "
+                         f"the stream; call outside the compiled region for it")
+
+
+def _scale_tensor(global_scale, like: torch.Tensor, name: str = "global_scale"):
+    """A Python float global scale becomes a float32 tensor (checked here, at trace time)."""
+    if global_scale is None or isinstance(global_scale, torch.Tensor):
+        return global_scale
+    value = quantize.check_scalar_global_scale(float(global_scale), name)
+    return torch.full((1,), value, dtype=torch.float32, device=like.device)
+
+
+def traced_quantize_activations(x, m_indptr, global_scale, stream):
+    _no_stream(stream)
+    return torch.ops.nvfp4_driver.quantize_activations(x, m_indptr, _scale_tensor(global_scale, x))
+
+
+def traced_quantize_weights(w, global_scale, stream):
+    _no_stream(stream)
+    return torch.ops.nvfp4_driver.quantize_weights(w, _scale_tensor(global_scale, w))
+
+
+def traced_dequantize(q, q_scale, m_indptr, global_scale, out_dtype, stream):
+    _no_stream(stream)
+    dtype = getattr(torch, quantize.out_dtype_name(out_dtype))
+    return torch.ops.nvfp4_driver.dequantize(q, q_scale, m_indptr, _scale_tensor(global_scale, q), dtype)
+
+
+def traced_global_scale_from_amax(x, m_indptr, per_group, stream):
+    _no_stream(stream)
+    return torch.ops.nvfp4_driver.global_scale_from_amax(x, m_indptr, per_group)
+
+
+def traced_alpha_from_global_scales(gsf_a, gsf_b, stream):
+    _no_stream(stream)
+    return torch.ops.nvfp4_driver.alpha_from_global_scales(gsf_a, gsf_b)
+
+
+def compile_hooks():
+    """``(is_compiling, {public function: its traced form})``, asked for by ``nvfp4_driver.torch_hooks``."""
+    is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+    if is_compiling is None:  # torch < 2.3
+        is_compiling = torch._dynamo.is_compiling
+    return is_compiling, {
+        "group_gemm": traced_gemm,
+        "quantize_activations": traced_quantize_activations,
+        "quantize_weights": traced_quantize_weights,
+        "dequantize": traced_dequantize,
+        "global_scale_from_amax": traced_global_scale_from_amax,
+        "alpha_from_global_scales": traced_alpha_from_global_scales,
+    }

@@ -82,9 +82,39 @@ def _gsf(x: np.ndarray) -> np.float32:
 
 def layers_f64(x, w13, w2, topk_ids, topk_weights) -> tuple[np.ndarray, np.ndarray]:
     """(exact_f64, nvfp4_f64): the layer in float64 without and with SPEC §4 quantization."""
-    x = x.float().cpu().numpy()
     w13 = w13.float().cpu().numpy()
     w2 = w2.float().cpu().numpy()
+    experts = w13.shape[0]
+    w13q = np.stack([_q64(w13[e], _gsf(w13[e])) for e in range(experts)])
+    w2q = np.stack([_q64(w2[e], _gsf(w2[e])) for e in range(experts)])
+
+    def dynamic(rows, bounds):
+        return _q64(rows, _gsf(rows))
+
+    return (moe_f64(x, topk_ids, topk_weights, w13, w2),
+            moe_f64(x, topk_ids, topk_weights, w13q, w2q, quant_x=dynamic, quant_act=dynamic))
+
+
+def per_expert_quantizer(gsf):
+    """For moe_f64: rows of expert e rounded through SPEC §4 with the static global scale gsf[e]
+    (one value: all experts)."""
+    gsf = np.asarray(gsf, np.float32).reshape(-1)
+
+    def quant(rows, bounds):
+        out = rows.copy()
+        for e in range(len(bounds) - 1):
+            lo, hi = bounds[e], bounds[e + 1]
+            if hi > lo:
+                out[lo:hi] = _q64(rows[lo:hi], gsf[e if gsf.size > 1 else 0])
+        return out
+    return quant
+
+
+def moe_f64(x, topk_ids, topk_weights, w13, w2, *, quant_x=None, quant_act=None) -> np.ndarray:
+    """The layer in float64 on the given weights (NumPy (E, 2I, H) gate rows then up rows, (E, H, I)):
+    rows sorted by expert (stable), ``quant_x(rows, bounds)`` / ``quant_act(rows, bounds)`` round the
+    two GEMMs' inputs (None: exact), SiLU(gate) * up, the weighted sum per token."""
+    x = x.float().cpu().numpy()
     ids = topk_ids.cpu().numpy()
     wts = topk_weights.float().cpu().numpy().astype(np.float64)
     experts, two_inter, _ = w13.shape
@@ -93,27 +123,23 @@ def layers_f64(x, w13, w2, topk_ids, topk_weights) -> tuple[np.ndarray, np.ndarr
     order = np.argsort(flat, kind="stable")
     token_of_row = order // ids.shape[1]
     bounds = np.concatenate([[0], np.cumsum(np.bincount(flat, minlength=experts))])
-    w13q = np.stack([_q64(w13[e], _gsf(w13[e])) for e in range(experts)])
-    w2q = np.stack([_q64(w2[e], _gsf(w2[e])) for e in range(experts)])
-    xs = x[token_of_row].astype(np.float64)
-    outs = []
-    for quant in (False, True):
-        a = _q64(xs, _gsf(xs)) if quant else xs
-        h = np.zeros((xs.shape[0], two_inter))
-        for e in range(experts):
-            lo, hi = bounds[e], bounds[e + 1]
-            h[lo:hi] = a[lo:hi] @ (w13q[e] if quant else w13[e]).T
-        act = _silu(h[:, :inter]) * h[:, inter:]
-        if quant:
-            act = _q64(act, _gsf(act))
-        y = np.zeros((xs.shape[0], w2.shape[1]))
-        for e in range(experts):
-            lo, hi = bounds[e], bounds[e + 1]
-            y[lo:hi] = act[lo:hi] @ (w2q[e] if quant else w2[e]).T
-        out = np.zeros((x.shape[0], w2.shape[1]))
-        np.add.at(out, token_of_row, y * wts.reshape(-1)[order, None])
-        outs.append(out)
-    return outs[0], outs[1]
+    a = x[token_of_row].astype(np.float64)
+    if quant_x is not None:
+        a = quant_x(a, bounds)
+    h = np.zeros((a.shape[0], two_inter))
+    for e in range(experts):
+        lo, hi = bounds[e], bounds[e + 1]
+        h[lo:hi] = a[lo:hi] @ np.asarray(w13[e], np.float64).T
+    act = _silu(h[:, :inter]) * h[:, inter:]
+    if quant_act is not None:
+        act = quant_act(act, bounds)
+    y = np.zeros((a.shape[0], w2.shape[1]))
+    for e in range(experts):
+        lo, hi = bounds[e], bounds[e + 1]
+        y[lo:hi] = act[lo:hi] @ np.asarray(w2[e], np.float64).T
+    out = np.zeros((x.shape[0], w2.shape[1]))
+    np.add.at(out, token_of_row, y * wts.reshape(-1)[order, None])
+    return out
 
 
 def rel(a, b) -> float:

@@ -124,7 +124,11 @@ def meta_inputs(g=3, cum_m=50, n=64, k=256):
 
 
 def test_ops_are_registered_once_torch_is_imported():
-    assert ops._compiling is not None and ops._traced_call is not None
+    from nvfp4_driver import torch_hooks
+
+    assert torch_hooks.is_compiling is not None and set(torch_hooks.traced_forms) == {
+        "group_gemm", "quantize_activations", "quantize_weights", "dequantize", "global_scale_from_amax",
+        "alpha_from_global_scales"}
     assert hasattr(torch.ops.nvfp4_driver, "group_gemm_nvfp4_nt_groupwise")
     assert hasattr(torch.ops.nvfp4_driver, "group_gemm_nvfp4_nt_groupwise_out")
 
@@ -167,9 +171,9 @@ def test_traced_call_refuses_stream_and_checked_mode():
 
     args = meta_inputs()
     with pytest.raises(ValueError, match="not available under torch.compile"):
-        torch_ops.traced_call(*args, 128, 128, 128, True, None, None, 5, None)
+        torch_ops.traced_gemm(*args, 128, 128, 128, True, None, None, 5, None)
     with pytest.raises(ValueError, match="not available under torch.compile"):
-        torch_ops.traced_call(*args, 128, 128, 128, True, None, None, None, True)
+        torch_ops.traced_gemm(*args, 128, 128, 128, True, None, None, None, True)
 
 
 def test_torch_fast_path_key_is_the_remembered_one(monkeypatch):
