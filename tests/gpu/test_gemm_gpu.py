@@ -4,17 +4,16 @@ Inputs are fresh random bytes every run (all 256 values, scales over every binad
 the padding of the scale layouts); outputs are poisoned first and the rows outside the groups must
 keep the poison bit for bit.
 """
-import os
 
 import numpy as np
 import pytest
 
 import nvfp4_driver as nd
 from nvfp4_driver import testing, variants
+from seeds import SEED  # tests/gpu is on sys.path (pytest's rootdir-less import)
 
 torch = pytest.importorskip("torch")
 
-SEED = int(os.environ.get("NVFP4_TEST_SEED", np.random.SeedSequence().entropy % 2**32))
 TORCH_OUT = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -28,12 +27,6 @@ def kernel_path(request, monkeypatch):
     if request.param == "twin" and torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("the twin is built for sm_90")
     return request.param
-
-
-@pytest.fixture
-def rng(request):
-    # One stream per test, derived from the run's seed: a failure names the seed to replay it.
-    return np.random.default_rng([SEED, abs(hash(request.node.nodeid)) % 2**31])
 
 
 def to_gpu(x):
