@@ -73,8 +73,11 @@ def test_every_option_selects_a_built_kernel():
                     if v.family is Family.SM90A:  # two warpgroups, up to 227 KB on sm_90
                         assert cap == (9, 0) and not twin and Tiles(128, tn, tk, swap) in WGMMA_CUTS
                         assert v.target == "sm_90a" and spec.threads == 256 and spec.smem_bytes <= 232_448
-                    else:
-                        assert spec.threads == 2 * tn and 0 < spec.smem_bytes <= 98_304
+                    else:  # its block size: against each cubin's launch bounds in test_build.py
+                        entry = variants.manifest()["kernels"][spec.symbol]
+                        assert (entry["tile_m"], entry["tile_n"], entry["tile_k"], entry["swap_ab"]) == \
+                            (128, tn, tk, swap)
+                        assert 0 < spec.smem_bytes <= 98_304
 
 
 def test_wgmma_cuts_only_on_9_0_and_not_when_portable():
@@ -100,7 +103,9 @@ def test_token_tiles_select_built_kernels():
                 spec = kernel_spec(v)
                 warps_k = variants.manifest()["kernels"][v.symbol]["warps_k"]
                 assert warps_k == (2 if v.family is Family.SM80 else 1)
-                assert v.tile_m == tm and spec.threads == 32 * (tm // min(tm, 64)) * 4 * warps_k
+                entry = variants.manifest()["kernels"][spec.symbol]  # its block size: test_build.py, from the cubin
+                assert v.tile_m == tm and (entry["tile_m"], entry["tile_n"], entry["tile_k"], entry["swap_ab"]) == \
+                    (tm, 128, tk, True)
 
 
 @pytest.mark.parametrize("cum_m,groups,expect", [
