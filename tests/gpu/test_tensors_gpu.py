@@ -42,15 +42,13 @@ def test_torch_tensor_and_alloc_and_stream():
     assert as_device_array(dlpack_only(bf), "out").dtype == "bfloat16"
 
 
-# The host time a repeated torch call may add to the bare launch of its kernel. Measured: 5.2-5.3 us
-# on H100 hosts (docs/perf-notes.md, bench_overhead.py); twice that leaves room for a slower host.
-FAST_PATH_US_OVER_LAUNCH = 10.0
-
-
 def test_torch_fast_path_is_taken_and_cheap(rng, monkeypatch, record_ulps):
     """A repeated torch call with ``out=`` hits the fast path's plan: it never enters the general path
     (``ops._call``) nor reads an array protocol (``tensors.as_device_array``), gives the reference's
-    answer, and adds at most FAST_PATH_US_OVER_LAUNCH to a bare launch of the same kernel."""
+    answer, and adds to a bare launch of the same kernel at most half of what the general path adds.
+
+    Measured on an H200 host: 6.0-6.3 us over the launch, the general path 45-53 us over it. A ratio,
+    not a time, so that a slower host slows both sides alike."""
     from benchmarks.common import host_us_per_call  # the benchmarks' timing helper (repository root)
 
     monkeypatch.setattr(ops, "_torch_plans", {})  # this call's plan alone
@@ -64,6 +62,7 @@ def test_torch_fast_path_is_taken_and_cheap(rng, monkeypatch, record_ulps):
 
     call()  # the first call takes the general path and leaves the plan
     (entry,) = ops._torch_plans.values()
+    real_call = ops._call
     slow = {"ops._call": 0, "tensors.as_device_array": 0}
 
     def counted(label, real):
@@ -82,13 +81,16 @@ def test_torch_fast_path_is_taken_and_cheap(rng, monkeypatch, record_ulps):
     assert report.ok, report
     record_ulps(report)
 
+    fast_us = host_us_per_call(call, rounds=20)
+    assert slow == {"ops._call": 0, "tensors.as_device_array": 0}, f"a repeated torch call went the slow way: {slow}"
     stream = torch.cuda.current_stream().cuda_stream
     args = tuple(x.data_ptr() for x in t) + (out.data_ptr(),) + entry.tail
-    fast_us = host_us_per_call(call, rounds=20)
     launch_us = host_us_per_call(lambda: entry.launch(entry.grid, stream, args), rounds=20)
-    assert slow == {"ops._call": 0, "tensors.as_device_array": 0}, f"a repeated torch call went the slow way: {slow}"
-    print(f"torch fast path {fast_us:.2f} us per call, its bare launch {launch_us:.2f} us")
-    assert fast_us - launch_us <= FAST_PATH_US_OVER_LAUNCH, (fast_us, launch_us)
+    general_us = host_us_per_call(lambda: real_call(t[0], t[1], t[2], t[3], t[4], t[5], None, None, None, None, out,
+                                                    None, None, None), rounds=20)
+    print(f"host us per call: torch fast path {fast_us:.2f}, its bare launch {launch_us:.2f}, "
+          f"the general path {general_us:.2f}")
+    assert fast_us - launch_us <= (general_us - launch_us) / 2, (fast_us, launch_us, general_us)
 
 
 def test_cupy():
