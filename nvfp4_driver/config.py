@@ -5,7 +5,8 @@
 - ``NVFP4_DRIVER_FORCE_PTX=1``: use the portable PTX (JIT-compiled by the driver) even where a cubin
   exists for the GPU; for testing the path that future GPUs take.
 - ``NVFP4_DRIVER_TWIN=1``: on an sm_90 GPU, run the native Blackwell kernel's twin (its FP4 MMA
-  replaced by a software model); for testing that kernel where no Blackwell GPU is at hand.
+  replaced by a software model); for testing that kernel where no Blackwell GPU is at hand. The twin
+  cubins are in a source checkout only, not in the wheel (``variants.CHECKOUT_ONLY_TARGETS``).
 - ``NVFP4_DRIVER_PORTABLE=1``: on an sm_90 GPU, run the portable ``mma.sync`` kernel even for the
   cuts the Hopper ``wgmma`` kernel serves; for testing the portable kernel and comparing the two.
 - ``NVFP4_DRIVER_CHECK=1``: every call runs as with ``check_inputs=True``: ``m_indptr`` is copied to

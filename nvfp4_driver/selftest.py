@@ -11,6 +11,7 @@ failure, 2 no GPU.
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import numpy as np
@@ -19,7 +20,7 @@ from . import config, driver, testing
 from .devmem import DeviceBuffer
 from .ops import group_gemm_nvfp4_nt_groupwise
 from .problem import Problem, Tiles
-from .variants import WGMMA_CUTS, select_variant
+from .variants import WGMMA_CUTS, checkout_only_builds_missing, select_variant
 
 # (group rows, N, K): decode-like and prefill-like, empty groups, K=384 for tile_k=256, N=8.
 SHAPES = [
@@ -95,6 +96,11 @@ def check_case(p, bits, out_dtype, ulps: bool = True) -> tuple[bool, str]:
 
 def run_selftest(seed: int | None = None, twin: bool = False) -> int:
     """Run the grid of cases on every GPU; ``twin``: on sm_90 GPUs, the sm120 kernel's twin."""
+    if twin or config.twin():
+        missing = checkout_only_builds_missing("twin_sm_90")
+        if missing:  # an installed wheel: say so once, before any case
+            print(f"selftest --twin: {missing}", file=sys.stderr)
+            return 2
     if twin:
         os.environ["NVFP4_DRIVER_TWIN"] = "1"  # read by select_variant on every call
     try:

@@ -144,12 +144,34 @@ def manifest() -> dict:
     return json.loads(path.read_text())
 
 
+# Builds of the native kernel for sm_90 that stand in for hardware we lack (build_cubins.py's proxy
+# targets): the twin (its FP4 MMA modelled in software) and the standin (its MMA replaced by a cheap
+# op). Only our tests and benchmarks use them, so the wheel leaves them out (pyproject.toml); a
+# source checkout has them.
+CHECKOUT_ONLY_TARGETS = ("twin_sm_90", "standin_sm_90")
+
+
+def checkout_only_builds_missing(target: str = "twin_sm_90") -> str | None:
+    """Why the manifest's ``target`` builds (one of :data:`CHECKOUT_ONLY_TARGETS`) cannot run here,
+    or None when every one of them is present."""
+    files = [e["targets"][target]["file"] for e in manifest()["kernels"].values() if target in e.get("targets", {})]
+    missing = sum(not (CUBIN_DIR / name).exists() for name in files)
+    if not missing:
+        return None
+    return (f"the {target} cubins exist only in a source checkout of nvfp4-driver ({missing} of {len(files)} "
+            f"missing from {CUBIN_DIR}): they test the native Blackwell kernel on an sm_90 GPU and are not "
+            f"shipped in the wheel. Run from a clone of the repository (its root on PYTHONPATH, or "
+            f"'pip install -e .')" + (", or unset NVFP4_DRIVER_TWIN" if target.startswith("twin_") else ""))
+
+
 @functools.lru_cache(maxsize=None)
 def kernel_spec(variant: Variant) -> KernelSpec:
     """What the launcher needs for ``variant``, from the manifest."""
     entry = manifest()["kernels"].get(variant.symbol)
     if entry is None or variant.target not in entry["targets"]:
         raise UnsupportedGpuError(f"{variant.symbol} has no {variant.target} build in the manifest")
+    if variant.target in CHECKOUT_ONLY_TARGETS and not (CUBIN_DIR / entry["targets"][variant.target]["file"]).exists():
+        raise UnsupportedGpuError(checkout_only_builds_missing(variant.target))  # an installed wheel
     return KernelSpec(
         file=entry["targets"][variant.target]["file"],
         symbol=variant.symbol,

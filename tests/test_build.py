@@ -1,5 +1,6 @@
 """The committed cubins: fresh (build_cubins.py --check), complete, and with the ABI the manifest says."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -7,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import cuobjdump
+from nvfp4_driver.variants import PROBE_SYMBOL as PROBE  # the loader's one-warp echo kernel: no launch bounds
 
 ROOT = Path(__file__).resolve().parents[1]
 CUBINS = ROOT / "nvfp4_driver" / "cubins"
@@ -91,3 +93,19 @@ def test_cubin_abi_and_resources_match_manifest(name, file):
     assert usage["shared"] + entry["smem_bytes"] <= limit
     # Registers x threads must fit one SM's 64K-register file, or the launch fails.
     assert usage["registers"] * entry["threads"] <= 65_536
+    # The block the launcher asks for is the one the kernel was compiled for (__launch_bounds__,
+    # from the kernel's own tile config): a larger one fails to launch, a smaller one leaves part of
+    # every tile undone. Only the probe declares no bound.
+    if name != PROBE:
+        assert cuobjdump.max_threads(tool, CUBINS / file) == (entry["threads"], 1, 1)
+
+
+PTX_FILES = sorted((name, t["file"]) for name, e in MANIFEST["kernels"].items()
+                   for tgt, t in e["targets"].items() if t["file"].endswith(".ptx") and name != PROBE)
+
+
+@pytest.mark.parametrize("name,file", PTX_FILES, ids=[f for _, f in PTX_FILES])
+def test_ptx_launch_bounds_match_manifest(name, file):
+    """The same for the PTX, which the driver compiles on GPUs without a cubin: its ``.maxntid``."""
+    found = re.findall(r"^\s*\.maxntid\s+(\d+),\s*(\d+),\s*(\d+)", (CUBINS / file).read_text(), re.M)
+    assert found == [(str(MANIFEST["kernels"][name]["threads"]), "1", "1")]

@@ -2,7 +2,6 @@
 ``driver.PreparedKernel``, against a fake cuda.bindings driver module that records what it is given."""
 import ctypes
 import enum
-import struct
 import threading
 
 import pytest
@@ -49,25 +48,6 @@ class FakeDriver:
         return (1,) if self.fail_launch else (0,)
 
 
-def make_kernel(types, drv, ctx_id=0xC0):
-    spec = KernelSpec("k.cubin", "my_kernel", 256, 1024, tuple(types))
-    kernel = object.__new__(PreparedKernel)
-    kernel.spec, kernel.ordinal, kernel.fn, kernel.ctx, kernel.ctx_id = spec, 0, "FN", "CTX", ctx_id
-    kernel._pack = struct.Struct("<" + "".join(driver._PACK[t] for t in types)).pack_into
-    kernel._local = threading.local()
-    kernel._symbol = spec.symbol
-    drv.types = types
-    return kernel
-
-
-@pytest.fixture
-def fake_driver(monkeypatch):
-    drv = FakeDriver()
-    monkeypatch.setitem(driver._state, "driver", drv)
-    monkeypatch.setattr(driver, "_SUCCESS", 0)
-    return drv
-
-
 class Ctx:
     def __init__(self, value):
         self.value = value
@@ -76,14 +56,34 @@ class Ctx:
         return self.value
 
 
+KERNEL_CTX = Ctx(0xC0)  # the primary context every kernel of these tests gets
+
+
+def make_kernel(types, drv):
+    """A PreparedKernel built by its own constructor (its packer, context and buffers as the launch
+    path makes them); only the CUfunction and the primary context come from stand-ins."""
+    drv.types = types
+    return PreparedKernel(KernelSpec("k.cubin", "my_kernel", 256, 1024, tuple(types)), 0)
+
+
+@pytest.fixture
+def fake_driver(monkeypatch):
+    drv = FakeDriver()
+    monkeypatch.setitem(driver._state, "driver", drv)
+    monkeypatch.setattr(driver, "_SUCCESS", 0)
+    monkeypatch.setattr(driver, "function", lambda spec, ordinal: "FN")
+    monkeypatch.setattr(driver, "primary_context", lambda ordinal: KERNEL_CTX)
+    return drv
+
+
 def test_gemm_arguments_arrive_in_order(fake_driver):
     kernel = make_kernel(GEMM_TYPES, fake_driver)
     args = (0x7F00_0000_0000, 2**64 - 16, 0x10, 0x20, 0x30, 0, 0x40, 2**40 + 3, 12345, 4096, 7168, 256, 1)
-    fake_driver.current = Ctx(0xC0)
+    fake_driver.current = Ctx(0xC0)  # another object for the same context
     kernel.launch((3, 4, 1), 77, args)
     (launch,) = [c for c in fake_driver.calls if c[0] == "launch"]
     assert launch[1:] == ("FN", (3, 4, 1), (256, 1, 1), 1024, 77, args, 0)
-    assert ("push", "CTX") not in fake_driver.calls  # its context was already current
+    assert [c[0] for c in fake_driver.calls] == ["get", "launch"]  # its context was already current
 
 
 def test_every_parameter_type(fake_driver):
@@ -101,6 +101,7 @@ def test_other_context_is_pushed_and_popped(fake_driver):
         fake_driver.calls.clear()
         fake_driver.current = current
         kernel.launch((1, 1, 1), 0, (1,))
+        assert fake_driver.calls[:2] == [("get",), ("push", KERNEL_CTX)]
         assert [c[0] for c in fake_driver.calls] == ["get", "push", "launch", "pop"]
 
 

@@ -170,15 +170,22 @@ def test_pad_groups_refusals():
         moe.pad_groups([0, 4, 2])
 
 
-def test_scale_sizes_reuse_the_layout():
+def test_scale_sizes_reuse_the_layout(rng):
     ind = [0, 128, 256, 384]
-    assert moe.cum_m_padded(ind) == layout.a_scale_rows(ind) == 640  # group 2 starts at 384 (SPEC §3)
+    assert moe.cum_m_padded(ind) == 640  # group 2 starts at 384 (SPEC §3)
     assert moe.a_scale_shape(ind, 256) == (640, 16)
     with pytest.raises(ValueError, match="K=100"):
         moe.a_scale_shape(ind, 100)
-    # The quantizer's shape-only size is never below what any m_indptr of that length needs.
-    rng = np.random.default_rng(0)
     for _ in range(200):
         g = int(rng.integers(0, 12))
         cut = np.sort(rng.integers(0, 1000, size=g + 1))
-        assert layout.a_scale_rows_upper_bound(1000, g) >= layout.a_scale_rows(cut)
+        rows = moe.cum_m_padded(cut)
+        # SPEC §3's formula, written out here rather than read from the layout module.
+        assert rows == (int(cut[-1]) + 127 * g) // 128 * 128
+        # Every group's scale rows, from its base sf_base(g) on, fit below it.
+        for i in range(g):
+            base = (int(cut[i]) + 127 * i) // 128 * 128
+            assert base + int(cut[i + 1] - cut[i]) <= rows
+        assert moe.a_scale_shape(cut, 256) == (rows, 16)
+        # The quantizer's shape-only size is never below what any m_indptr of that length needs.
+        assert layout.a_scale_rows_upper_bound(1000, g) >= rows

@@ -327,11 +327,12 @@ def test_group_gemm_matches_slow_loops(rng):
     assert np.allclose(got_abs, expect_abs, rtol=1e-12, atol=0, equal_nan=True)
     assert np.isnan(got[:offset]).all() and np.isnan(got[m_indptr[-1] :]).all()
     assert not np.isnan(got[offset : m_indptr[-1]]).any()
-    assert np.array_equal(R.group_gemm(a, b, a_scale, b_scale, m_indptr, alpha), got, equal_nan=True)
+    # group_gemm and group_gemm_with_abs share one body: each is held to the slow loops, not to the other.
+    plain = R.group_gemm(a, b, a_scale, b_scale, m_indptr, alpha)
+    assert np.allclose(plain, expect, rtol=1e-12, atol=0, equal_nan=True)
     cols = np.array([7, 0, 3])
-    assert np.array_equal(
-        R.group_gemm(a, b, a_scale.reshape(-1, k // 16), b_scale.ravel(), m_indptr, alpha, columns=cols),
-        got[:, cols], equal_nan=True)
+    some = R.group_gemm(a, b, a_scale.reshape(-1, k // 16), b_scale.ravel(), m_indptr, alpha, columns=cols)
+    assert np.allclose(some, expect[:, cols], rtol=1e-12, atol=0, equal_nan=True)
 
 
 def test_group_gemm_three_full_groups_and_tight_stacking_pitfall(rng):

@@ -73,8 +73,11 @@ def test_every_option_selects_a_built_kernel():
                     if v.family is Family.SM90A:  # two warpgroups, up to 227 KB on sm_90
                         assert cap == (9, 0) and not twin and Tiles(128, tn, tk, swap) in WGMMA_CUTS
                         assert v.target == "sm_90a" and spec.threads == 256 and spec.smem_bytes <= 232_448
-                    else:
-                        assert spec.threads == 2 * tn and 0 < spec.smem_bytes <= 98_304
+                    else:  # its block size: against each cubin's launch bounds in test_build.py
+                        entry = variants.manifest()["kernels"][spec.symbol]
+                        assert (entry["tile_m"], entry["tile_n"], entry["tile_k"], entry["swap_ab"]) == \
+                            (128, tn, tk, swap)
+                        assert 0 < spec.smem_bytes <= 98_304
 
 
 def test_wgmma_cuts_only_on_9_0_and_not_when_portable():
@@ -98,14 +101,14 @@ def test_token_tiles_select_built_kernels():
             for cap, twin in (((8, 0), False), ((9, 0), False), ((12, 0), False), ((9, 0), True)):
                 v = select_variant(problem(), Tiles(tm, 128, tk, True), cap, force_ptx=False, twin=twin)
                 spec = kernel_spec(v)
-                entry = variants.manifest()["kernels"][v.symbol]
+                entry = variants.manifest()["kernels"][spec.symbol]  # its block size: test_build.py, from the cubin
+                assert v.tile_m == tm and (entry["tile_m"], entry["tile_n"], entry["tile_k"], entry["swap_ab"]) == \
+                    (tm, 128, tk, True)
                 # The portable kernel's 16-token tiles over 256 K: warps of 64 weight rows, 4 K shares
                 # (half as many warps decode the same tokens); its other token tiles: 32 rows, 2 shares.
                 wide = v.family is Family.SM80 and tm == 16 and tk == 256
                 assert (entry["warp_n"], entry["warps_k"]) == ((64, 4) if wide else (32, 2) if v.family is Family.SM80
                                                                else (32, 1))
-                assert v.tile_m == tm and spec.threads == 32 * (tm // min(tm, 64)) * (128 // entry["warp_n"]) * \
-                    entry["warps_k"]
 
 
 @pytest.mark.parametrize("cum_m,groups,expect", [

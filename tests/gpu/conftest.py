@@ -3,9 +3,11 @@
 The largest error (in units in the last place of the output dtype) over the whole run is printed
 at the end, for the closing notes of the issues.
 """
+import numpy as np
 import pytest
 
 from nvfp4_driver import driver
+from seeds import SEED, seed_for  # tests/gpu is on sys.path (pytest's rootdir-less import)
 
 _MAX_ULPS: list[tuple[float, str]] = []
 
@@ -29,6 +31,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.gpu)
             if not ready:
                 item.add_marker(pytest.mark.skip(reason=why))
+
+
+@pytest.fixture
+def rng(request):
+    """A generator for this test, seeded by :func:`seeds.seed_for`; the seed and the command that
+    replays it are printed, so pytest shows them with a failure."""
+    seed = seed_for(request.node.nodeid)
+    print(f"numpy seed={seed}; replay: NVFP4_TEST_SEED={SEED} python -m pytest '{request.node.nodeid}'")
+    return np.random.default_rng(seed)
 
 
 _MAX_ALLOWANCE: list[tuple[float, str]] = []

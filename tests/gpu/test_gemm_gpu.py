@@ -4,17 +4,16 @@ Inputs are fresh random bytes every run (all 256 values, scales over every binad
 the padding of the scale layouts); outputs are poisoned first and the rows outside the groups must
 keep the poison bit for bit.
 """
-import os
 
 import numpy as np
 import pytest
 
 import nvfp4_driver as nd
 from nvfp4_driver import testing, variants
+from seeds import SEED  # tests/gpu is on sys.path (pytest's rootdir-less import)
 
 torch = pytest.importorskip("torch")
 
-SEED = int(os.environ.get("NVFP4_TEST_SEED", np.random.SeedSequence().entropy % 2**32))
 TORCH_OUT = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -28,12 +27,6 @@ def kernel_path(request, monkeypatch):
     if request.param == "twin" and torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("the twin is built for sm_90")
     return request.param
-
-
-@pytest.fixture
-def rng(request):
-    # One stream per test, derived from the run's seed: a failure names the seed to replay it.
-    return np.random.default_rng([SEED, abs(hash(request.node.nodeid)) % 2**31])
 
 
 def to_gpu(x):
@@ -166,11 +159,32 @@ def test_side_stream(rng, record_ulps):
     check(p, bits, "float16", record_ulps)
 
 
+def runs_on(target: str, cap: tuple[int, int]) -> bool:
+    """CUDA's compatibility rules: a cubin for sm_XY runs on X.Y and later minors of X (sm_XYa: on X.Y
+    only); PTX for compute_XY is compiled by the driver for X.Y and every later GPU."""
+    kind, arch = target.split("_")
+    digits = arch.rstrip("a")
+    built_for = (int(digits[:-1]), int(digits[-1]))
+    if kind == "compute":
+        return cap >= built_for
+    return cap == built_for if arch.endswith("a") else (cap[0] == built_for[0] and cap[1] >= built_for[1])
+
+
 def test_dispatch_follows_the_path(kernel_path):
-    p = variants.Problem(2, 64, 256, 10, "bfloat16")
-    v = variants.select_variant(p, variants.Tiles(), torch.cuda.get_device_capability())
-    assert (v.family, v.target) == ((variants.Family.SM120, "twin_sm_90") if kernel_path == "twin"
-                                    else (variants.Family.SM80, "sm_90"))
+    """The selector's rules, on whatever GPU this is: the twin where asked (the fixture runs it on 9.0
+    only), else the native FP4 kernel on 12.0/12.1 and the portable one elsewhere (never the wgmma
+    kernel: NVFP4_DRIVER_PORTABLE), as a build this GPU can load, machine code wherever one loads."""
+    cap = torch.cuda.get_device_capability()
+    v = variants.select_variant(variants.Problem(2, 64, 256, 10, "bfloat16"), variants.Tiles(), cap)
+    if kernel_path == "twin":
+        assert (v.family, v.target) == (variants.Family.SM120, "twin_sm_90")
+        return
+    native = cap in ((12, 0), (12, 1))
+    assert v.family is (variants.Family.SM120 if native else variants.Family.SM80)
+    built = variants.manifest()["kernels"][v.symbol]["targets"]
+    assert v.target in built and runs_on(v.target, cap), (v.target, cap)
+    cubins = [t for t in built if t.startswith("sm_") and runs_on(t, cap)]
+    assert v.target.startswith("sm_") == bool(cubins), (v.target, cubins)  # PTX only where no cubin loads
 
 
 def test_ptx_path(rng, record_ulps, monkeypatch, kernel_path):

@@ -4,14 +4,13 @@ It serves the cuts in ``variants.WGMMA_CUTS`` on a 9.0 GPU; every case here firs
 dispatch really lands on it, then runs the same checks as test_gemm_gpu.py (poisoned output,
 per-element tolerance, norm-wise error, untouched rows bit for bit).
 """
-import numpy as np
 import pytest
 
 import nvfp4_driver as nd
 from nvfp4_driver import testing, variants
 from nvfp4_driver.devmem import DeviceBuffer
 
-from test_gemm_gpu import SEED, check, run_case, torch  # tests/gpu is on sys.path (pytest's rootdir-less import)
+from test_gemm_gpu import check, run_case, torch  # tests/gpu is on sys.path (pytest's rootdir-less import)
 
 
 @pytest.fixture(autouse=True)
@@ -20,11 +19,6 @@ def wgmma_path(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     if torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("the wgmma kernel is built for sm_90a (compute capability 9.0)")
-
-
-@pytest.fixture
-def rng(request):
-    return np.random.default_rng([SEED, abs(hash(request.node.nodeid)) % 2**31])
 
 
 CUTS = [dict(tile_m=t.tile_m, tile_n=t.tile_n, tile_k=t.tile_k, swap_ab=t.swap_ab) for t in variants.WGMMA_CUTS]

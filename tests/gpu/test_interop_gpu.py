@@ -15,16 +15,11 @@ import pytest
 import nvfp4_driver as nd
 from nvfp4_driver import driver, testing
 from nvfp4_driver.devmem import DeviceBuffer
+from seeds import SEED  # tests/gpu is on sys.path (pytest's rootdir-less import)
 
 torch = pytest.importorskip("torch")
 
-SEED = int(os.environ.get("NVFP4_TEST_SEED", np.random.SeedSequence().entropy % 2**32))
 NAMES = ("a", "b", "a_scale", "b_scale", "m_indptr", "alpha")
-
-
-@pytest.fixture
-def rng(request):
-    return np.random.default_rng([SEED, abs(hash(request.node.nodeid)) % 2**31])
 
 
 def problem(rng, groups=(37, 0, 1, 128, 200), n=136, k=384):

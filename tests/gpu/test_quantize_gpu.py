@@ -9,25 +9,18 @@ and the rows of ``a`` outside the groups), ``b`` and ``b_scale`` is compared.
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
 import nvfp4_driver as nd
 from nvfp4_driver import driver, layout, quantize as q, reference as R, variants
+from seeds import SEED  # tests/gpu is on sys.path (pytest's rootdir-less import)
 
 torch = pytest.importorskip("torch")
 
-SEED = int(os.environ.get("NVFP4_TEST_SEED", np.random.SeedSequence().entropy % 2**32))
 TORCH = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 # Binades per block: float16 holds 2^-24 .. 65504, the others far more.
 SPREAD = {"bfloat16": 40, "float16": 10, "float32": 60}
-
-
-@pytest.fixture
-def rng(request):
-    return np.random.default_rng([SEED, abs(hash(request.node.nodeid)) % 2**31])
 
 
 POISON = 0xA5  # nonzero: every padding byte and every row outside the groups must read 0
