@@ -76,7 +76,7 @@ def target_for(capability: tuple[int, int], force_ptx: bool = False, twin: bool 
 WGMMA_CUTS = (Tiles(128, 128, 128, False), Tiles(128, 256, 128, False))
 
 
-def auto_tiles(problem: Problem, wgmma: bool = True) -> Tiles:
+def auto_tiles(problem: Problem, wgmma: bool = True, native: bool = False) -> Tiles:
     """The cut used when the caller names none, from shapes alone (rows per group are on the GPU).
 
     Measured on an H100 (docs/perf-notes.md, v0.2): with few rows per group on average, a token
@@ -87,12 +87,17 @@ def auto_tiles(problem: Problem, wgmma: bool = True) -> Tiles:
     kernel runs (``wgmma``: a 9.0 GPU), its widest cut above 32 rows per group: at 64 rows it ran
     1.3x faster than the 64-token tile; at an average of 32 rows split unevenly (as routing does)
     the 32-token tile was as fast or 10% faster since v0.4's cheaper decode (H200).
+
+    The native Blackwell kernel (``native``: the sm120 family, its twin included) takes tile_k 128
+    for many rows: 4 pipeline stages fit its 99 KB where tile_k 256 fits 2, and its sm_90 stand-in
+    moved DeepSeek-V3 up E=32 m=1024 15-20% faster that way (2,064-2,149 vs 2,541 µs, H200, two
+    runs; docs/sm120.md). That is data movement only: the FP4 MMA's own time is unmeasured.
     """
     rows = problem.cum_m / max(problem.num_groups, 1)
     if wgmma and rows > 32:
         return Tiles(128, 256, 128, False)
     if rows > 64:
-        return Tiles(128, 128, 256, False)
+        return Tiles(128, 128, 128 if native else 256, False)
     tile_m = 16 if rows <= 16 else 32 if rows <= 32 else 64
     return Tiles(tile_m, 128, 256, True)
 
@@ -113,7 +118,7 @@ def select_variant(problem: Problem, tiles: Tiles | None, capability: tuple[int,
     family, target = target_for(capability, force_ptx, twin)
     wgmma = target == "sm_90" and capability == (9, 0) and not portable
     if tiles is None:
-        tiles = auto_tiles(problem, wgmma)
+        tiles = auto_tiles(problem, wgmma, native=family is Family.SM120)
     validate(problem, tiles)
     if wgmma and tiles in WGMMA_CUTS:
         family, target = Family.SM90A, "sm_90a"

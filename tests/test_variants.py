@@ -137,6 +137,18 @@ def test_auto_tiles(cum_m, groups, expect):
     assert select_variant(p, None, (9, 0), force_ptx=False, twin=False).tile_m == expect.tile_m
 
 
+def test_native_kernel_takes_tile_k_128_for_many_rows():
+    many = problem(num_groups=32, cum_m=32 * 1024, n=4096, k=7168)
+    few = problem(num_groups=256, cum_m=256 * 8, n=4096, k=7168)
+    assert variants.auto_tiles(many, wgmma=False, native=True) == Tiles(128, 128, 128, False)
+    assert variants.auto_tiles(few, wgmma=False, native=True) == Tiles(16, 128, 256, True)
+    for cap, twin in (((12, 0), False), ((12, 1), False), ((9, 0), True)):
+        v = select_variant(many, None, cap, force_ptx=False, twin=twin, portable=False)
+        assert (v.family, v.tile_k) == (Family.SM120, 128)
+    v = select_variant(many, None, (8, 9), force_ptx=False, twin=False, portable=False)  # the portable kernel
+    assert (v.family, v.tile_k) == (Family.SM80, 256)
+
+
 def test_auto_tiles_without_wgmma_keeps_token_tiles_to_64_rows():
     p = problem(num_groups=32, cum_m=64 * 32, n=4096, k=7168)
     assert variants.auto_tiles(p, wgmma=False) == Tiles(64, 128, 256, True)
