@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-OUT_DTYPES = ("bfloat16", "float16")
-# dtypes whose bytes are read as packed e2m1 pairs / ue4m3 scales: FlashInfer passes uint8, and
-# torch's packed fp4 and fp8 types view the same bytes.
-PACKED_DTYPES = ("uint8", "int8", "float4_e2m1fn_x2")
-SCALE_DTYPES = ("uint8", "int8", "float8_e4m3fn")
+from .dtypes import OUT_DTYPES
+
 TILE_M_CHOICES = (16, 32, 64, 128)  # 128 is FlashInfer's; 16/32/64 are token tiles for few rows per group
 TILE_N_CHOICES = (32, 64, 128, 256)  # 256: the Hopper wgmma kernel's cut only (validate)
 TILE_K_CHOICES = (128, 256)
@@ -35,11 +32,6 @@ class Problem:
     def sf_k(self) -> int:
         """Scale bytes per row: one ue4m3 per 16 elements of K."""
         return self.k // 16
-
-    @property
-    def flops(self) -> int:
-        """2*M*N*K for M = cum_m (an upper bound on the rows inside the groups)."""
-        return 2 * self.cum_m * self.n * self.k
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,7 +10,6 @@ failure, 2 no GPU.
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 
@@ -18,7 +17,7 @@ import numpy as np
 
 from . import config, driver, testing
 from .devmem import DeviceBuffer
-from .ops import group_gemm_nvfp4_nt_groupwise
+from .ops import run_with_flags
 from .problem import Problem, Tiles
 from .variants import WGMMA_CUTS, checkout_only_builds_missing, select_variant
 
@@ -68,14 +67,15 @@ def upload(p: testing.RandomProblem, device: int) -> dict:
     return {n: DeviceBuffer.from_numpy(getattr(p, n), device=device) for n in names if getattr(p, n) is not None}
 
 
-def run_on_gpu(p: testing.RandomProblem, bufs: dict, tiles: Tiles | None, out_dtype: str, device: int) -> np.ndarray:
+def run_on_gpu(p: testing.RandomProblem, bufs: dict, tiles: Tiles | None, out_dtype: str, device: int,
+               flags: config.Flags) -> np.ndarray:
     """Run the op into a poisoned output; return its bit patterns (uint16, (cum_m, N))."""
     out = DeviceBuffer((p.cum_m, p.n), out_dtype, device=device)
     out.fill_bytes(0xFF)
     cut = {} if tiles is None else dict(tile_m=tiles.tile_m, tile_n=tiles.tile_n, tile_k=tiles.tile_k,
                                         swap_ab=tiles.swap_ab)
-    group_gemm_nvfp4_nt_groupwise(bufs["a"], bufs["b"], bufs["a_scale"], bufs["b_scale"], bufs["m_indptr"],
-                                  alpha=bufs.get("alpha"), out=out, **cut)
+    run_with_flags(flags, bufs["a"], bufs["b"], bufs["a_scale"], bufs["b_scale"], bufs["m_indptr"],
+                   alpha=bufs.get("alpha"), out=out, **cut)
     return out.to_numpy()
 
 
@@ -96,13 +96,13 @@ def check_case(p, bits, out_dtype, ulps: bool = True) -> tuple[bool, str]:
 
 def run_selftest(seed: int | None = None, twin: bool = False) -> int:
     """Run the grid of cases on every GPU; ``twin``: on sm_90 GPUs, the sm120 kernel's twin."""
-    if twin or config.twin():
+    env = config.flags()
+    flags = env._replace(twin=True) if twin else env  # passed to each call: nothing is written to os.environ
+    if flags.twin:
         missing = checkout_only_builds_missing("twin_sm_90")
         if missing:  # an installed wheel: say so once, before any case
             print(f"selftest --twin: {missing}", file=sys.stderr)
             return 2
-    if twin:
-        os.environ["NVFP4_DRIVER_TWIN"] = "1"  # read by select_variant on every call
     try:
         ordinals = list(range(driver.device_count()))
     except (driver.NoCudaDriverError, driver.NoCudaDeviceError) as exc:
@@ -117,13 +117,13 @@ def run_selftest(seed: int | None = None, twin: bool = False) -> int:
         for rows, n, k in SHAPES:
             p = testing.random_problem(rng, rows, n=n, k=k, row_offset=int(rng.integers(0, 4)))
             bufs = upload(p, device)
-            hopper = info.capability == (9, 0) and not (twin or config.portable() or config.force_ptx())
+            hopper = info.capability == (9, 0) and not (flags.twin or flags.portable or flags.force_ptx)
             for i, tiles in enumerate(OPTIONS + (HOPPER_ONLY if hopper else [])):
                 out_dtype = ("bfloat16", "float16")[i % 2]
                 problem = Problem(p.num_groups, p.n, p.k, p.cum_m, out_dtype)
-                variant = select_variant(problem, tiles, info.capability)
+                variant = select_variant(problem, tiles, info.capability, flags.force_ptx, flags.twin, flags.portable)
                 t0 = time.perf_counter()
-                bits = run_on_gpu(p, bufs, tiles, out_dtype, device)
+                bits = run_on_gpu(p, bufs, tiles, out_dtype, device, flags)
                 ok, text = check_case(p, bits, out_dtype)
                 total += 1
                 failures += not ok
@@ -135,8 +135,9 @@ def run_selftest(seed: int | None = None, twin: bool = False) -> int:
             bufs = upload(p, device)
             for i, tiles in enumerate((None, Tiles(128, 128, 128, False))):
                 out_dtype = ("bfloat16", "float16")[i % 2]
-                variant = select_variant(Problem(p.num_groups, p.n, p.k, p.cum_m, out_dtype), tiles, info.capability)
-                ok, text = check_case(p, run_on_gpu(p, bufs, tiles, out_dtype, device), out_dtype, ulps=False)
+                variant = select_variant(Problem(p.num_groups, p.n, p.k, p.cum_m, out_dtype), tiles, info.capability,
+                                         flags.force_ptx, flags.twin, flags.portable)
+                ok, text = check_case(p, run_on_gpu(p, bufs, tiles, out_dtype, device, flags), out_dtype, ulps=False)
                 total += 1
                 failures += not ok
                 print(f"{'PASS' if ok else 'FAIL'}  GPU {device} {info.name}  [hardware question] {name}: "

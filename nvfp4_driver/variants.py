@@ -107,9 +107,10 @@ def select_variant(problem: Problem, tiles: Tiles | None, capability: tuple[int,
     variables. On a 9.0 GPU the cuts in :data:`WGMMA_CUTS` run on the wgmma kernel unless
     ``portable``.
     """
-    force_ptx = config.force_ptx() if force_ptx is None else force_ptx
-    twin = config.twin() if twin is None else twin
-    portable = config.portable() if portable is None else portable
+    env = config.flags()
+    force_ptx = env.force_ptx if force_ptx is None else force_ptx
+    twin = env.twin if twin is None else twin
+    portable = env.portable if portable is None else portable
     family, target = target_for(capability, force_ptx, twin)
     wgmma = target == "sm_90" and capability == (9, 0) and not portable
     if tiles is None:
@@ -123,7 +124,7 @@ def select_variant(problem: Problem, tiles: Tiles | None, capability: tuple[int,
             f"NVFP4_DRIVER_PORTABLE, _FORCE_PTX or _TWIN); here the {family.value} kernel ({target}) serves "
             f"compute capability {capability[0]}.{capability[1]}: use tile_n 32, 64 or 128")
     variant = Variant(family, tiles.tile_m, tiles.tile_n, tiles.tile_k, tiles.swap_ab, target)
-    if config.log_decisions():
+    if env.log:
         _log(problem, tiles, capability, variant)
     return variant
 
@@ -217,7 +218,7 @@ PROBE_SYMBOL = "nvfp4_probe"
 
 def probe_spec(capability: tuple[int, int], force_ptx: bool | None = None) -> KernelSpec:
     """The argument-echo probe kernel (nvfp4_probe.cu) for a GPU: the loader's smoke test."""
-    _family, target = target_for(capability, config.force_ptx() if force_ptx is None else force_ptx)
+    _family, target = target_for(capability, config.flags().force_ptx if force_ptx is None else force_ptx)
     if target.startswith("sm_12"):
         target = "compute_80"  # the probe is built for the portable targets only; PTX runs anywhere
     entry = manifest()["kernels"][PROBE_SYMBOL]

@@ -31,7 +31,7 @@ def poisoned_outputs(monkeypatch):
     """Every array the ops allocate starts as POISON bytes (queued on the current stream before the
     kernel), so a byte the kernel fails to write (a padding scale row, a row outside the groups)
     cannot pass for a zero that the caching allocator happened to hand back."""
-    real = q.tensors.allocate
+    real = q.outputs.allocate
 
     def allocate(like, shape, dtype, **kw):
         out, arr = real(like, shape, dtype, **kw)
@@ -39,7 +39,7 @@ def poisoned_outputs(monkeypatch):
             out.view(torch.uint8).fill_(POISON)
         return out, arr
 
-    monkeypatch.setattr(q.tensors, "allocate", allocate)
+    monkeypatch.setattr(q.outputs, "allocate", allocate)
 
 
 def tie_blocks(rng, count: int, max_exp: int) -> np.ndarray:
