@@ -7,7 +7,7 @@
 
 Every variant is one ``extern "C"`` symbol compiled from one source with -D macros, once per target.
 The manifest records, per variant, what the launcher needs (parameter list, block, dynamic shared
-memory, grid rule) and, per target, the file, its sha256, registers and the ptxas report. A variant
+memory) and, per target, the file, its sha256, registers and the ptxas report. A variant
 whose ptxas report shows a stack frame or spills fails the build: local memory in a GEMM main loop
 is a performance bug we want to see at build time, not in a benchmark. (Twin builds, which stand
 in for hardware we lack and are never timed, are exempt.)
@@ -178,15 +178,13 @@ GLOBAL_SCALE_PARAMS = (("scale", "ptr"), ("n", "i32"))
 ALPHA_PARAMS = (("gs_a", "ptr"), ("gs_b", "ptr"), ("alpha", "ptr"), ("a_stride", "i32"), ("b_stride", "i32"),
                 ("n", "i32"))
 
-_ROW_GRID = ("x: ceil(rows * ceil(K / 1024) / 8): one warp per (row, 1024-element segment), row-major "
-             "(quantize_rows: rows = max(rows, sf_rows))")
-# op -> (NVFP4_QUANT_OP, parameters, block size, grid rule)
+# op -> (NVFP4_QUANT_OP, parameters, block size). The grids are the launcher's (quantize.py).
 QUANT_OPS = {
-    "quantize_rows": (1, QUANTIZE_PARAMS, 256, _ROW_GRID),
-    "dequantize_rows": (2, DEQUANTIZE_PARAMS, 256, _ROW_GRID),
-    "amax_rows": (3, AMAX_PARAMS, 256, _ROW_GRID),
-    "global_scale_from_amax": (4, GLOBAL_SCALE_PARAMS, 128, "x: ceil(n / 128)"),
-    "alpha_from_global_scales": (5, ALPHA_PARAMS, 128, "x: ceil(n / 128)"),
+    "quantize_rows": (1, QUANTIZE_PARAMS, 256),
+    "dequantize_rows": (2, DEQUANTIZE_PARAMS, 256),
+    "amax_rows": (3, AMAX_PARAMS, 256),
+    "global_scale_from_amax": (4, GLOBAL_SCALE_PARAMS, 128),
+    "alpha_from_global_scales": (5, ALPHA_PARAMS, 128),
 }
 QUANT_DTYPES = {"bf16": 0, "f16": 1, "f32": 2}
 
@@ -327,18 +325,16 @@ def compile_one(nvcc: str, v: Variant, target: str) -> dict:
 
 def variant_entry(v: Variant) -> dict:
     if isinstance(v, QuantKernel):
-        _op_code, params, _threads, grid = QUANT_OPS[v.op]
+        _op_code, params, _threads = QUANT_OPS[v.op]
         return {"family": v.family, "source": FAMILIES[v.family].source, "op": v.op, "dtype": v.dtype or None,
-                **launch_config(v), "grid": grid, "params": [{"name": n, "type": t} for n, t in params]}
+                **launch_config(v), "params": [{"name": n, "type": t} for n, t in params]}
     if isinstance(v, Probe):
-        return {"family": v.family, "source": FAMILIES[v.family].source, **launch_config(v), "grid": "x: 1",
+        return {"family": v.family, "source": FAMILIES[v.family].source, **launch_config(v),
                 "params": [{"name": n, "type": t} for n, t in PROBE_PARAMS]}
     return {
         "family": v.family, "source": FAMILIES[v.family].source, "tile_m": v.tile_m, "tile_n": v.tile_n,
         "tile_k": v.tile_k, "swap_ab": v.swap_ab, "warps_k": gemm_warps_k(v), "warp_n": gemm_warp_n(v),
         **launch_config(v),
-        "grid": "x: (cum_m + (tile_m-1)*G) // tile_m row tiles (an upper bound; extra blocks exit), "
-                "y: ceil(N / tile_n)",
         "params": [{"name": n, "type": t} for n, t in GROUPED_GEMM_PARAMS],
     }
 

@@ -79,14 +79,13 @@ WGMMA_CUTS = (Tiles(128, 128, 128, False), Tiles(128, 256, 128, False))
 def auto_tiles(problem: Problem, wgmma: bool = True) -> Tiles:
     """The cut used when the caller names none, from shapes alone (rows per group are on the GPU).
 
-    Measured on an H100 (docs/perf-notes.md, v0.2): with few rows per group on average, a token
-    tile of 16/32/64 rows with the weights on the MMA's M side decodes each weight byte once per
-    16-64 tokens instead of once per mostly empty 128-row tile (3.4-4.3x faster at 4-16 rows),
-    with tile_k = 256 (faster than 128 on every decode shape since v0.3's K shares; in v0.2 only
-    for grids of under two blocks per SM). Many rows per group: 128 x 128 x 256. Where the wgmma
-    kernel runs (``wgmma``: a 9.0 GPU), its widest cut above 32 rows per group: at 64 rows it ran
-    1.3x faster than the 64-token tile; at an average of 32 rows split unevenly (as routing does)
-    the 32-token tile was as fast or 10% faster since v0.4's cheaper decode (H200).
+    The measurements behind each rule are in docs/perf-notes.md. With few rows per group on average,
+    a token tile of 16/32/64 rows with the weights on the MMA's M side decodes each weight byte once
+    per 16-64 tokens instead of once per mostly empty 128-row tile (3.4-4.3x faster at 4-16 rows on
+    an H100), with tile_k = 256 (faster than 128 on every decode shape). Many rows per group:
+    128 x 128 x 256. Where the wgmma kernel runs (``wgmma``: a 9.0 GPU), its widest cut above 32 rows
+    per group: at 64 rows it ran 1.3x faster than the 64-token tile; at an average of 32 rows split
+    unevenly (as routing does) the 32-token tile was as fast or 10% faster (H200).
     """
     rows = problem.cum_m / max(problem.num_groups, 1)
     if wgmma and rows > 32:
