@@ -12,7 +12,7 @@ from .moe import a_scale_shape, cum_m_padded, m_indptr_from_counts, pad_groups
 from .ops import check_m_indptr, group_gemm_nvfp4_nt_groupwise, group_gemm_nvfp4_nt_groupwise_ptr
 from .quantize import (alpha_from_global_scales, dequantize, global_scale_from_amax, quantize_activations,
                        quantize_weights)
-from .variants import UnsupportedGpuError
+from .registry import UnsupportedGpuError
 
 __version__ = "0.1.0"
 

@@ -111,7 +111,7 @@ def group_gemm_nvfp4_nt_groupwise(a, b, a_scale, b_scale, m_indptr, alpha=None, 
                     if out is None:
                         out = _torch_empty(entry.out_shape, dtype=entry.out_dtype, device=entry.device)
                         po = out.data_ptr()
-                    if entry.launch is not None:
+                    if entry.launch is not None:  # GroupedGemmArgs' order, as a tuple (see TorchPlan)
                         entry.launch(entry.grid, handle, (pa, pb, ps, pbs, pm, palpha, po) + entry.tail)
                     return out
     return _call(a, b, a_scale, b_scale, m_indptr, alpha, tile_m, tile_n, tile_k, swap_ab, out, out_dtype,
@@ -171,7 +171,7 @@ def group_gemm_nvfp4_nt_groupwise_ptr(a: int, b: int, a_scale: int, b_scale: int
         if indptr is not None:
             check_m_indptr(indptr, p.cum_m, a_scale_nbytes, p.sf_k)
     if launch_grid[0] and launch_grid[1]:
-        kernel.launch(launch_grid, handle, (a, b, a_scale, b_scale, m_indptr, alpha, out) + plan.tail)
+        kernel.launch(launch_grid, handle, plan.args(a, b, a_scale, b_scale, m_indptr, alpha, out))
 
 
 
@@ -226,8 +226,9 @@ def _call(a, b, a_scale, b_scale, m_indptr, alpha, tile_m, tile_n, tile_k, swap_
         out_arr = arrays["out"]
     if launch_grid[0] and launch_grid[1]:  # else: no rows or no groups, nothing to write
         alpha_ptr = arrays["alpha"].ptr if "alpha" in arrays else 0
-        kernel.launch(launch_grid, handle, (A.ptr, arrays["b"].ptr, arrays["a_scale"].ptr, arrays["b_scale"].ptr,
-                                            arrays["m_indptr"].ptr, alpha_ptr, out_arr.ptr) + plan.tail)
+        kernel.launch(launch_grid, handle, plan.args(A.ptr, arrays["b"].ptr, arrays["a_scale"].ptr,
+                                                      arrays["b_scale"].ptr, arrays["m_indptr"].ptr, alpha_ptr,
+                                                      out_arr.ptr))
     if out_arr.framework != "torch" and hasattr(out, "stream") and hasattr(out, "__dlpack__"):
         out.stream = handle  # a DeviceBuffer we allocated: consumers order themselves after this launch
     if (not checked and (given[6] is not None or stream is None)

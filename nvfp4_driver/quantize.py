@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import config, driver, dtypes, outputs, streams, tensors, torch_hooks
+from . import config, driver, dtypes, outputs, registry, streams, tensors, torch_hooks
 from .layout import SF_VEC, a_scale_rows_upper_bound, padded_n
 from .dtypes import PACKED_DTYPES, SCALE_DTYPES
 from .variants import quantize_spec
@@ -129,16 +129,16 @@ def _device(arrays: dict, first: tensors.DeviceArray) -> int:
     return driver.pointer_device(first.ptr) if ordinal is None else ordinal
 
 
-def _launch(op: str, tag: str, ordinal: int, grid: tuple[int, int, int], stream: int, args: tuple) -> None:
-    driver.launch(_spec(op, tag, ordinal), ordinal, grid, stream, args)
+def _launch(op: str, tag: str | None, ordinal: int, grid: tuple[int, int, int], stream: int, /, **args) -> None:
+    """Launch the quantizer kernel of ``op`` (and dtype ``tag``) with its parameters named."""
+    driver.launch(_spec(op, tag, ordinal), ordinal, grid, stream, registry.quantizer(op, tag).args(**args))
 
 
-def _spec(op: str, tag: str, ordinal: int) -> driver.KernelSpec:
-    symbol = f"nvfp4_{op}" + (f"_{tag}" if tag else "")
-    return quantize_spec(symbol, driver.device_info(ordinal).capability, config.flags().force_ptx)
+def _spec(op: str, tag: str | None, ordinal: int) -> driver.KernelSpec:
+    return quantize_spec(op, tag, driver.device_info(ordinal).capability, config.flags().force_ptx)
 
 
-def _launch_rows(op: str, tag: str, ordinal: int, rows: int, k: int, stream: int, args: tuple) -> None:
+def _launch_rows(op: str, tag: str, ordinal: int, rows: int, k: int, stream: int, /, **args) -> None:
     """Launch a row kernel (quantize, dequantize, amax) over ``rows`` rows of K=``k`` elements.
 
     Its warps walk the units (row, 1024-element segment) with a grid stride, so any grid is correct;
@@ -148,7 +148,8 @@ def _launch_rows(op: str, tag: str, ordinal: int, rows: int, k: int, stream: int
     spec = _spec(op, tag, ordinal)
     units = rows * -(-k // _SEGMENT)
     wave = driver.device_info(ordinal).sm_count * _resident_blocks(spec, ordinal)
-    driver.launch(spec, ordinal, (min(-(-units // _WARPS_PER_BLOCK), wave), 1, 1), stream, args)
+    driver.launch(spec, ordinal, (min(-(-units // _WARPS_PER_BLOCK), wave), 1, 1), stream,
+                  registry.quantizer(op, tag).args(**args))
 
 
 _resident: dict[tuple[str, str, int], int] = {}
@@ -211,7 +212,9 @@ def quantize_activations(x, m_indptr, global_scale, *, stream=None):
     if max(rows, sf_rows):
         _launch_rows("quantize_rows", _DTYPE_TAG[X.dtype], ordinal, max(rows, sf_rows), k,
                      streams.resolve_stream(stream, arrays),
-                     (X.ptr, A.ptr, S.ptr, gs_ptr, M.ptr, rows, sf_rows, k, groups, 0, gs_stride, gs_value))
+                     x=X.ptr, q=A.ptr, q_scale=S.ptr, global_scale=gs_ptr, m_indptr=M.ptr, rows=rows,
+                     sf_rows=sf_rows, k=k, num_groups=groups, group_rows=0, gs_stride=gs_stride,
+                     gs_value=gs_value)
     return a, a_scale
 
 
@@ -244,7 +247,9 @@ def quantize_weights(w, global_scale, *, stream=None):
     if groups * n_pad:
         _launch_rows("quantize_rows", _DTYPE_TAG[W.dtype], ordinal, groups * n_pad, k,
                      streams.resolve_stream(stream, arrays),
-                     (W.ptr, B.ptr, S.ptr, gs_ptr, 0, groups * n, groups * n_pad, k, groups, n, gs_stride, gs_value))
+                     x=W.ptr, q=B.ptr, q_scale=S.ptr, global_scale=gs_ptr, m_indptr=0, rows=groups * n,
+                     sf_rows=groups * n_pad, k=k, num_groups=groups, group_rows=n, gs_stride=gs_stride,
+                     gs_value=gs_value)
     return b, b_scale
 
 
@@ -317,8 +322,9 @@ def dequantize(q, q_scale, m_indptr=None, global_scale=None, *, out_dtype="bfloa
     if rows:
         _launch_rows("dequantize_rows", _DTYPE_TAG[out_canon], ordinal, rows, k,
                      streams.resolve_stream(stream, arrays),
-                     (Q.ptr, S.ptr, gs_ptr, indptr_ptr, O.ptr, rows, sf_rows, k, groups, group_rows, gs_stride,
-                      gs_value))
+                     q=Q.ptr, q_scale=S.ptr, global_scale=gs_ptr, m_indptr=indptr_ptr, out=O.ptr, rows=rows,
+                     sf_rows=sf_rows, k=k, num_groups=groups, group_rows=group_rows, gs_stride=gs_stride,
+                     gs_value=gs_value)
     return out
 
 
@@ -375,8 +381,9 @@ def global_scale_from_amax(x, m_indptr=None, *, per_group: bool = True, stream=N
     _zero_words(O.ptr, count, ordinal, handle)
     if rows:
         _launch_rows("amax_rows", _DTYPE_TAG[X.dtype], ordinal, rows, k, handle,
-                     (X.ptr, O.ptr, indptr_ptr, rows, k, groups, group_rows, int(per_group)))
-    _launch("global_scale_from_amax", "", ordinal, (-(-count // _SCALAR_BLOCK), 1, 1), handle, (O.ptr, count))
+                     x=X.ptr, amax_bits=O.ptr, m_indptr=indptr_ptr, rows=rows, k=k, num_groups=groups,
+                     group_rows=group_rows, per_group=int(per_group))
+    _launch("global_scale_from_amax", None, ordinal, (-(-count // _SCALAR_BLOCK), 1, 1), handle, scale=O.ptr, n=count)
     return out
 
 
@@ -417,7 +424,7 @@ def alpha_from_global_scales(gsf_a, gsf_b, *, stream=None):
     arrays = {"gsf_a": A, "gsf_b": B}
     ordinal = _device(arrays, A)
     alpha, O = outputs.allocate(A, (count,), "float32")
-    _launch("alpha_from_global_scales", "", ordinal, (-(-count // _SCALAR_BLOCK), 1, 1),
+    _launch("alpha_from_global_scales", None, ordinal, (-(-count // _SCALAR_BLOCK), 1, 1),
             streams.resolve_stream(stream, arrays),
-            (A.ptr, B.ptr, O.ptr, int(A.numel != 1), int(B.numel != 1), count))
+            gs_a=A.ptr, gs_b=B.ptr, alpha=O.ptr, a_stride=int(A.numel != 1), b_stride=int(B.numel != 1), n=count)
     return alpha

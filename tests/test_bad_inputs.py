@@ -653,10 +653,10 @@ def test_unchecked_launch_reads_whole_a_scale_blocks_only(fake_gpu):
     case.args["a_scale"].shape = (130, 16)  # 128 rows + 2: the second block is not whole
     case.call()
     (_grid, _stream, args), = fake_gpu.launches
-    assert args[8] == 128
+    assert args.a_scale_rows == 128  # the named GroupedGemmArgs
     case.args["a_scale"].shape = (256 + 127, 16)
     case.call()
-    assert fake_gpu.launches[-1][2][8] == 256
+    assert fake_gpu.launches[-1][2].a_scale_rows == 256
 
 
 @pytest.mark.parametrize("tiles", [{}, dict(tile_m=16), dict(tile_m=128, tile_n=64, tile_k=256, swap_ab=False)])

@@ -191,6 +191,7 @@ def test_torch_fast_path_key_is_the_remembered_one(monkeypatch):
     entry.ordinal, entry.out_shape, entry.out_dtype, entry.device = 0, (100, 64), torch.float16, a.device
     monkeypatch.setattr(plans, "torch_plans", {})
     monkeypatch.setattr(ops, "_raw_stream", [lambda device: 0])
+    monkeypatch.setattr(ops, "_TorchTensor", [torch.Tensor])  # as after a first torch call, whatever ran before
     given = (a, b, a_scale, b_scale, m_indptr, alpha, out)
     plans.torch_plans[plans.torch_key(given, 128, 64, 256, False, "fp16", config.flags())] = entry
     assert nd.group_gemm_nvfp4_nt_groupwise(*given[:5], alpha, 128, 64, 256, False, out, "fp16") is out

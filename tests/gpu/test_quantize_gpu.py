@@ -482,7 +482,8 @@ def test_quantizer_abi_matches_manifest():
         if entry["family"] != "quantize":
             continue
         for force_ptx in (False, True):
-            spec = variants.quantize_spec(name, cap, force_ptx)
+            spec = variants.quantize_spec(entry["op"], entry["dtype"], cap, force_ptx)
+            assert spec.symbol == name
             layout_, offset = [], 0
             for t in spec.param_types:
                 offset = (offset + _SIZES[t] - 1) // _SIZES[t] * _SIZES[t]
