@@ -159,6 +159,12 @@ def gemm_cuts() -> frozenset[Tiles]:
 
 
 @functools.lru_cache(maxsize=None)
+def family_cuts(family: str) -> frozenset[Tiles]:
+    """The cuts the grouped-GEMM kernels of ``family`` are compiled for."""
+    return frozenset(tiles for fam, tiles in _gemm_index() if fam == family)
+
+
+@functools.lru_cache(maxsize=None)
 def quantizer(op: str, dtype: str | None = None) -> KernelEntry:
     """The quantizer kernel of ``op`` ("quantize_rows", "amax_rows", ...) for the unquantized dtype
     tag ``dtype`` ("bf16", "f16", "f32"; None for the scalar ops)."""

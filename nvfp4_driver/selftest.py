@@ -15,11 +15,11 @@ import time
 
 import numpy as np
 
-from . import config, driver, testing
+from . import config, driver, registry, testing
 from .devmem import DeviceBuffer
 from .ops import run_with_flags
 from .problem import Problem, Tiles
-from .variants import WGMMA_CUTS, checkout_only_builds_missing, select_variant
+from .variants import Family, checkout_only_builds_missing, select_variant, wgmma_cuts
 
 # (group rows, N, K): decode-like and prefill-like, empty groups, K=384 for tile_k=256, N=8.
 SHAPES = [
@@ -30,11 +30,11 @@ SHAPES = [
     ([300, 5, 0, 64], 512, 1024),
 ]
 # None: the automatic cut (what a call without tile arguments runs); then every compiled cut.
-OPTIONS = ([None] + [Tiles(128, tn, tk, swap) for tn in (32, 64, 128) for tk in (128, 256) for swap in (False, True)]
-           + [Tiles(tm, 128, tk, True) for tm in (16, 32, 64) for tk in (128, 256)])
+OPTIONS = [None] + sorted(registry.family_cuts(Family.SM80.value),
+                          key=lambda t: (t.tile_m != 128, t.tile_m, t.tile_n, t.tile_k, t.swap_ab))
 # Cuts that exist on one kind of GPU only: tile_n 256 is the Hopper wgmma kernel's (on 9.0 the
 # (128, 128, 128, False) cut above runs there too).
-HOPPER_ONLY = [t for t in WGMMA_CUTS if t.tile_n not in (32, 64, 128)]
+HOPPER_ONLY = sorted(wgmma_cuts() - registry.family_cuts(Family.SM80.value), key=lambda t: t.tile_n)
 
 
 def _cancelling(rng) -> testing.RandomProblem:

@@ -82,9 +82,10 @@ HOPPER = Target("sm", 9, 0)
 WGMMA = Target("sm", 9, 0, arch_specific=True)
 
 
-# The cuts the Hopper wgmma kernel (sm90a_nvfp4_grouped_gemm.cu) is built for: 128 tokens x
-# tile_n weights, stages of 128 K, tokens on the MMA's M side. On a 9.0 GPU these cuts run there.
-WGMMA_CUTS = (Tiles(128, 128, 128, False), Tiles(128, 256, 128, False))
+def wgmma_cuts() -> frozenset[Tiles]:
+    """The cuts the Hopper wgmma kernel (sm90a_nvfp4_grouped_gemm.cu) is built for: 128 tokens x
+    tile_n weights, stages of 128 K, tokens on the MMA's M side. On a 9.0 GPU these cuts run there."""
+    return registry.family_cuts(Family.SM90A.value)
 
 
 def auto_tiles(problem: Problem, wgmma: bool = True) -> Tiles:
@@ -114,7 +115,7 @@ def select_variant(problem: Problem, tiles: Tiles | None, capability: tuple[int,
     ``capability``; validates first.
 
     ``force_ptx`` / ``twin`` / ``portable`` default to the NVFP4_DRIVER_FORCE_PTX / _TWIN / _PORTABLE
-    variables. On a 9.0 GPU the cuts in :data:`WGMMA_CUTS` run on the wgmma kernel unless
+    variables. On a 9.0 GPU the cuts of :func:`wgmma_cuts` run on the wgmma kernel unless
     ``portable``.
     """
     env = config.flags()
@@ -126,7 +127,7 @@ def select_variant(problem: Problem, tiles: Tiles | None, capability: tuple[int,
     if tiles is None:
         tiles = auto_tiles(problem, wgmma)
     validate(problem, tiles)
-    if wgmma and tiles in WGMMA_CUTS:
+    if wgmma and tiles in wgmma_cuts():
         family, target = Family.SM90A, WGMMA
     elif tiles.tile_n == 256:
         raise UnsupportedGpuError(

@@ -5,7 +5,7 @@ import pytest
 from nvfp4_driver import variants
 from nvfp4_driver.problem import Problem, Tiles, validate
 from nvfp4_driver.registry import Target
-from nvfp4_driver.variants import (WGMMA_CUTS, Family, UnsupportedGpuError, grid, kernel_spec, select_variant,
+from nvfp4_driver.variants import (Family, UnsupportedGpuError, grid, kernel_spec, select_variant,
                                    target_for)
 
 
@@ -73,7 +73,7 @@ def test_every_option_selects_a_built_kernel():
                     assert spec.symbol == v.symbol and spec.file == v.file
                     assert spec.param_types[:7] == ("ptr",) * 7
                     if v.family is Family.SM90A:  # two warpgroups, up to 227 KB on sm_90
-                        assert cap == (9, 0) and not twin and Tiles(128, tn, tk, swap) in WGMMA_CUTS
+                        assert cap == (9, 0) and not twin and Tiles(128, tn, tk, swap) in variants.wgmma_cuts()
                         assert v.target.name == "sm_90a" and spec.threads == 256 and spec.smem_bytes <= 232_448
                     else:  # its block size: against each cubin's launch bounds in test_build.py
                         entry = variants.manifest()["kernels"][spec.symbol]
@@ -83,7 +83,7 @@ def test_every_option_selects_a_built_kernel():
 
 
 def test_wgmma_cuts_only_on_9_0_and_not_when_portable():
-    for cut in WGMMA_CUTS:
+    for cut in variants.wgmma_cuts():
         assert select_variant(problem(), cut, (9, 0), force_ptx=False, twin=False,
                               portable=False).family is Family.SM90A
         for cap, twin, ptx, portable in (((9, 0), False, False, True), ((9, 0), True, False, False),
