@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
-"""The only place nvcc runs: the variant table in, cubins + PTX + manifest.json out.
+"""The only place nvcc runs: the kernel table in, cubins + PTX + manifest.json out.
 
-    python build_cubins.py            # rebuild what is stale (all variants, all targets)
+    python build_cubins.py            # rebuild what is stale (all kernels, all targets)
     python build_cubins.py --force    # rebuild everything
     python build_cubins.py --check    # no nvcc: committed files match the sources and the table
 
-Every variant is one ``extern "C"`` symbol compiled from one source with -D macros, once per target.
-The manifest records, per variant, what the launcher needs (parameter list, block, dynamic shared
-memory, grid rule) and, per target, the file, its sha256, registers and the ptxas report. A variant
-whose ptxas report shows a stack frame or spills fails the build: local memory in a GEMM main loop
+Every kernel is one ``extern "C"`` symbol compiled from one source with -D macros, once per target.
+The manifest records, per kernel, what the launcher needs (its ABI: a name and the parameter list;
+block, dynamic shared memory) and, per target, the file, its sha256, registers and the ptxas
+report. A kernel whose ptxas report shows a stack frame or spills fails the build: local memory in a GEMM main loop
 is a performance bug we want to see at build time, not in a benchmark. (Twin builds, which stand
 in for hardware we lack and are never timed, are exempt.)
 """
@@ -47,7 +47,7 @@ SMEM_BUDGET = 98_304
 
 
 @dataclasses.dataclass(frozen=True)
-class Variant:
+class GemmKernel:
     family: str      # "sm80": the portable mma.sync kernel; "sm120": native Blackwell FP4
     tile_m: int      # tokens per block: 128 (FlashInfer's tile_m), or 16/32/64 for few rows per group
     tile_n: int
@@ -61,25 +61,25 @@ class Variant:
 
 
 @dataclasses.dataclass(frozen=True)
-class Family:
+class FamilyBuild:
     source: str
     targets: tuple[str, ...]  # "sm_XX" -> cubin, "compute_XX" -> PTX
-    threads: callable         # Variant -> block size
-    stage_bytes: callable     # Variant -> shared memory of one pipeline stage
+    threads: callable         # kernel -> block size
+    stage_bytes: callable     # kernel -> shared memory of one pipeline stage
     max_stages: int
     flags: tuple[str, ...] = ()  # nvcc flags of this family only (hashed with the sources)
-    fixed_smem: callable = lambda v: 0  # Variant -> shared memory besides the pipeline stages
+    fixed_smem: callable = lambda v: 0  # kernel -> shared memory besides the pipeline stages
     smem_budget: int = 0                # 0: SMEM_BUDGET (every target); more where the family's targets allow
 
 
-def gemm_warp_n(v: Variant) -> int:
+def gemm_warp_n(v: GemmKernel) -> int:
     """Columns of one warp's tile (nvfp4_grouped_gemm.cuh's WARP_N). The portable kernel's 16-token
     tiles take 64: with weights on the MMA's M side, each warp decodes the tile's 16 tokens again,
     and 64 weight rows a warp halve those repeats against 32 (perf-notes, v0.4)."""
     return 64 if v.family == "sm80" and v.tile_m == 16 and v.tile_k == 256 and v.tile_n % 64 == 0 else 32
 
 
-def gemm_warps_k(v: Variant) -> int:
+def gemm_warps_k(v: GemmKernel) -> int:
     """Warps sharing each warp tile's K chunks (nvfp4_grouped_gemm.cuh's WARPS_K). The portable
     kernel's token tiles take 2: their decode chain is latency-bound with 4 warps a block (v0.2 in
     docs/perf-notes.md); 4 where wider warp tiles (gemm_warp_n) leave half the warps per K share.
@@ -89,13 +89,13 @@ def gemm_warps_k(v: Variant) -> int:
     return 4 if gemm_warp_n(v) == 64 else 2
 
 
-def _gemm_threads(v: Variant) -> int:
+def _gemm_threads(v: GemmKernel) -> int:
     """Warps of min(tile_m, 64) tokens x warp_n columns over a tile_m x tile_n block, times the K
     shares (nvfp4_grouped_gemm.cuh)."""
     return 32 * (v.tile_m // min(v.tile_m, 64)) * (v.tile_n // gemm_warp_n(v)) * gemm_warps_k(v)
 
 
-def _stage_bytes(v: Variant) -> int:
+def _stage_bytes(v: GemmKernel) -> int:
     """One pipeline stage of nvfp4_grouped_gemm.cuh (its layout comment)."""
     pitch = v.tile_k // 2 + 16                  # padded row of packed fp4
     sf_words = v.tile_k // 64                   # 4-byte scale words per row per stage
@@ -104,10 +104,10 @@ def _stage_bytes(v: Variant) -> int:
 
 def _gemm_family(source: str, targets: tuple[str, ...]) -> Family:
     """A grouped-GEMM family: the shared body (nvfp4_grouped_gemm.cuh) with its own math policy."""
-    return Family(source=source, targets=targets, threads=_gemm_threads, stage_bytes=_stage_bytes, max_stages=4)
+    return FamilyBuild(source=source, targets=targets, threads=_gemm_threads, stage_bytes=_stage_bytes, max_stages=4)
 
 
-def _sm90a_smem(v: Variant) -> int:
+def _sm90a_smem(v: GemmKernel) -> int:
     """sm90a_nvfp4_grouped_gemm.cu besides its stages: 1 KB of alignment slack and two decoded fp16
     weight sub-tiles of tile_n rows x 128 bytes."""
     return 1024 + 2 * v.tile_n * 128
@@ -117,8 +117,8 @@ FAMILIES = {
     "sm80": _gemm_family("sm80_nvfp4_grouped_gemm.cu", ("sm_80", "sm_90", "compute_80")),
     # Hopper's wgmma with the decode overlapped (sm_90a cubins run on compute capability 9.0 only).
     # Two warpgroups; an H100 block may take 227 KB of shared memory.
-    "sm90a": Family(source="sm90a_nvfp4_grouped_gemm.cu", targets=("sm_90a",), threads=lambda v: 256,
-                    stage_bytes=_stage_bytes, max_stages=6, fixed_smem=_sm90a_smem, smem_budget=232_448),
+    "sm90a": FamilyBuild(source="sm90a_nvfp4_grouped_gemm.cu", targets=("sm_90a",), threads=lambda v: 256,
+                         stage_bytes=_stage_bytes, max_stages=6, fixed_smem=_sm90a_smem, smem_budget=232_448),
     # Native Blackwell FP4 (block-scaled mma.sync). "twin_sm_90": the same source with the MMA
     # replaced by its software model (-DNVFP4_TWIN), which runs on an H100; "standin_sm_90": with the
     # MMA replaced by a cheap op that consumes every operand (-DNVFP4_STANDIN), which times the
@@ -132,28 +132,28 @@ PROXY_TARGETS = {"twin_": "-DNVFP4_TWIN", "standin_": "-DNVFP4_STANDIN"}
 # FlashInfer's cut (tile_m = 128, every tile_n / tile_k / swap_ab), plus token tiles of 16/32/64
 # with swap_ab for groups of few rows (decode): weights on the MMA's M side, so each weight byte is
 # decoded once per 16-64 tokens instead of once per 128-row tile that is mostly empty.
-VARIANTS = tuple(
-    Variant(family, tm, tn, tk, swap)
+GEMM_KERNELS = tuple(
+    GemmKernel(family, tm, tn, tk, swap)
     for family in ("sm80", "sm120")
     for tm, swaps in ((128, (False, True)), (16, (True,)), (32, (True,)), (64, (True,)))
     for tn in (32, 64, 128)
     for tk in (128, 256)
     for swap in swaps
     if tm == 128 or tn == 128
-) + tuple(Variant("sm90a", 128, tn, 128, False) for tn in (128, 256))  # prefill cuts: tokens on wgmma's M
+) + tuple(GemmKernel("sm90a", 128, tn, 128, False) for tn in (128, 256))  # prefill cuts: tokens on wgmma's M
 
 
 @dataclasses.dataclass(frozen=True)
-class Probe:
+class ProbeKernel:
     """nvfp4_probe.cu: echoes its arguments; the loader test and the empty-launch baseline."""
 
     family: str = "probe"
     name: str = "nvfp4_probe"
 
 
-PROBE = Probe()
-FAMILIES["probe"] = Family(source="nvfp4_probe.cu", targets=("sm_80", "sm_90", "compute_80"),
-                           threads=lambda v: 32, stage_bytes=lambda v: 0, max_stages=0)
+PROBE = ProbeKernel()
+FAMILIES["probe"] = FamilyBuild(source="nvfp4_probe.cu", targets=("sm_80", "sm_90", "compute_80"),
+                                threads=lambda v: 32, stage_bytes=lambda v: 0, max_stages=0)
 PROBE_PARAMS = (("out", "ptr"), ("i64", "i64"), ("i32", "i32"), ("f32", "f32"))
 
 # nvfp4_quantize.cu: the SPEC §4 quantizer, its inverse and the global-scale helpers. One symbol per
@@ -178,15 +178,26 @@ GLOBAL_SCALE_PARAMS = (("scale", "ptr"), ("n", "i32"))
 ALPHA_PARAMS = (("gs_a", "ptr"), ("gs_b", "ptr"), ("alpha", "ptr"), ("a_stride", "i32"), ("b_stride", "i32"),
                 ("n", "i32"))
 
-_ROW_GRID = ("x: ceil(rows * ceil(K / 1024) / 8): one warp per (row, 1024-element segment), row-major "
-             "(quantize_rows: rows = max(rows, sf_rows))")
-# op -> (NVFP4_QUANT_OP, parameters, block size, grid rule)
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantOp:
+    """One operation of nvfp4_quantize.cu. Its name is the symbol's stem, the manifest's "op" and what
+    quantize.py asks the registry for; ``code`` is the value of -DNVFP4_QUANT_OP that selects it (the
+    source's header lists the codes by these names)."""
+
+    code: int
+    params: tuple[tuple[str, str], ...]
+    threads: int
+
+
+# The grids are the launcher's (quantize.py).
 QUANT_OPS = {
-    "quantize_rows": (1, QUANTIZE_PARAMS, 256, _ROW_GRID),
-    "dequantize_rows": (2, DEQUANTIZE_PARAMS, 256, _ROW_GRID),
-    "amax_rows": (3, AMAX_PARAMS, 256, _ROW_GRID),
-    "global_scale_from_amax": (4, GLOBAL_SCALE_PARAMS, 128, "x: ceil(n / 128)"),
-    "alpha_from_global_scales": (5, ALPHA_PARAMS, 128, "x: ceil(n / 128)"),
+    "quantize_rows": QuantOp(1, QUANTIZE_PARAMS, 256),
+    "dequantize_rows": QuantOp(2, DEQUANTIZE_PARAMS, 256),
+    "amax_rows": QuantOp(3, AMAX_PARAMS, 256),
+    "global_scale_from_amax": QuantOp(4, GLOBAL_SCALE_PARAMS, 128),
+    "alpha_from_global_scales": QuantOp(5, ALPHA_PARAMS, 128),
 }
 QUANT_DTYPES = {"bf16": 0, "f16": 1, "f32": 2}
 
@@ -209,13 +220,15 @@ QUANT_KERNELS = tuple(
     for op in QUANT_OPS
     for dtype in (QUANT_DTYPES if op.endswith("_rows") else ("",))
 )
-FAMILIES["quantize"] = Family(source="nvfp4_quantize.cu", targets=("sm_80", "sm_90", "compute_80", "sm_120a", "sm_121a"),
-                              threads=lambda v: QUANT_OPS[v.op][2], stage_bytes=lambda v: 0, max_stages=0,
-                              flags=("-fmad=false",))
-BUILDS = VARIANTS + (PROBE,) + QUANT_KERNELS
+FAMILIES["quantize"] = FamilyBuild(source="nvfp4_quantize.cu",
+                                   targets=("sm_80", "sm_90", "compute_80", "sm_120a", "sm_121a"),
+                                   threads=lambda v: QUANT_OPS[v.op].threads, stage_bytes=lambda v: 0,
+                                   max_stages=0, flags=("-fmad=false",))
+Kernel = GemmKernel | ProbeKernel | QuantKernel  # one extern "C" symbol: one manifest entry
+BUILDS = GEMM_KERNELS + (PROBE,) + QUANT_KERNELS
 
 
-def stages(v: Variant) -> int:
+def stages(v: Kernel) -> int:
     fam = FAMILIES[v.family]
     if not fam.max_stages:
         return 0
@@ -223,7 +236,7 @@ def stages(v: Variant) -> int:
     return max(2, min(fam.max_stages, budget // fam.stage_bytes(v)))
 
 
-def launch_config(v: Variant) -> dict:
+def launch_config(v: Kernel) -> dict:
     fam = FAMILIES[v.family]
     n_stages = stages(v)
     smem = n_stages * fam.stage_bytes(v) + fam.fixed_smem(v) if n_stages else 0
@@ -233,11 +246,11 @@ def launch_config(v: Variant) -> dict:
     return {"threads": fam.threads(v), "stages": n_stages, "smem_bytes": smem}
 
 
-def macros(v: Variant) -> list[str]:
-    if isinstance(v, Probe):
+def macros(v: Kernel) -> list[str]:
+    if isinstance(v, ProbeKernel):
         return []
     if isinstance(v, QuantKernel):
-        return [f"-DNVFP4_KERNEL_NAME={v.name}", f"-DNVFP4_QUANT_OP={QUANT_OPS[v.op][0]}",
+        return [f"-DNVFP4_KERNEL_NAME={v.name}", f"-DNVFP4_QUANT_OP={QUANT_OPS[v.op].code}",
                 f"-DNVFP4_DTYPE={QUANT_DTYPES.get(v.dtype, 0)}"]
     cfg = launch_config(v)
     if v.family == "sm90a":  # fixed tile_m / tile_k / swap_ab; no NVFP4_TILE_M, so no BuildConfig
@@ -252,7 +265,7 @@ def macros(v: Variant) -> list[str]:
     ]
 
 
-def output_file(v: Variant, target: str) -> str:
+def output_file(v: Kernel, target: str) -> str:
     return f"{v.name}.{target}." + ("ptx" if target.startswith("compute_") else "cubin")
 
 
@@ -271,7 +284,7 @@ def included_files(source: Path) -> list[Path]:
     return [seen[name] for name in sorted(seen)]
 
 
-def source_hash(v: Variant, target: str) -> str:
+def source_hash(v: Kernel, target: str) -> str:
     """sha256 of everything that decides the output: the source, every header, flags, macros."""
     h = hashlib.sha256()
     for f in included_files(SRC_DIR / FAMILIES[v.family].source):
@@ -298,7 +311,7 @@ _PTXAS = {
 }
 
 
-def compile_one(nvcc: str, v: Variant, target: str) -> dict:
+def compile_one(nvcc: str, v: Kernel, target: str) -> dict:
     out = OUT_DIR / output_file(v, target)
     src = SRC_DIR / FAMILIES[v.family].source
     flags = (*NVCC_FLAGS, *FAMILIES[v.family].flags)
@@ -325,20 +338,17 @@ def compile_one(nvcc: str, v: Variant, target: str) -> dict:
     return entry
 
 
-def variant_entry(v: Variant) -> dict:
+def manifest_entry(v: Kernel) -> dict:
     if isinstance(v, QuantKernel):
-        _op_code, params, _threads, grid = QUANT_OPS[v.op]
         return {"family": v.family, "source": FAMILIES[v.family].source, "op": v.op, "dtype": v.dtype or None,
-                **launch_config(v), "grid": grid, "params": [{"name": n, "type": t} for n, t in params]}
-    if isinstance(v, Probe):
-        return {"family": v.family, "source": FAMILIES[v.family].source, **launch_config(v), "grid": "x: 1",
+                **launch_config(v), "abi": v.op, "params": [{"name": n, "type": t} for n, t in QUANT_OPS[v.op].params]}
+    if isinstance(v, ProbeKernel):
+        return {"family": v.family, "source": FAMILIES[v.family].source, **launch_config(v), "abi": "probe",
                 "params": [{"name": n, "type": t} for n, t in PROBE_PARAMS]}
     return {
         "family": v.family, "source": FAMILIES[v.family].source, "tile_m": v.tile_m, "tile_n": v.tile_n,
         "tile_k": v.tile_k, "swap_ab": v.swap_ab, "warps_k": gemm_warps_k(v), "warp_n": gemm_warp_n(v),
-        **launch_config(v),
-        "grid": "x: (cum_m + (tile_m-1)*G) // tile_m row tiles (an upper bound; extra blocks exit), "
-                "y: ceil(N / tile_n)",
+        **launch_config(v), "abi": "grouped_gemm",
         "params": [{"name": n, "type": t} for n, t in GROUPED_GEMM_PARAMS],
     }
 
@@ -356,13 +366,13 @@ def check() -> list[str]:
     kernels = manifest.get("kernels", {})
     wanted = {v.name: v for v in BUILDS}
     for name in sorted(set(kernels) - set(wanted)):
-        problems.append(f"{name}: in the manifest but not in the variant table")
+        problems.append(f"{name}: in the manifest but not in the kernel table")
     for name, v in wanted.items():
         entry = kernels.get(name)
         if entry is None:
             problems.append(f"{name}: missing from the manifest")
             continue
-        expected = variant_entry(v)
+        expected = manifest_entry(v)
         for key, value in expected.items():
             if entry.get(key) != value:
                 problems.append(f"{name}: manifest {key}={entry.get(key)!r}, table says {value!r}")
@@ -404,13 +414,13 @@ def build(force: bool, jobs: int, families: set[str] | None = None) -> None:
             v, t = futures[fut]
             try:
                 results[(v.name, t)] = fut.result()
-            except SystemExit as exc:  # keep building: one bad variant must not cost the others' work
+            except SystemExit as exc:  # keep building: one bad kernel must not cost the others' work
                 failures.append(str(exc))
                 print(exc, flush=True)
                 continue
             print(f"  built {output_file(v, t)}  {results[(v.name, t)].get('registers', '-')} regs", flush=True)
     for v in BUILDS:
-        entry = variant_entry(v)
+        entry = manifest_entry(v)
         targets = dict(kernels.get(v.name, {}).get("targets", {}))
         for t in FAMILIES[v.family].targets:
             if (v.name, t) in results:
@@ -431,7 +441,7 @@ def build(force: bool, jobs: int, families: set[str] | None = None) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--check", action="store_true", help="verify committed outputs against sources; no nvcc")
-    p.add_argument("--force", action="store_true", help="rebuild every variant")
+    p.add_argument("--force", action="store_true", help="rebuild every kernel")
     p.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 2)
     p.add_argument("--families", default=None,
                    help="comma-separated families to rebuild (default: all), e.g. sm80,sm90a")

@@ -31,23 +31,16 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench_moe import ShapeRun, floor_us, impl_bytes, select_shapes  # noqa: E402
 from benchmarks.common import gpu_banner, measure_ceilings, time_us  # noqa: E402
-from nvfp4_driver import driver, variants  # noqa: E402
+from nvfp4_driver import config, driver, plans, registry, variants  # noqa: E402
 from nvfp4_driver.problem import Problem, Tiles  # noqa: E402
 
 TOKEN_TILES = [Tiles(tm, 128, tk, True) for tm in (16, 32, 64) for tk in (128, 256)]
 WIDE_TILES = [Tiles(128, 128, tk, swap) for tk in (128, 256) for swap in (False, True)]
 
 
-def spec_from(manifest: dict, symbol: str, target: str, folder: Path) -> driver.KernelSpec:
+def spec_from(manifest: dict, symbol: str, target: registry.Target, folder: Path) -> driver.KernelSpec:
     """The KernelSpec (with an absolute file) of ``symbol``'s ``target`` build in ``manifest``."""
-    entry = manifest["kernels"][symbol]
-    return driver.KernelSpec(file=str(folder / entry["targets"][target]["file"]), symbol=symbol,
-                             threads=entry["threads"], smem_bytes=entry["smem_bytes"],
-                             param_types=tuple(p["type"] for p in entry["params"]))
-
-
-def cut_variant(family: variants.Family, t: Tiles, target: str) -> variants.Variant:
-    return variants.Variant(family, t.tile_m, t.tile_n, t.tile_k, t.swap_ab, target)
+    return registry.read_entries({symbol: manifest["kernels"][symbol]})[symbol].spec(target, folder)
 
 
 def launcher(run: ShapeRun, problem: Problem, variant: variants.Variant, spec: driver.KernelSpec):
@@ -55,9 +48,9 @@ def launcher(run: ShapeRun, problem: Problem, variant: variants.Variant, spec: d
 
     grid = variants.grid(problem, variant)
     stream = torch.cuda.current_stream().cuda_stream
-    args = (run.a.data_ptr(), run.b.data_ptr(), run.a_scale.data_ptr(), run.b_scale.data_ptr(),
-            run.m_indptr.data_ptr(), run.alpha.data_ptr(), run.out.data_ptr(), problem.cum_m,
-            run.a_scale.numel() // problem.sf_k // 128 * 128, problem.n, problem.k, problem.num_groups, 0)
+    plan = plans.Plan(problem, variant.tiles, run.a_scale.numel(), config.Flags())  # the op's own arguments
+    args = plan.args(run.a.data_ptr(), run.b.data_ptr(), run.a_scale.data_ptr(), run.b_scale.data_ptr(),
+                     run.m_indptr.data_ptr(), run.alpha.data_ptr(), run.out.data_ptr())
     return lambda: driver.launch(spec, 0, grid, stream, args), grid
 
 
@@ -92,20 +85,20 @@ def main(argv=None) -> int:
         nbytes, floor = impl_bytes(shape)["ours"], floor_us(shape, ceil)
         print(f"\n{shape.name}: {nbytes / 1e6:.0f} MB, floor {floor:.1f} us")
         sm12 = variants.select_variant(problem, None, (12, 0))
-        cuts = [Tiles(sm12.tile_m, sm12.tile_n, sm12.tile_k, sm12.swap_ab)]
+        cuts = [sm12.tiles]
         rows = shape.cum_m / shape.experts
         cuts += [t for t in (TOKEN_TILES if rows <= 64 else WIDE_TILES) if t not in cuts]
         extra = [Tiles(*(int(x) for x in c.rstrip("s").split("x")), c.endswith("s")) for c in args.cuts.split(",") if c]
-        kernels = [("standin", cut_variant(variants.Family.SM120, t, "standin_sm_90"), t == cuts[0])
+        kernels = [("standin", variants.variant_for(variants.Family.SM120, t, "standin_sm_90"), t == cuts[0])
                    for t in cuts + extra]
         hv = variants.select_variant(problem, None, capability)
-        kernels += [("hopper", hv, False)] + [("hopper", cut_variant(variants.Family.SM80, t, "sm_90"), False)
+        kernels += [("hopper", hv, False)] + [("hopper", variants.variant_for(variants.Family.SM80, t, "sm_90"), False)
                                               for t in extra]
         jobs = []
         for what, v, auto in kernels:
             label = f"{what} {v.family.value} {v.symbol.split('gemm_')[1]}" + (" (sm_12x auto)" if auto else "")
             for folder, manifest in [(driver.CUBIN_DIR, ours)] + others:
-                entry = manifest["kernels"].get(v.symbol, {}).get("targets", {}).get(v.target)
+                entry = manifest["kernels"].get(v.symbol, {}).get("targets", {}).get(v.target.name)
                 if entry and (Path(folder) / entry["file"]).exists():
                     prefix = "" if folder == driver.CUBIN_DIR else f"{Path(folder).name}: "
                     jobs.append((prefix + label, v, spec_from(manifest, v.symbol, v.target, Path(folder))))

@@ -25,7 +25,7 @@ except ImportError:  # main() says so in one line (common.require_cuda)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import gpu_banner, host_us_per_call, require_cuda  # noqa: E402
 import nvfp4_driver as nd  # noqa: E402
-from nvfp4_driver import driver, testing, variants  # noqa: E402
+from nvfp4_driver import driver, registry, testing, variants  # noqa: E402
 from nvfp4_driver.devmem import DeviceBuffer  # noqa: E402
 
 NAMES = ("a", "b", "a_scale", "b_scale", "m_indptr", "alpha")
@@ -53,7 +53,7 @@ def main():
     probe_out = DeviceBuffer((8,), "int32")
     stream = torch.cuda.current_stream().cuda_stream
     kernel = driver.prepared(probe, 0)
-    probe_args = (probe_out.ptr, 1, 2, 3.0)
+    probe_args = registry.probe().args(out=probe_out.ptr, i64=1, i32=2, f32=3.0)
     measure("empty probe: PreparedKernel.launch", lambda: kernel.launch((1, 1, 1), stream, probe_args))
     measure("empty probe: driver.launch(spec, ...)", lambda: driver.launch(probe, 0, (1, 1, 1), stream, probe_args))
 

@@ -19,7 +19,7 @@ except ImportError:  # main() says so in one line (common.require_cuda)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench_moe import ShapeRun, floor_us, select_shapes  # noqa: E402
 from benchmarks.common import gpu_banner, measure_ceilings, require_cuda, time_us  # noqa: E402
-from nvfp4_driver import driver, variants  # noqa: E402
+from nvfp4_driver import config, driver, plans, variants  # noqa: E402
 from nvfp4_driver.problem import Problem  # noqa: E402
 
 
@@ -29,9 +29,9 @@ def launcher(problem, variant, run):
     spec = variants.kernel_spec(variant)
     g = variants.grid(problem, variant)
     stream = torch.cuda.current_stream().cuda_stream
-    args = (a.data_ptr(), b.data_ptr(), a_scale.data_ptr(), b_scale.data_ptr(), m_indptr.data_ptr(),
-            alpha.data_ptr(), out.data_ptr(), problem.cum_m, a_scale.numel() // problem.sf_k, problem.n,
-            problem.k, problem.num_groups, 0)
+    plan = plans.Plan(problem, variant.tiles, a_scale.numel(), config.Flags())  # the op's own arguments
+    args = plan.args(a.data_ptr(), b.data_ptr(), a_scale.data_ptr(), b_scale.data_ptr(), m_indptr.data_ptr(),
+                     alpha.data_ptr(), out.data_ptr())
     return lambda: driver.launch(spec, 0, g, stream, args)
 
 
@@ -54,8 +54,8 @@ def main():
         results = []
         for name in names:
             entry = variants.manifest()["kernels"][name]
-            v = variants.Variant(variants.Family(args.family), entry["tile_m"], entry["tile_n"], entry["tile_k"],
-                                 entry["swap_ab"], args.target)
+            v = variants.variant_for(variants.Family(args.family), variants.Tiles(
+                entry["tile_m"], entry["tile_n"], entry["tile_k"], entry["swap_ab"]), args.target)
             results.append((time_us(launcher(problem, v, run), iters=20), name))
         results.sort()
         print(f"{shape.name} E={shape.experts} rows={shape.rows_label} N={shape.n} K={shape.k}: floor {floor:.1f} us; "

@@ -12,12 +12,21 @@ from .moe import a_scale_shape, cum_m_padded, m_indptr_from_counts, pad_groups
 from .ops import check_m_indptr, group_gemm_nvfp4_nt_groupwise, group_gemm_nvfp4_nt_groupwise_ptr
 from .quantize import (alpha_from_global_scales, dequantize, global_scale_from_amax, quantize_activations,
                        quantize_weights)
-from .variants import UnsupportedGpuError
+from .registry import UnsupportedGpuError
 
 __version__ = "0.1.0"
 
+
+
+def _torch_ops_hooks():
+    """Import torch_ops (which registers the torch.library ops) and return what it offers torch_hooks."""
+    from . import torch_ops
+
+    return torch_ops.compile_hooks()
+
+
 # The torch.library ops: registered now if torch is imported, else as soon as it is (torch_hooks).
-torch_hooks.install()
+torch_hooks.install(_torch_ops_hooks)
 
 __all__ = [
     "group_gemm_nvfp4_nt_groupwise", "group_gemm_nvfp4_nt_groupwise_ptr", "check_m_indptr",

@@ -42,7 +42,7 @@ def cmd_info(_args) -> int:
         info = driver.device_info(d)
         try:
             v = select_variant(example, None, info.capability)
-            kernel = f"{v.symbol} ({'PTX, compiled by the driver' if v.target.startswith('compute') else v.target + ' cubin'})"
+            kernel = f"{v.symbol} ({'PTX, compiled by the driver' if v.target.is_ptx else f'{v.target} cubin'})"
         except UnsupportedGpuError as exc:
             kernel = f"none: {exc}"
         print(f"GPU {d}: {info.name}, sm_{info.capability[0]}{info.capability[1]}, {info.sm_count} SMs, "

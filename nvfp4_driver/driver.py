@@ -278,6 +278,7 @@ def _make_function(spec: KernelSpec, ordinal: int):
                            f"{info.name} allows {info.max_smem_optin}")
     with _ContextGuard(ordinal):
         fn = check(drv.cuKernelGetFunction(kernel), "cuKernelGetFunction")
+        check_abi(spec, param_layout(drv, fn, spec.symbol))
         check(drv.cuFuncSetAttribute(
             fn, drv.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, spec.smem_bytes),
             "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)")
@@ -285,13 +286,47 @@ def _make_function(spec: KernelSpec, ordinal: int):
 
 
 def param_info(spec: KernelSpec, ordinal: int) -> list[tuple[int, int]]:
-    """(offset, size) of every kernel parameter as the loaded image declares it (ABI check)."""
-    drv = driver()
-    fn = function(spec, ordinal)
+    """(offset, size) of every kernel parameter as the loaded image declares it, all of them."""
+    return param_layout(driver(), function(spec, ordinal), spec.symbol)
+
+
+_MAX_PARAMS = 256
+
+
+def param_layout(drv, fn, symbol: str) -> list[tuple[int, int]]:
+    """(offset, size) of each parameter of CUfunction ``fn``, read until the driver has no next one (it
+    answers CUDA_ERROR_INVALID_VALUE past the last), so a parameter the manifest lacks shows too."""
     out = []
-    for i in range(len(spec.param_types)):
-        out.append(tuple(int(x) for x in check(drv.cuFuncGetParamInfo(fn, i), "cuFuncGetParamInfo")))
-    return out
+    for i in range(_MAX_PARAMS + 1):
+        result = drv.cuFuncGetParamInfo(fn, i)
+        if result[0] == drv.CUresult.CUDA_ERROR_INVALID_VALUE:
+            return out
+        out.append(tuple(int(x) for x in check(result, f"cuFuncGetParamInfo({symbol}, {i})")))
+    raise RuntimeError(f"{symbol}: the driver reports more than {_MAX_PARAMS} parameters")
+
+
+_SIZES = {"ptr": 8, "i64": 8, "i32": 4, "f32": 4}
+
+
+def expected_layout(param_types: tuple[str, ...]) -> list[tuple[int, int]]:
+    """(offset, size) of each parameter of this type list, each aligned to its size (the C ABI)."""
+    layout, offset = [], 0
+    for t in param_types:
+        size = _SIZES[t]
+        offset = (offset + size - 1) // size * size
+        layout.append((offset, size))
+        offset += size
+    return layout
+
+
+def check_abi(spec: KernelSpec, declared: list[tuple[int, int]]) -> None:
+    """Raise RuntimeError unless the image's parameters (``declared``, from :func:`param_layout`) are
+    exactly the manifest's: a kernel with a parameter more or less would read garbage."""
+    want = expected_layout(spec.param_types)
+    if declared != want:
+        raise RuntimeError(f"{spec.symbol} in {spec.file} declares {len(declared)} parameters {declared} but the "
+                           f"manifest lists {len(want)} ({', '.join(spec.param_types)}: {want}); the cubins and "
+                           f"manifest.json disagree: run build_cubins.py")
 
 
 # Every parameter gets an 8-byte slot in one buffer and kernelParams[i] points at slot i; the driver

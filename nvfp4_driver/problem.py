@@ -1,17 +1,14 @@
-"""What is asked (``Problem``), how the caller wants it cut (``Tiles``), and the one predicate that
-says whether the pair is valid (``validate``, SPEC §2). Pure Python: testable without a GPU."""
+"""What is asked (``Problem``), how the caller wants it cut (``Tiles``, whose valid values are the
+compiled cuts of the kernel registry), and the one predicate that says whether the pair is valid
+(``validate``, SPEC §2). Pure Python: testable without a GPU."""
 from __future__ import annotations
 
 import dataclasses
 
-OUT_DTYPES = ("bfloat16", "float16")
-# dtypes whose bytes are read as packed e2m1 pairs / ue4m3 scales: FlashInfer passes uint8, and
-# torch's packed fp4 and fp8 types view the same bytes.
-PACKED_DTYPES = ("uint8", "int8", "float4_e2m1fn_x2")
-SCALE_DTYPES = ("uint8", "int8", "float8_e4m3fn")
-TILE_M_CHOICES = (16, 32, 64, 128)  # 128 is FlashInfer's; 16/32/64 are token tiles for few rows per group
-TILE_N_CHOICES = (32, 64, 128, 256)  # 256: the Hopper wgmma kernel's cut only (validate)
-TILE_K_CHOICES = (128, 256)
+from . import registry
+from .dtypes import OUT_DTYPES
+from .registry import Tiles
+
 _INT32_MAX = 2**31 - 1
 _GRID_Y_MAX = 65535
 
@@ -36,24 +33,6 @@ class Problem:
         """Scale bytes per row: one ue4m3 per 16 elements of K."""
         return self.k // 16
 
-    @property
-    def flops(self) -> int:
-        """2*M*N*K for M = cum_m (an upper bound on the rows inside the groups)."""
-        return 2 * self.cum_m * self.n * self.k
-
-
-@dataclasses.dataclass(frozen=True)
-class Tiles:
-    """A cut of the work (FlashInfer's arguments; the defaults are FlashInfer's); never changes
-    the result. tile_m < 128 is our extension: a token tile for groups of few rows, compiled with
-    tile_n = 128 and swap_ab = True only. tile_n = 256 is the Hopper wgmma kernel's cut (tile_m
-    128, tile_k 128, swap_ab False), compiled for compute capability 9.0 only."""
-
-    tile_m: int = 128
-    tile_n: int = 128
-    tile_k: int = 128
-    swap_ab: bool = True
-
 
 def validate(problem: Problem, tiles: Tiles) -> None:
     """Raise ValueError/TypeError naming the values if ``problem`` cut by ``tiles`` is not valid."""
@@ -70,16 +49,19 @@ def validate(problem: Problem, tiles: Tiles) -> None:
         raise ValueError(f"out_dtype={p.out_dtype!r} must be one of {OUT_DTYPES}")
     if type(t.swap_ab) is not bool:
         raise TypeError(f"swap_ab must be a bool, got {t.swap_ab!r}")
-    for name, value, choices in (("tile_m", t.tile_m, TILE_M_CHOICES), ("tile_n", t.tile_n, TILE_N_CHOICES),
-                                 ("tile_k", t.tile_k, TILE_K_CHOICES)):
+    cuts = registry.gemm_cuts()
+    for name in ("tile_m", "tile_n", "tile_k"):
+        value, choices = getattr(t, name), tuple(sorted({getattr(c, name) for c in cuts}))
         if type(value) is not int or value not in choices:
             raise ValueError(f"{name}={value!r} must be one of {choices}")
-    if t.tile_n == 256 and (t.tile_m, t.tile_k, t.swap_ab) != (128, 128, False):
-        raise ValueError(f"tile_n=256 (the Hopper wgmma kernel's cut) is built with tile_m=128, tile_k=128 and "
-                         f"swap_ab=False only, got tile_m={t.tile_m}, tile_k={t.tile_k}, swap_ab={t.swap_ab}")
-    if t.tile_m != 128 and (t.tile_n != 128 or not t.swap_ab):
-        raise ValueError(f"tile_m={t.tile_m} (a token tile for groups of few rows) is built with tile_n=128 "
-                         f"and swap_ab=True only, got tile_n={t.tile_n}, swap_ab={t.swap_ab}")
+    if t not in cuts:
+        # Name the cuts that share the unusual choice: tile_n 256 is the Hopper wgmma kernel's cut,
+        # tile_m < 128 a token tile for groups of few rows.
+        name, value = ("tile_n", t.tile_n) if t.tile_n == 256 else ("tile_m", t.tile_m)
+        built = sorted((c.tile_m, c.tile_n, c.tile_k, c.swap_ab) for c in cuts if getattr(c, name) == value)
+        raise ValueError(f"tile_m={t.tile_m}, tile_n={t.tile_n}, tile_k={t.tile_k}, swap_ab={t.swap_ab} is not a "
+                         f"compiled cut: {name}={value} is compiled only as (tile_m, tile_n, tile_k, swap_ab) "
+                         f"in {built}")
     if p.k > _INT32_MAX or p.n > _INT32_MAX or p.num_groups > _INT32_MAX:
         raise ValueError(f"N={p.n}, K={p.k} and G={p.num_groups} must each fit in int32")
     if -(-p.n // t.tile_n) > _GRID_Y_MAX:

@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import config, driver, tensors, torch_hooks
+from . import config, driver, dtypes, outputs, registry, streams, tensors, torch_hooks
 from .layout import SF_VEC, a_scale_rows_upper_bound, padded_n
-from .problem import PACKED_DTYPES, SCALE_DTYPES
+from .dtypes import PACKED_DTYPES, SCALE_DTYPES
 from .variants import quantize_spec
 
 __all__ = ["quantize_activations", "quantize_weights", "dequantize", "global_scale_from_amax",
@@ -40,7 +40,6 @@ __all__ = ["quantize_activations", "quantize_weights", "dequantize", "global_sca
 
 # dtype of the unquantized side -> the suffix of its kernels' symbols
 _DTYPE_TAG = {"bfloat16": "bf16", "float16": "f16", "float32": "f32"}
-_DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}
 
 _K_MULTIPLE = 64        # the swizzle atom is 4 scale columns of 16 elements
 _WARPS_PER_BLOCK = 8    # nvfp4_quantize.cu: 256-thread blocks, one unit per warp at a time
@@ -130,16 +129,16 @@ def _device(arrays: dict, first: tensors.DeviceArray) -> int:
     return driver.pointer_device(first.ptr) if ordinal is None else ordinal
 
 
-def _launch(op: str, tag: str, ordinal: int, grid: tuple[int, int, int], stream: int, args: tuple) -> None:
-    driver.launch(_spec(op, tag, ordinal), ordinal, grid, stream, args)
+def _launch(op: str, tag: str | None, ordinal: int, grid: tuple[int, int, int], stream: int, /, **args) -> None:
+    """Launch the quantizer kernel of ``op`` (and dtype ``tag``) with its parameters named."""
+    driver.launch(_spec(op, tag, ordinal), ordinal, grid, stream, registry.quantizer(op, tag).args(**args))
 
 
-def _spec(op: str, tag: str, ordinal: int) -> driver.KernelSpec:
-    symbol = f"nvfp4_{op}" + (f"_{tag}" if tag else "")
-    return quantize_spec(symbol, driver.device_info(ordinal).capability, config.force_ptx())
+def _spec(op: str, tag: str | None, ordinal: int) -> driver.KernelSpec:
+    return quantize_spec(op, tag, driver.device_info(ordinal).capability, config.flags().force_ptx)
 
 
-def _launch_rows(op: str, tag: str, ordinal: int, rows: int, k: int, stream: int, args: tuple) -> None:
+def _launch_rows(op: str, tag: str, ordinal: int, rows: int, k: int, stream: int, /, **args) -> None:
     """Launch a row kernel (quantize, dequantize, amax) over ``rows`` rows of K=``k`` elements.
 
     Its warps walk the units (row, 1024-element segment) with a grid stride, so any grid is correct;
@@ -149,7 +148,8 @@ def _launch_rows(op: str, tag: str, ordinal: int, rows: int, k: int, stream: int
     spec = _spec(op, tag, ordinal)
     units = rows * -(-k // _SEGMENT)
     wave = driver.device_info(ordinal).sm_count * _resident_blocks(spec, ordinal)
-    driver.launch(spec, ordinal, (min(-(-units // _WARPS_PER_BLOCK), wave), 1, 1), stream, args)
+    driver.launch(spec, ordinal, (min(-(-units // _WARPS_PER_BLOCK), wave), 1, 1), stream,
+                  registry.quantizer(op, tag).args(**args))
 
 
 _resident: dict[tuple[str, str, int], int] = {}
@@ -207,12 +207,14 @@ def quantize_activations(x, m_indptr, global_scale, *, stream=None):
     gs_ptr, gs_stride, gs_value = _global_scale(global_scale, groups, arrays)
     sf_rows = a_scale_rows_upper_bound(rows, groups)
     ordinal = _device(arrays, X)
-    a, A = tensors.allocate(X, (rows, k // 2), "uint8")
-    a_scale, S = tensors.allocate(X, (sf_rows, k // SF_VEC), "uint8")
+    a, A = outputs.allocate(X, (rows, k // 2), "uint8")
+    a_scale, S = outputs.allocate(X, (sf_rows, k // SF_VEC), "uint8")
     if max(rows, sf_rows):
         _launch_rows("quantize_rows", _DTYPE_TAG[X.dtype], ordinal, max(rows, sf_rows), k,
-                     tensors.resolve_stream(stream, arrays),
-                     (X.ptr, A.ptr, S.ptr, gs_ptr, M.ptr, rows, sf_rows, k, groups, 0, gs_stride, gs_value))
+                     streams.resolve_stream(stream, arrays),
+                     x=X.ptr, q=A.ptr, q_scale=S.ptr, global_scale=gs_ptr, m_indptr=M.ptr, rows=rows,
+                     sf_rows=sf_rows, k=k, num_groups=groups, group_rows=0, gs_stride=gs_stride,
+                     gs_value=gs_value)
     return a, a_scale
 
 
@@ -240,23 +242,20 @@ def quantize_weights(w, global_scale, *, stream=None):
     gs_ptr, gs_stride, gs_value = _global_scale(global_scale, groups, arrays)
     n_pad = padded_n(n)
     ordinal = _device(arrays, W)
-    b, B = tensors.allocate(W, (groups, n, k // 2), "uint8")
-    b_scale, S = tensors.allocate(W, (groups, n_pad, k // SF_VEC), "uint8")
+    b, B = outputs.allocate(W, (groups, n, k // 2), "uint8")
+    b_scale, S = outputs.allocate(W, (groups, n_pad, k // SF_VEC), "uint8")
     if groups * n_pad:
         _launch_rows("quantize_rows", _DTYPE_TAG[W.dtype], ordinal, groups * n_pad, k,
-                     tensors.resolve_stream(stream, arrays),
-                     (W.ptr, B.ptr, S.ptr, gs_ptr, 0, groups * n, groups * n_pad, k, groups, n, gs_stride, gs_value))
+                     streams.resolve_stream(stream, arrays),
+                     x=W.ptr, q=B.ptr, q_scale=S.ptr, global_scale=gs_ptr, m_indptr=0, rows=groups * n,
+                     sf_rows=groups * n_pad, k=k, num_groups=groups, group_rows=n, gs_stride=gs_stride,
+                     gs_value=gs_value)
     return b, b_scale
 
 
 def out_dtype_name(out_dtype) -> str:
     """dequantize's out_dtype (a name, an alias or a torch dtype) -> 'bfloat16' | 'float16' | 'float32'."""
-    if isinstance(out_dtype, str) and out_dtype.lower() in _DTYPE_ALIASES:
-        return _DTYPE_ALIASES[out_dtype.lower()]
-    try:
-        canon = tensors.dtype_name(out_dtype)
-    except TypeError:
-        canon = None
+    canon = dtypes.name_or_alias(out_dtype)
     if canon not in _DTYPE_TAG:
         raise ValueError(f"out_dtype={out_dtype!r} must be bfloat16, float16 or float32 (a name or a torch dtype)")
     return canon
@@ -319,12 +318,13 @@ def dequantize(q, q_scale, m_indptr=None, global_scale=None, *, out_dtype="bfloa
     else:
         gs_ptr, gs_stride, gs_value = _global_scale(global_scale, groups, arrays)
     ordinal = _device(arrays, Q)
-    out, O = tensors.allocate(Q, (*Q.shape[:-1], k), out_canon)
+    out, O = outputs.allocate(Q, (*Q.shape[:-1], k), out_canon)
     if rows:
         _launch_rows("dequantize_rows", _DTYPE_TAG[out_canon], ordinal, rows, k,
-                     tensors.resolve_stream(stream, arrays),
-                     (Q.ptr, S.ptr, gs_ptr, indptr_ptr, O.ptr, rows, sf_rows, k, groups, group_rows, gs_stride,
-                      gs_value))
+                     streams.resolve_stream(stream, arrays),
+                     q=Q.ptr, q_scale=S.ptr, global_scale=gs_ptr, m_indptr=indptr_ptr, out=O.ptr, rows=rows,
+                     sf_rows=sf_rows, k=k, num_groups=groups, group_rows=group_rows, gs_stride=gs_stride,
+                     gs_value=gs_value)
     return out
 
 
@@ -374,15 +374,16 @@ def global_scale_from_amax(x, m_indptr=None, *, per_group: bool = True, stream=N
         rows, indptr_ptr, groups, group_rows = X.shape[0], M.ptr, M.shape[0] - 1, 0
         count = groups if per_group else 1
     ordinal = _device(arrays, X)
-    out, O = tensors.allocate(X, (count,), "float32")
+    out, O = outputs.allocate(X, (count,), "float32")
     if count == 0:
         return out
-    handle = tensors.resolve_stream(stream, arrays)
+    handle = streams.resolve_stream(stream, arrays)
     _zero_words(O.ptr, count, ordinal, handle)
     if rows:
         _launch_rows("amax_rows", _DTYPE_TAG[X.dtype], ordinal, rows, k, handle,
-                     (X.ptr, O.ptr, indptr_ptr, rows, k, groups, group_rows, int(per_group)))
-    _launch("global_scale_from_amax", "", ordinal, (-(-count // _SCALAR_BLOCK), 1, 1), handle, (O.ptr, count))
+                     x=X.ptr, amax_bits=O.ptr, m_indptr=indptr_ptr, rows=rows, k=k, num_groups=groups,
+                     group_rows=group_rows, per_group=int(per_group))
+    _launch("global_scale_from_amax", None, ordinal, (-(-count // _SCALAR_BLOCK), 1, 1), handle, scale=O.ptr, n=count)
     return out
 
 
@@ -422,8 +423,8 @@ def alpha_from_global_scales(gsf_a, gsf_b, *, stream=None):
         raise ValueError(f"G={count} does not fit in int32")
     arrays = {"gsf_a": A, "gsf_b": B}
     ordinal = _device(arrays, A)
-    alpha, O = tensors.allocate(A, (count,), "float32")
-    _launch("alpha_from_global_scales", "", ordinal, (-(-count // _SCALAR_BLOCK), 1, 1),
-            tensors.resolve_stream(stream, arrays),
-            (A.ptr, B.ptr, O.ptr, int(A.numel != 1), int(B.numel != 1), count))
+    alpha, O = outputs.allocate(A, (count,), "float32")
+    _launch("alpha_from_global_scales", None, ordinal, (-(-count // _SCALAR_BLOCK), 1, 1),
+            streams.resolve_stream(stream, arrays),
+            gs_a=A.ptr, gs_b=B.ptr, alpha=O.ptr, a_stride=int(A.numel != 1), b_stride=int(B.numel != 1), n=count)
     return alpha

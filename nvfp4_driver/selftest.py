@@ -10,17 +10,16 @@ failure, 2 no GPU.
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 
 import numpy as np
 
-from . import config, driver, testing
+from . import config, driver, registry, testing
 from .devmem import DeviceBuffer
-from .ops import group_gemm_nvfp4_nt_groupwise
+from .ops import run_with_flags
 from .problem import Problem, Tiles
-from .variants import WGMMA_CUTS, checkout_only_builds_missing, select_variant
+from .variants import Family, checkout_only_builds_missing, select_variant, wgmma_cuts
 
 # (group rows, N, K): decode-like and prefill-like, empty groups, K=384 for tile_k=256, N=8.
 SHAPES = [
@@ -31,11 +30,11 @@ SHAPES = [
     ([300, 5, 0, 64], 512, 1024),
 ]
 # None: the automatic cut (what a call without tile arguments runs); then every compiled cut.
-OPTIONS = ([None] + [Tiles(128, tn, tk, swap) for tn in (32, 64, 128) for tk in (128, 256) for swap in (False, True)]
-           + [Tiles(tm, 128, tk, True) for tm in (16, 32, 64) for tk in (128, 256)])
+OPTIONS = [None] + sorted(registry.family_cuts(Family.SM80.value),
+                          key=lambda t: (t.tile_m != 128, t.tile_m, t.tile_n, t.tile_k, t.swap_ab))
 # Cuts that exist on one kind of GPU only: tile_n 256 is the Hopper wgmma kernel's (on 9.0 the
 # (128, 128, 128, False) cut above runs there too).
-HOPPER_ONLY = [t for t in WGMMA_CUTS if t.tile_n not in (32, 64, 128)]
+HOPPER_ONLY = sorted(wgmma_cuts() - registry.family_cuts(Family.SM80.value), key=lambda t: t.tile_n)
 
 
 def _cancelling(rng) -> testing.RandomProblem:
@@ -68,14 +67,15 @@ def upload(p: testing.RandomProblem, device: int) -> dict:
     return {n: DeviceBuffer.from_numpy(getattr(p, n), device=device) for n in names if getattr(p, n) is not None}
 
 
-def run_on_gpu(p: testing.RandomProblem, bufs: dict, tiles: Tiles | None, out_dtype: str, device: int) -> np.ndarray:
+def run_on_gpu(p: testing.RandomProblem, bufs: dict, tiles: Tiles | None, out_dtype: str, device: int,
+               flags: config.Flags) -> np.ndarray:
     """Run the op into a poisoned output; return its bit patterns (uint16, (cum_m, N))."""
     out = DeviceBuffer((p.cum_m, p.n), out_dtype, device=device)
     out.fill_bytes(0xFF)
     cut = {} if tiles is None else dict(tile_m=tiles.tile_m, tile_n=tiles.tile_n, tile_k=tiles.tile_k,
                                         swap_ab=tiles.swap_ab)
-    group_gemm_nvfp4_nt_groupwise(bufs["a"], bufs["b"], bufs["a_scale"], bufs["b_scale"], bufs["m_indptr"],
-                                  alpha=bufs.get("alpha"), out=out, **cut)
+    run_with_flags(flags, bufs["a"], bufs["b"], bufs["a_scale"], bufs["b_scale"], bufs["m_indptr"],
+                   alpha=bufs.get("alpha"), out=out, **cut)
     return out.to_numpy()
 
 
@@ -96,13 +96,13 @@ def check_case(p, bits, out_dtype, ulps: bool = True) -> tuple[bool, str]:
 
 def run_selftest(seed: int | None = None, twin: bool = False) -> int:
     """Run the grid of cases on every GPU; ``twin``: on sm_90 GPUs, the sm120 kernel's twin."""
-    if twin or config.twin():
+    env = config.flags()
+    flags = env._replace(twin=True) if twin else env  # passed to each call: nothing is written to os.environ
+    if flags.twin:
         missing = checkout_only_builds_missing("twin_sm_90")
         if missing:  # an installed wheel: say so once, before any case
             print(f"selftest --twin: {missing}", file=sys.stderr)
             return 2
-    if twin:
-        os.environ["NVFP4_DRIVER_TWIN"] = "1"  # read by select_variant on every call
     try:
         ordinals = list(range(driver.device_count()))
     except (driver.NoCudaDriverError, driver.NoCudaDeviceError) as exc:
@@ -117,13 +117,13 @@ def run_selftest(seed: int | None = None, twin: bool = False) -> int:
         for rows, n, k in SHAPES:
             p = testing.random_problem(rng, rows, n=n, k=k, row_offset=int(rng.integers(0, 4)))
             bufs = upload(p, device)
-            hopper = info.capability == (9, 0) and not (twin or config.portable() or config.force_ptx())
+            hopper = info.capability == (9, 0) and not (flags.twin or flags.portable or flags.force_ptx)
             for i, tiles in enumerate(OPTIONS + (HOPPER_ONLY if hopper else [])):
                 out_dtype = ("bfloat16", "float16")[i % 2]
                 problem = Problem(p.num_groups, p.n, p.k, p.cum_m, out_dtype)
-                variant = select_variant(problem, tiles, info.capability)
+                variant = select_variant(problem, tiles, info.capability, flags.force_ptx, flags.twin, flags.portable)
                 t0 = time.perf_counter()
-                bits = run_on_gpu(p, bufs, tiles, out_dtype, device)
+                bits = run_on_gpu(p, bufs, tiles, out_dtype, device, flags)
                 ok, text = check_case(p, bits, out_dtype)
                 total += 1
                 failures += not ok
@@ -135,8 +135,9 @@ def run_selftest(seed: int | None = None, twin: bool = False) -> int:
             bufs = upload(p, device)
             for i, tiles in enumerate((None, Tiles(128, 128, 128, False))):
                 out_dtype = ("bfloat16", "float16")[i % 2]
-                variant = select_variant(Problem(p.num_groups, p.n, p.k, p.cum_m, out_dtype), tiles, info.capability)
-                ok, text = check_case(p, run_on_gpu(p, bufs, tiles, out_dtype, device), out_dtype, ulps=False)
+                variant = select_variant(Problem(p.num_groups, p.n, p.k, p.cum_m, out_dtype), tiles, info.capability,
+                                         flags.force_ptx, flags.twin, flags.portable)
+                ok, text = check_case(p, run_on_gpu(p, bufs, tiles, out_dtype, device, flags), out_dtype, ulps=False)
                 total += 1
                 failures += not ok
                 print(f"{'PASS' if ok else 'FAIL'}  GPU {device} {info.name}  [hardware question] {name}: "

@@ -10,44 +10,25 @@ shape and strides in elements, a canonical dtype name and the device ordinal whe
    whose capsule is read with ctypes and never consumed.
 
 Anything else (host memory, lists, None, unknown objects) is refused with a message that names
-the argument and what was found. Nothing here touches the GPU or imports torch/CuPy unless the
-caller handed us such an object, so the refusals are testable on a machine without a GPU.
+the argument and what was found; ``check_array`` then holds a DeviceArray against what a kernel
+needs. Nothing here touches the GPU or imports torch/CuPy unless the caller handed us such an
+object, so the refusals are testable on a machine without a GPU. Streams: ``streams.py``;
+outputs the caller did not pass: ``outputs.py``; dtype names: ``dtypes.py``.
 """
 
 from __future__ import annotations
 
-import ctypes
-import dataclasses
 import sys
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping, NamedTuple
 
-from .dlpack import DEVICE_NAMES, _U64, c_strides, call_dlpack, kDLCUDA, read_capsule
+from .dlpack import DEVICE_NAMES, c_strides, call_dlpack, kDLCUDA, read_capsule
+from .dtypes import ITEMSIZE, TORCH_DTYPES, torch_table, typestr_name
 
-__all__ = [
-    "DeviceArray",
-    "as_device_array",
-    "raw_pointer_array",
-    "check_array",
-    "check_same_device",
-    "resolve_stream",
-    "allocate",
-    "dtype_name",
-    "canonical_out_dtype",
-]
+__all__ = ["DeviceArray", "as_device_array", "check_array", "check_same_device"]
 
-# Canonical dtype name -> bytes per element. These names are the only spelling the rest of
-# the package compares against. float4_e2m1fn_x2 is torch's packed pair (one byte, two codes).
-_ITEMSIZE: dict[str, int] = {
-    "bool": 1, "uint8": 1, "int8": 1, "float8_e4m3fn": 1, "float4_e2m1fn_x2": 1,
-    "uint16": 2, "int16": 2, "float16": 2, "bfloat16": 2,
-    "uint32": 4, "int32": 4, "float32": 4,
-    "uint64": 8, "int64": 8, "float64": 8,
-}
 
-@dataclass(frozen=True)
-class DeviceArray:
-    """A strided view of device memory, as the launch path sees it.
+class DeviceArray(NamedTuple):
+    """A strided view of device memory, as the launch path sees it (immutable).
 
     ptr       device address of element [0, ..., 0] (byte offsets already applied)
     shape     sizes per dimension
@@ -61,6 +42,11 @@ class DeviceArray:
     readonly  the producer said the memory must not be written (CAI data[1], DLPack flags)
     stream    the producer's stream from CAI v3 ('stream' key), a CUstream handle; None if absent
     keepalive anything else whose lifetime must cover the view (the DLPack capsule)
+
+    A NamedTuple rather than a frozen dataclass: it is built for every argument of every call on the
+    general path, and a frozen dataclass's __init__ (one object.__setattr__ per field) took 1.7 us
+    against 0.4 us here (CPython 3.11, 2026-12-03). ``obj`` and ``keepalive`` take no part in ==,
+    hash or repr: comparing two torch tensors with == is elementwise, not a bool.
     """
 
     ptr: int
@@ -69,15 +55,34 @@ class DeviceArray:
     dtype: str
     device: int | None
     framework: str
-    # Excluded from ==/hash: comparing two torch tensors with == is elementwise, not a bool.
-    obj: object = field(repr=False, compare=False)
+    obj: object = None
     readonly: bool = False
     stream: int | None = None
-    keepalive: object = field(default=None, repr=False, compare=False)
+    keepalive: object = None
+
+    def _compared(self) -> tuple:
+        return self.ptr, self.shape, self.strides, self.dtype, self.device, self.framework, self.readonly, self.stream
+
+    def __eq__(self, other):
+        if type(other) is not DeviceArray:
+            return NotImplemented
+        return self._compared() == other._compared()
+
+    def __ne__(self, other):
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    def __hash__(self) -> int:
+        return hash(self._compared())
+
+    def __repr__(self) -> str:
+        return (f"DeviceArray(ptr={self.ptr!r}, shape={self.shape!r}, strides={self.strides!r}, dtype={self.dtype!r}, "
+                f"device={self.device!r}, framework={self.framework!r}, readonly={self.readonly!r}, "
+                f"stream={self.stream!r})")
 
     @property
     def itemsize(self) -> int:
-        return _ITEMSIZE[self.dtype]
+        return ITEMSIZE[self.dtype]
 
     @property
     def numel(self) -> int:
@@ -169,21 +174,6 @@ def as_device_array(x: Any, name: str, *, stream: int | None = None) -> DeviceAr
 
 # --- torch ------------------------------------------------------------------------------------
 
-_TORCH_DTYPES: dict[Any, str] = {}
-
-
-def _torch_dtype_table() -> dict[Any, str]:
-    # Built on first use from the already-imported torch, so importing this module never
-    # imports torch. getattr because older torch builds lack some of these dtypes.
-    if not _TORCH_DTYPES:
-        torch = sys.modules["torch"]
-        for canon in _ITEMSIZE:
-            dt = getattr(torch, canon, None)
-            if dt is not None:
-                _TORCH_DTYPES[dt] = canon
-    return _TORCH_DTYPES
-
-
 def _from_torch(x: Any, name: str) -> DeviceArray:
     dev = x.device
     if dev.type != "cuda":
@@ -191,66 +181,14 @@ def _from_torch(x: Any, name: str) -> DeviceArray:
         raise ValueError(
             f"{name} is {where} (torch device '{dev}'); nvfp4_driver needs CUDA device memory "
             f"— move it with .cuda() or .to('cuda')")
-    dtype = _TORCH_DTYPES.get(x.dtype) or _torch_dtype_table().get(x.dtype)
+    dtype = TORCH_DTYPES.get(x.dtype) or torch_table().get(x.dtype)
     if dtype is None:
         raise TypeError(f"{name}.dtype={x.dtype} has no counterpart in nvfp4_driver "
-                        f"(supported: {', '.join(_ITEMSIZE)})")
-    return _fast_device_array(x.data_ptr(), tuple(x.shape), x.stride(), dtype, dev.index,
-                              "torch", x)
-
-
-_new = object.__new__
-
-
-def _fast_device_array(ptr, shape, strides, dtype, device, framework, obj) -> DeviceArray:
-    # The frozen dataclass __init__ pays one object.__setattr__ per field (about 2 us for ten
-    # fields, most of the torch path); filling __dict__ directly builds the same object in
-    # about 0.7 us. tests/test_tensors.py checks it stays equal to the regular constructor.
-    d = _new(DeviceArray)
-    d.__dict__.update({"ptr": ptr, "shape": shape, "strides": strides, "dtype": dtype,
-                       "device": device, "framework": framework, "obj": obj,
-                       "readonly": False, "stream": None, "keepalive": None})
-    return d
+                        f"(supported: {', '.join(ITEMSIZE)})")
+    return DeviceArray(x.data_ptr(), tuple(x.shape), x.stride(), dtype, dev.index, "torch", x)
 
 
 # --- __cuda_array_interface__ -----------------------------------------------------------------
-
-# (kind, itemsize) of a typestr -> canonical name. 'V' (void) is handled separately.
-_TYPESTR: dict[tuple[str, int], str] = {
-    ("b", 1): "bool",
-    ("u", 1): "uint8", ("u", 2): "uint16", ("u", 4): "uint32", ("u", 8): "uint64",
-    ("i", 1): "int8", ("i", 2): "int16", ("i", 4): "int32", ("i", 8): "int64",
-    ("f", 2): "float16", ("f", 4): "float32", ("f", 8): "float64",
-}
-
-
-def _typestr_name(typestr: Any, x: Any, name: str) -> str:
-    """Canonical name of a numpy array-interface typestr ('|u1', '<f2', ...).
-
-    bfloat16 and fp8 have no typestr of their own: ml_dtypes (what CuPy uses for bfloat16)
-    reports them as raw bytes, '<V2' / '|V1', with an uninformative descr. We accept a 'V'
-    typestr only when the object's own ``.dtype`` names an ml_dtypes type of that size;
-    a bare '<V2' is refused, since it may just as well be a 2-byte struct.
-    """
-    if not isinstance(typestr, str) or len(typestr) < 3 or not typestr[2:].isdigit():
-        raise ValueError(f"{name}.__cuda_array_interface__['typestr']={typestr!r} is not a "
-                         f"numpy typestr such as '|u1' or '<f2'")
-    order, kind, size = typestr[0], typestr[1], int(typestr[2:])
-    if order == ">" and size > 1:
-        raise ValueError(f"{name} is big-endian (typestr {typestr!r}); GPUs are little-endian")
-    if kind == "V":
-        dt_name = str(getattr(getattr(x, "dtype", None), "name", ""))
-        if dt_name in ("bfloat16", "float8_e4m3fn") and _ITEMSIZE[dt_name] == size:
-            return dt_name
-        raise TypeError(f"{name} has typestr {typestr!r} (raw bytes) and dtype "
-                        f"{dt_name or 'unknown'}; only ml_dtypes bfloat16/float8_e4m3fn arrays "
-                        f"are read from a 'V' typestr")
-    canon = _TYPESTR.get((kind, size))
-    if canon is None:
-        raise TypeError(f"{name} has typestr {typestr!r}, which nvfp4_driver does not support "
-                        f"(supported: {', '.join(_ITEMSIZE)})")
-    return canon
-
 
 _SIMPLE_TYPESTR: dict[str, str] = {}  # typestr -> canonical name, for typestrs that need no .dtype
 _CAI_SHAPES: dict[tuple, tuple] = {}   # C-order shape seen before -> (shape as ints, its strides)
@@ -284,10 +222,10 @@ def _from_cai(x: Any, cai: Any, name: str) -> DeviceArray:
     typestr = cai["typestr"]
     dtype = _SIMPLE_TYPESTR.get(typestr) if type(typestr) is str else None
     if dtype is None:
-        dtype = _typestr_name(typestr, x, name)
+        dtype = typestr_name(typestr, x, name)
         if typestr[1] != "V":
             _SIMPLE_TYPESTR[typestr] = dtype
-    itemsize = _ITEMSIZE[dtype]
+    itemsize = ITEMSIZE[dtype]
     if strides is not None:
         pass
     elif byte_strides is None:
@@ -321,17 +259,13 @@ def _from_cai(x: Any, cai: Any, name: str) -> DeviceArray:
         framework, device = "cai", x.device  # our own buffer: its device is an attribute
     else:
         framework, device = "cai", None
-    d = _new(DeviceArray)  # as in _fast_device_array: the frozen dataclass __init__ costs ~2 us
-    d.__dict__.update({"ptr": ptr, "shape": shape, "strides": strides, "dtype": dtype, "device": device,
-                       "framework": framework, "obj": x, "readonly": bool(readonly), "stream": stream,
-                       "keepalive": None})
-    return d
+    return DeviceArray(ptr, shape, strides, dtype, device, framework, x, bool(readonly), stream)
 
 
 # --- CuPy -------------------------------------------------------------------------------------
 
 _CUPY_NDARRAY: list = [None]  # cupy.ndarray once a CuPy array has come through the CAI path
-_NUMPY_NAMES = {name: name for name in _ITEMSIZE}  # numpy dtype names that are also ours
+_NUMPY_NAMES = {name: name for name in ITEMSIZE}  # numpy dtype names that are also ours
 
 
 def _from_cupy(x: Any) -> DeviceArray | None:
@@ -341,16 +275,12 @@ def _from_cupy(x: Any) -> DeviceArray | None:
     dtype = _NUMPY_NAMES.get(x.dtype.name)
     if dtype is None:
         return None
-    itemsize = _ITEMSIZE[dtype]
+    itemsize = ITEMSIZE[dtype]
     shape = x.shape
     byte_strides = x.strides
     if any(s % itemsize for s in byte_strides):
         return None
-    d = _new(DeviceArray)
-    d.__dict__.update({"ptr": x.data.ptr, "shape": shape, "strides": tuple(s // itemsize for s in byte_strides),
-                       "dtype": dtype, "device": x.device.id, "framework": "cupy", "obj": x, "readonly": False,
-                       "stream": None, "keepalive": None})
-    return d
+    return DeviceArray(x.data.ptr, shape, tuple(s // itemsize for s in byte_strides), dtype, x.device.id, "cupy", x)
 
 
 # --- DLPack (capsule reading: dlpack.py) ----------------------------------------------------
@@ -375,30 +305,6 @@ def _from_dlpack(x: Any, name: str, stream: int | None) -> DeviceArray:
     # throughout, and the capsule's own destructor releases its reference when we are done.
     return DeviceArray(view.ptr, view.shape, view.strides, view.dtype, dev_id, "dlpack", x,
                        readonly=view.readonly, keepalive=capsule)
-
-
-# --- raw pointers -----------------------------------------------------------------------------
-
-def raw_pointer_array(ptr: int, shape: Iterable[int], dtype: Any, name: str) -> DeviceArray:
-    """A C-contiguous DeviceArray for a bare device address (the ``*_ptr`` entry point).
-
-    ptr must be a non-negative int below 2**64; 0 only when the array is empty. The device is
-    unknown (None): the driver layer resolves it from the pointer.
-    """
-    if isinstance(ptr, bool) or not isinstance(ptr, int):
-        raise TypeError(f"{name} pointer must be an int device address, got {type(ptr).__name__}")
-    shape_t = tuple(shape)
-    if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in shape_t):
-        raise ValueError(f"{name}.shape={shape_t} must be non-negative ints")
-    canon = dtype_name(dtype)
-    numel = 1
-    for s in shape_t:
-        numel *= s
-    if not 0 <= ptr < _U64:
-        raise ValueError(f"{name} pointer={ptr:#x} is not a 64-bit device address")
-    if ptr == 0 and numel != 0:
-        raise ValueError(f"{name} pointer is 0 (NULL) for shape {shape_t} with {numel} elements")
-    return DeviceArray(ptr, shape_t, c_strides(shape_t), canon, None, "raw", None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -453,186 +359,3 @@ def check_same_device(arrays: Mapping[str, DeviceArray]) -> int | None:
         first = items[0].replace(" on ", " is on ", 1)
         raise ValueError(f"{first} but {', '.join(items[1:])}; all arrays must be on one device")
     return devices.pop() if devices else None
-
-
-# ---------------------------------------------------------------------------------------------
-# streams
-# ---------------------------------------------------------------------------------------------
-
-def resolve_stream(stream: Any, arrays: Mapping[str, DeviceArray] | Iterable[DeviceArray]) -> int:
-    """The CUstream handle (an int) to launch on.
-
-    stream  None: the current stream of the first array's framework — torch's current stream
-                  on that array's device, CuPy's current stream, a CAI v3 producer's declared
-                  stream; otherwise 0, the legacy default stream. JAX and other DLPack inputs
-                  have no "current stream" we can ask for: pass ``stream=`` explicitly to run
-                  elsewhere than the legacy default stream.
-            int: a handle as is (0 = legacy default, 1/2 = CU_STREAM_LEGACY/PER_THREAD).
-            an object with ``__cuda_stream__()`` (cuda.core, cuda.bindings CUstream, torch),
-            a torch.cuda.Stream (``.cuda_stream``) or a cupy.cuda.Stream (``.ptr``).
-    arrays  the DeviceArrays of the call (a mapping name -> array, or a sequence).
-
-    Raises TypeError for anything else, ValueError for a negative or >64-bit handle.
-    """
-    if stream is None:
-        return _current_stream(arrays)
-    if isinstance(stream, bool):
-        raise TypeError(f"stream={stream!r} is a bool, not a CUDA stream")
-    if isinstance(stream, int):
-        return _check_handle(stream, repr(stream))
-    if hasattr(stream, "__cuda_stream__"):
-        got = stream.__cuda_stream__()
-        if not (isinstance(got, tuple) and len(got) == 2 and isinstance(got[1], int)
-                and not isinstance(got[1], bool)):
-            raise TypeError(f"stream.__cuda_stream__() returned {got!r}, not (version, handle)")
-        return _check_handle(got[1], f"{type(stream).__name__}.__cuda_stream__()")
-    module = type(stream).__module__
-    if module.startswith("torch") and hasattr(stream, "cuda_stream"):
-        return _check_handle(int(stream.cuda_stream), "torch stream")
-    if module.startswith("cupy") and hasattr(stream, "ptr"):
-        return _check_handle(int(stream.ptr), "cupy stream")
-    raise TypeError(
-        f"stream={stream!r} ({module}.{type(stream).__qualname__}) is not a CUDA stream; pass "
-        f"None, an int CUstream handle (0 = legacy default stream), a torch.cuda.Stream, a "
-        f"cupy.cuda.Stream, or an object with __cuda_stream__()")
-
-
-def _check_handle(handle: int, what: str) -> int:
-    if not 0 <= handle < _U64:
-        raise ValueError(f"stream handle {handle} from {what} is not a 64-bit CUstream")
-    return handle
-
-
-def _current_stream(arrays: Mapping[str, DeviceArray] | Iterable[DeviceArray]) -> int:
-    values = arrays.values() if isinstance(arrays, Mapping) else arrays
-    first = next(iter(values), None)
-    if first is None:
-        return 0
-    if first.framework == "torch":
-        torch = sys.modules["torch"]
-        device = first.device if first.device is not None else torch.cuda.current_device()
-        # The private call skips building a torch.cuda.Stream object (about 1 us vs 10 us);
-        # builds without it fall back to the public API.
-        raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
-        if raw is not None:
-            return int(raw(device))
-        return int(torch.cuda.current_stream(device).cuda_stream)
-    if first.framework == "cupy":
-        get_current_stream = sys.modules["cupy"].cuda.get_current_stream
-        # CuPy's current stream is per device; ask for the array's device where CuPy can.
-        if first.device is None:
-            return int(get_current_stream().ptr)
-        try:
-            return int(get_current_stream(first.device).ptr)
-        except TypeError:  # older CuPy: no device_id argument, only the current device's stream
-            return int(get_current_stream().ptr)
-    if first.framework == "cai" and first.stream is not None:
-        return first.stream
-    return 0
-
-
-# ---------------------------------------------------------------------------------------------
-# outputs
-# ---------------------------------------------------------------------------------------------
-
-def allocate(like: DeviceArray, shape: tuple[int, ...], dtype: str, *,
-             device: int | None = None) -> tuple[Any, DeviceArray]:
-    """Allocate an uninitialized C-contiguous array in `like`'s framework and on its device.
-
-    Returns (the framework's object, its DeviceArray). torch and CuPy inputs get a torch tensor or
-    a CuPy array. For every other framework (JAX, Numba, other DLPack/CAI producers, raw pointers):
-    with ``device`` (a GPU ordinal) a :class:`nvfp4_driver.devmem.DeviceBuffer` on that GPU, which
-    exposes ``__cuda_array_interface__`` and ``__dlpack__`` (``jax.numpy.from_dlpack(out)``,
-    ``numba.cuda.as_cuda_array(out)``, ``torch.from_dlpack(out)`` take it without a copy); without
-    ``device``, a TypeError asking for ``out=``. CuPy has bfloat16 only through ml_dtypes (recent
-    CuPy); where it is missing, a TypeError says to pass out= or use float16.
-    """
-    canon = dtype_name(dtype)
-    shape = tuple(int(s) for s in shape)
-    if like.framework == "torch":
-        torch = sys.modules.get("torch")
-        if torch is None:
-            import torch
-        out = torch.empty(shape, dtype=getattr(torch, canon), device=like.obj.device)
-        return out, _from_torch(out, "out")
-    if like.framework == "cupy":
-        cupy = sys.modules.get("cupy")
-        if cupy is None:
-            import cupy
-        device = like.device if like.device is not None else like.obj.device.id
-        if canon == "bfloat16":
-            try:
-                import ml_dtypes
-                np_dtype = ml_dtypes.bfloat16
-                with cupy.cuda.Device(device):
-                    out = cupy.empty(shape, dtype=np_dtype)
-            except (ImportError, TypeError, ValueError, NotImplementedError) as e:
-                raise TypeError(
-                    f"cannot allocate a bfloat16 output with CuPy ({type(e).__name__}: {e}): "
-                    f"this CuPy has no bfloat16; pass out= (a CUDA bfloat16 array, e.g. from "
-                    f"torch) or out_dtype='float16'") from e
-        else:
-            import numpy
-            with cupy.cuda.Device(device):
-                out = cupy.empty(shape, dtype=numpy.dtype(canon))
-        return out, as_device_array(out, "out")
-    if device is not None:
-        from .devmem import DeviceBuffer
-
-        buf = DeviceBuffer(shape, canon, device)
-        arr = as_device_array(buf, "out")
-        return buf, dataclasses.replace(arr, device=device)
-    raise TypeError(f"cannot allocate the output for {like.framework} inputs; pass out= "
-                    f"(a C-contiguous CUDA array of shape {shape} and dtype {canon})")
-
-
-# ---------------------------------------------------------------------------------------------
-# dtype names
-# ---------------------------------------------------------------------------------------------
-
-def dtype_name(x: Any) -> str:
-    """Canonical dtype name of a canonical string, a torch dtype, a numpy dtype-like (numpy
-    type, numpy.dtype, ml_dtypes type) or a numpy typestr ('<f2'). TypeError otherwise."""
-    if isinstance(x, str):
-        if x in _ITEMSIZE:
-            return x
-        if len(x) >= 3 and x[0] in "<>|=" and x[2:].isdigit():
-            return _typestr_name(x, None, "dtype")
-        raise TypeError(f"dtype {x!r} is not one of {', '.join(_ITEMSIZE)}")
-    if type(x).__module__.startswith("torch"):
-        canon = _torch_dtype_table().get(x)
-        if canon is None:
-            raise TypeError(f"torch dtype {x} has no counterpart in nvfp4_driver")
-        return canon
-    if x is None:
-        raise TypeError("dtype is None")
-    import numpy
-    try:
-        dt = numpy.dtype(x)
-    except TypeError as e:
-        raise TypeError(f"{x!r} ({type(x).__name__}) is not a dtype") from e
-    if dt.name in _ITEMSIZE:
-        return dt.name
-    raise TypeError(f"dtype {dt} is not one of {', '.join(_ITEMSIZE)}")
-
-
-_OUT_ALIASES = {"bfloat16": "bfloat16", "bf16": "bfloat16",
-                "float16": "float16", "fp16": "float16", "half": "float16"}
-_OUT_ACCEPTED = ("torch.bfloat16, torch.float16, 'bfloat16', 'bf16', 'float16', 'fp16', 'half', "
-                 "numpy.float16, ml_dtypes.bfloat16 (jax.numpy.bfloat16/float16)")
-
-
-def canonical_out_dtype(value: Any) -> str:
-    """'bfloat16' or 'float16' for a user's out_dtype; ValueError listing what is accepted."""
-    if isinstance(value, str):
-        canon = _OUT_ALIASES.get(value.lower())
-    elif value is None or isinstance(value, (bool, int, float)):
-        canon = None  # numpy.dtype(None) would be float64; None has no meaning here
-    else:
-        try:
-            canon = dtype_name(value)
-        except TypeError:
-            canon = None
-    if canon not in ("bfloat16", "float16"):
-        raise ValueError(f"out_dtype={value!r} is not supported; accepted: {_OUT_ACCEPTED}")
-    return canon

@@ -3,7 +3,7 @@
 ``import nvfp4_driver`` never imports torch (it costs seconds and a process may never use it). So
 the ops of ``nvfp4_driver.torch_ops`` are registered at whichever comes second:
 
-- torch already imported: at the end of ``import nvfp4_driver`` (``install()``);
+- torch already imported: at the end of ``import nvfp4_driver`` (``install(load_hooks)``);
 - torch imported later: right after torch's own import finishes. A finder on ``sys.meta_path``
   notices the import of the top-level ``torch`` module and runs the registration after it (once;
   it then leaves ``sys.meta_path``). torch offers no hook of its own for this: ``torch.ops.<ns>``
@@ -11,9 +11,10 @@ the ops of ``nvfp4_driver.torch_ops`` are registered at whichever comes second:
   installed device backends, not a package on PYTHONPATH.
 
 After that, the public functions ask this module (``traced(name)``) whether ``torch.compile`` is
-tracing them, and for the op-calling form that dynamo should trace instead. Nothing else is
-written anywhere: torch_ops offers its hooks through ``torch_ops.traced_forms()`` and this module
-keeps what it was given.
+tracing them, and for the op-calling form that dynamo should trace instead. This module imports
+nothing of the package: the package's ``__init__`` hands ``install`` the function that imports
+``torch_ops`` (registering the ops) and returns what it offers (``torch_ops.compile_hooks()``), and
+this module keeps what it was given. Nothing else is written anywhere.
 """
 from __future__ import annotations
 
@@ -27,10 +28,13 @@ is_compiling = None
 traced_forms: dict = {}
 
 _registered = [False]
+_load_hooks: list = [None]  # install()'s argument: imports torch_ops, returns (is_compiling, traced_forms)
 
 
-def install() -> None:
-    """Register now if torch is imported, else once it is (called at the end of the package import)."""
+def install(load_hooks) -> None:
+    """Register now if torch is imported, else once it is (called at the end of the package import
+    with ``load_hooks``, the function that imports torch_ops and returns its compile hooks)."""
+    _load_hooks[0] = load_hooks
     if "torch" in sys.modules:
         _register()
     elif not any(isinstance(f, _TorchImportFinder) for f in sys.meta_path):
@@ -50,9 +54,7 @@ def _register() -> None:
     global is_compiling, traced_forms
     torch = sys.modules["torch"]
     if hasattr(getattr(torch, "library", None), "custom_op"):  # torch >= 2.4; older: no torch.compile support
-        from . import torch_ops  # imports torch (already imported) and registers the ops
-
-        is_compiling, traced_forms = torch_ops.compile_hooks()
+        is_compiling, traced_forms = _load_hooks[0]()
     _registered[0] = True
 
 

@@ -27,10 +27,9 @@ from typing import Optional
 import torch
 
 from . import ops, quantize
+from .dtypes import canonical_out_dtype
 from .layout import SF_ROW_TILE, SF_VEC
 
-_OUT_DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
-               "fp16": torch.float16, "half": torch.float16}
 
 
 @torch.library.custom_op("nvfp4_driver::group_gemm_nvfp4_nt_groupwise", mutates_args=())
@@ -87,7 +86,7 @@ def traced_gemm(a, b, a_scale, b_scale, m_indptr, alpha, tile_m, tile_n, tile_k,
                          f"torch.compile: the compiled graph chooses the stream, and the checked mode "
                          f"synchronises; call outside the compiled region for them")
     if isinstance(out_dtype, str):
-        out_dtype = _OUT_DTYPES[out_dtype.lower()]
+        out_dtype = getattr(torch, canonical_out_dtype(out_dtype))
     if out is None:
         return torch.ops.nvfp4_driver.group_gemm_nvfp4_nt_groupwise(
             a, b, a_scale, b_scale, m_indptr, alpha, tile_m, tile_n, tile_k, swap_ab, out_dtype)

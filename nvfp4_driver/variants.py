@@ -1,16 +1,17 @@
 """Which compiled kernel serves a problem on a GPU: a pure function of the compute capability,
-the problem and the caller's tiles, plus the manifest that build_cubins.py wrote."""
+the problem and the caller's tiles, answered with an entry of the kernel registry (registry.py)."""
 from __future__ import annotations
 
 import dataclasses
 import enum
 import functools
-import json
 import sys
 
-from . import config
-from .driver import CUBIN_DIR, KernelSpec
+from . import config, registry
+from .driver import KernelSpec
 from .problem import Problem, Tiles, validate
+from .registry import CHECKOUT_ONLY_TARGETS, KernelEntry, Target, UnsupportedGpuError, checkout_only_builds_missing
+from .registry import manifest  # noqa: F401 - the manifest as read, for tests and tools
 
 
 class Family(enum.Enum):
@@ -19,31 +20,37 @@ class Family(enum.Enum):
     SM120 = "sm120"  # native Blackwell FP4: block-scaled mma.sync; sm_120a, sm_121a (and its sm_90 twin)
 
 
-class UnsupportedGpuError(RuntimeError):
-    """No compiled kernel can run on this GPU."""
-
-
 @dataclasses.dataclass(frozen=True)
 class Variant:
-    family: Family
-    tile_m: int  # tokens per block: 128, or 16/32/64 (swap_ab only) for groups of few rows
-    tile_n: int
-    tile_k: int
-    swap_ab: bool
-    target: str  # "sm_90" / "sm_90a" / ... (cubin) or "compute_80" (PTX, compiled by the driver)
+    """The selector's answer: a registry entry and the target whose build runs."""
+
+    entry: KernelEntry
+    target: Target
+
+    @property
+    def family(self) -> Family:
+        return Family(self.entry.family)
+
+    @property
+    def tiles(self) -> Tiles:
+        return self.entry.tiles
 
     @property
     def symbol(self) -> str:
         """The extern "C" name, the same in the .cu build, the cubin and the manifest."""
-        return (f"{self.family.value}_nvfp4_grouped_gemm_m{self.tile_m}n{self.tile_n}k{self.tile_k}"
-                + ("_swapab" if self.swap_ab else ""))
+        return self.entry.name
 
     @property
     def file(self) -> str:
-        return f"{self.symbol}.{self.target}." + ("ptx" if self.target.startswith("compute_") else "cubin")
+        return self.entry.files[self.target]
 
 
-def target_for(capability: tuple[int, int], force_ptx: bool = False, twin: bool = False) -> tuple[Family, str]:
+def variant_for(family: Family, tiles: Tiles, target: Target | str) -> Variant:
+    """The Variant of ``family``'s kernel for ``tiles`` built for ``target`` (benchmarks force one)."""
+    return Variant(registry.gemm(family.value, tiles), target if isinstance(target, Target) else Target.parse(target))
+
+
+def target_for(capability: tuple[int, int], force_ptx: bool = False, twin: bool = False) -> tuple[Family, Target]:
     """(family, target) for a GPU of compute capability ``(major, minor)``.
 
     12.0 and 12.1 get the native FP4 kernel (arch-specific cubins: each runs on its own minor
@@ -59,39 +66,43 @@ def target_for(capability: tuple[int, int], force_ptx: bool = False, twin: bool 
     if twin:
         if capability != (9, 0):
             raise UnsupportedGpuError(f"the sm120 twin is built for sm_90 only, not {major}.{minor}")
-        return Family.SM120, "twin_sm_90"
+        return Family.SM120, TWIN
     if force_ptx:
-        return Family.SM80, "compute_80"
+        return Family.SM80, PTX
     if capability in ((12, 0), (12, 1)):
-        return Family.SM120, f"sm_12{minor}a"
-    if major == 8:
-        return Family.SM80, "sm_80"
-    if major == 9:
-        return Family.SM80, "sm_90"
-    return Family.SM80, "compute_80"
+        return Family.SM120, Target("sm", 12, minor, arch_specific=True)
+    if major in (8, 9):
+        return Family.SM80, Target("sm", major, 0)
+    return Family.SM80, PTX
 
 
-# The cuts the Hopper wgmma kernel (sm90a_nvfp4_grouped_gemm.cu) is built for: 128 tokens x
-# tile_n weights, stages of 128 K, tokens on the MMA's M side. On a 9.0 GPU these cuts run there.
-WGMMA_CUTS = (Tiles(128, 128, 128, False), Tiles(128, 256, 128, False))
+PTX = Target("compute", 8, 0)                # the portable PTX: any GPU from 8.0 on
+TWIN = Target("sm", 9, 0, proxy="twin")      # the native kernel's twin, for 9.0
+HOPPER = Target("sm", 9, 0)
+WGMMA = Target("sm", 9, 0, arch_specific=True)
+
+
+def wgmma_cuts() -> frozenset[Tiles]:
+    """The cuts the Hopper wgmma kernel (sm90a_nvfp4_grouped_gemm.cu) is built for: 128 tokens x
+    tile_n weights, stages of 128 K, tokens on the MMA's M side. On a 9.0 GPU these cuts run there."""
+    return registry.family_cuts(Family.SM90A.value)
 
 
 def auto_tiles(problem: Problem, wgmma: bool = True, native: bool = False) -> Tiles:
     """The cut used when the caller names none, from shapes alone (rows per group are on the GPU).
 
-    Measured on an H100 (docs/perf-notes.md, v0.2): with few rows per group on average, a token
-    tile of 16/32/64 rows with the weights on the MMA's M side decodes each weight byte once per
-    16-64 tokens instead of once per mostly empty 128-row tile (3.4-4.3x faster at 4-16 rows),
-    with tile_k = 256 (faster than 128 on every decode shape since v0.3's K shares; in v0.2 only
-    for grids of under two blocks per SM). Many rows per group: 128 x 128 x 256. Where the wgmma
-    kernel runs (``wgmma``: a 9.0 GPU), its widest cut above 32 rows per group: at 64 rows it ran
-    1.3x faster than the 64-token tile; at an average of 32 rows split unevenly (as routing does)
-    the 32-token tile was as fast or 10% faster since v0.4's cheaper decode (H200).
+    The measurements behind each rule are in docs/perf-notes.md. With few rows per group on average,
+    a token tile of 16/32/64 rows with the weights on the MMA's M side decodes each weight byte once
+    per 16-64 tokens instead of once per mostly empty 128-row tile (3.4-4.3x faster at 4-16 rows on
+    an H100), with tile_k = 256 (faster than 128 on every decode shape). Many rows per group:
+    128 x 128 x 256. Where the wgmma kernel runs (``wgmma``: a 9.0 GPU), its widest cut above 32 rows
+    per group: at 64 rows it ran 1.3x faster than the 64-token tile; at an average of 32 rows split
+    unevenly (as routing does) the 32-token tile was as fast or 10% faster (H200).
 
     The native Blackwell kernel (``native``: the sm120 family, its twin included) takes tile_k 128
     for many rows: 4 pipeline stages fit its 99 KB where tile_k 256 fits 2, and its sm_90 stand-in
-    moved DeepSeek-V3 up E=32 m=1024 15-20% faster that way (2,064-2,149 vs 2,541 µs, H200, two
-    runs; docs/sm120.md). That is data movement only: the FP4 MMA's own time is unmeasured.
+    moved DeepSeek-V3 up E=32 m=1024 15-20% faster that way (H200; docs/sm120.md). That is data
+    movement only: the FP4 MMA's own time is unmeasured.
     """
     rows = problem.cum_m / max(problem.num_groups, 1)
     if wgmma and rows > 32:
@@ -109,28 +120,29 @@ def select_variant(problem: Problem, tiles: Tiles | None, capability: tuple[int,
     ``capability``; validates first.
 
     ``force_ptx`` / ``twin`` / ``portable`` default to the NVFP4_DRIVER_FORCE_PTX / _TWIN / _PORTABLE
-    variables. On a 9.0 GPU the cuts in :data:`WGMMA_CUTS` run on the wgmma kernel unless
+    variables. On a 9.0 GPU the cuts of :func:`wgmma_cuts` run on the wgmma kernel unless
     ``portable``.
     """
-    force_ptx = config.force_ptx() if force_ptx is None else force_ptx
-    twin = config.twin() if twin is None else twin
-    portable = config.portable() if portable is None else portable
+    env = config.flags()
+    force_ptx = env.force_ptx if force_ptx is None else force_ptx
+    twin = env.twin if twin is None else twin
+    portable = env.portable if portable is None else portable
     family, target = target_for(capability, force_ptx, twin)
-    wgmma = target == "sm_90" and capability == (9, 0) and not portable
+    wgmma = target == HOPPER and capability == (9, 0) and not portable
     if tiles is None:
         tiles = auto_tiles(problem, wgmma, native=family is Family.SM120)
     validate(problem, tiles)
-    if wgmma and tiles in WGMMA_CUTS:
-        family, target = Family.SM90A, "sm_90a"
+    if wgmma and tiles in wgmma_cuts():
+        family, target = Family.SM90A, WGMMA
     elif tiles.tile_n == 256:
         raise UnsupportedGpuError(
             f"tile_n=256 runs on the Hopper wgmma kernel only (compute capability 9.0, without "
             f"NVFP4_DRIVER_PORTABLE, _FORCE_PTX or _TWIN); here the {family.value} kernel ({target}) serves "
             f"compute capability {capability[0]}.{capability[1]}: use tile_n 32, 64 or 128")
-    variant = Variant(family, tiles.tile_m, tiles.tile_n, tiles.tile_k, tiles.swap_ab, target)
-    if config.log_decisions():
-        _log(problem, tiles, capability, variant)
-    return variant
+    chosen = Variant(registry.gemm(family.value, tiles), target)
+    if env.log:
+        _log(problem, tiles, capability, chosen)
+    return chosen
 
 
 @functools.lru_cache(maxsize=256)
@@ -140,50 +152,9 @@ def _log(problem: Problem, tiles: Tiles, capability: tuple[int, int], variant: V
           f"{variant.symbol} ({variant.target})", file=sys.stderr)
 
 
-@functools.lru_cache(maxsize=1)
-def manifest() -> dict:
-    """cubins/manifest.json, read once."""
-    path = CUBIN_DIR / "manifest.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: the installed package is incomplete")
-    return json.loads(path.read_text())
-
-
-# Builds of the native kernel for sm_90 that stand in for hardware we lack (build_cubins.py's proxy
-# targets): the twin (its FP4 MMA modelled in software) and the standin (its MMA replaced by a cheap
-# op). Only our tests and benchmarks use them, so the wheel leaves them out (pyproject.toml); a
-# source checkout has them.
-CHECKOUT_ONLY_TARGETS = ("twin_sm_90", "standin_sm_90")
-
-
-def checkout_only_builds_missing(target: str = "twin_sm_90") -> str | None:
-    """Why the manifest's ``target`` builds (one of :data:`CHECKOUT_ONLY_TARGETS`) cannot run here,
-    or None when every one of them is present."""
-    files = [e["targets"][target]["file"] for e in manifest()["kernels"].values() if target in e.get("targets", {})]
-    missing = sum(not (CUBIN_DIR / name).exists() for name in files)
-    if not missing:
-        return None
-    return (f"the {target} cubins exist only in a source checkout of nvfp4-driver ({missing} of {len(files)} "
-            f"missing from {CUBIN_DIR}): they test the native Blackwell kernel on an sm_90 GPU and are not "
-            f"shipped in the wheel. Run from a clone of the repository (its root on PYTHONPATH, or "
-            f"'pip install -e .')" + (", or unset NVFP4_DRIVER_TWIN" if target.startswith("twin_") else ""))
-
-
-@functools.lru_cache(maxsize=None)
 def kernel_spec(variant: Variant) -> KernelSpec:
-    """What the launcher needs for ``variant``, from the manifest."""
-    entry = manifest()["kernels"].get(variant.symbol)
-    if entry is None or variant.target not in entry["targets"]:
-        raise UnsupportedGpuError(f"{variant.symbol} has no {variant.target} build in the manifest")
-    if variant.target in CHECKOUT_ONLY_TARGETS and not (CUBIN_DIR / entry["targets"][variant.target]["file"]).exists():
-        raise UnsupportedGpuError(checkout_only_builds_missing(variant.target))  # an installed wheel
-    return KernelSpec(
-        file=entry["targets"][variant.target]["file"],
-        symbol=variant.symbol,
-        threads=entry["threads"],
-        smem_bytes=entry["smem_bytes"],
-        param_types=tuple(p["type"] for p in entry["params"]),
-    )
+    """What the launcher needs for ``variant``."""
+    return variant.entry.spec(variant.target)
 
 
 def is_compute_capability_supported(cc) -> bool:
@@ -201,7 +172,7 @@ def is_compute_capability_supported(cc) -> bool:
         raise TypeError(f"cc must be an int major*10+minor (e.g. 120) or a (major, minor) tuple, got {cc!r}")
     try:
         family, target = target_for(capability)
-        kernel_spec(Variant(family, 128, 128, 128, True, target))
+        registry.gemm(family.value, Tiles()).spec(target)
     except UnsupportedGpuError:
         return False
     return True
@@ -213,31 +184,22 @@ def grid(problem: Problem, variant: Variant) -> tuple[int, int, int]:
     Rows: the most tiles of tile_m rows any m_indptr with m_indptr[G] <= cum_m can need, the sum
     of ceilings sum_g ceil(rows_g / tile_m) <= (cum_m + (tile_m - 1) * G) // tile_m.
     """
-    tm = variant.tile_m
-    return ((problem.cum_m + (tm - 1) * problem.num_groups) // tm, -(-problem.n // variant.tile_n), 1)
-
-
-PROBE_SYMBOL = "nvfp4_probe"
+    tm = variant.tiles.tile_m
+    return ((problem.cum_m + (tm - 1) * problem.num_groups) // tm, -(-problem.n // variant.tiles.tile_n), 1)
 
 
 def probe_spec(capability: tuple[int, int], force_ptx: bool | None = None) -> KernelSpec:
     """The argument-echo probe kernel (nvfp4_probe.cu) for a GPU: the loader's smoke test."""
-    _family, target = target_for(capability, config.force_ptx() if force_ptx is None else force_ptx)
-    if target.startswith("sm_12"):
-        target = "compute_80"  # the probe is built for the portable targets only; PTX runs anywhere
-    entry = manifest()["kernels"][PROBE_SYMBOL]
-    return KernelSpec(file=entry["targets"][target]["file"], symbol=PROBE_SYMBOL, threads=entry["threads"],
-                      smem_bytes=entry["smem_bytes"], param_types=tuple(p["type"] for p in entry["params"]))
+    _family, target = target_for(capability, config.flags().force_ptx if force_ptx is None else force_ptx)
+    if target.major == 12:
+        target = PTX  # the probe is built for the portable targets only; PTX runs anywhere
+    return registry.probe().spec(target)
 
 
-@functools.lru_cache(maxsize=None)
-def quantize_spec(symbol: str, capability: tuple[int, int], force_ptx: bool = False) -> KernelSpec:
-    """A kernel of the quantizer family (nvfp4_quantize.cu: ``nvfp4_quantize_rows_bf16``, ...) for a
-    GPU of ``capability``. Same targets as the GEMM (:func:`target_for`): sm_80/sm_90 cubins, sm_120a /
-    sm_121a cubins on 12.0 / 12.1, the compute_80 PTX on every other GPU or with ``force_ptx``."""
+def quantize_spec(op: str, dtype: str | None, capability: tuple[int, int], force_ptx: bool = False) -> KernelSpec:
+    """A kernel of the quantizer family (nvfp4_quantize.cu; ``op`` "quantize_rows", ... and the
+    unquantized side's ``dtype`` tag "bf16"/"f16"/"f32" or None) for a GPU of ``capability``. Same
+    targets as the GEMM (:func:`target_for`): sm_80/sm_90 cubins, sm_120a / sm_121a cubins on 12.0 /
+    12.1, the compute_80 PTX on every other GPU or with ``force_ptx``."""
     _family, target = target_for(capability, force_ptx)
-    entry = manifest()["kernels"].get(symbol)
-    if entry is None or entry.get("family") != "quantize" or target not in entry["targets"]:
-        raise UnsupportedGpuError(f"{symbol} has no {target} build in the manifest")
-    return KernelSpec(file=entry["targets"][target]["file"], symbol=symbol, threads=entry["threads"],
-                      smem_bytes=entry["smem_bytes"], param_types=tuple(p["type"] for p in entry["params"]))
+    return registry.quantizer(op, dtype).spec(target)

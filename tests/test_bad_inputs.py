@@ -17,7 +17,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
-from nvfp4_driver import driver, layout, ops, testing
+from nvfp4_driver import driver, layout, ops, plans, testing
 from nvfp4_driver.ops import check_m_indptr, group_gemm_nvfp4_nt_groupwise, group_gemm_nvfp4_nt_groupwise_ptr
 
 BASE_PTR = 0x7F00_0000_0000
@@ -585,7 +585,7 @@ def fake_gpu(monkeypatch):
 
 
 def clear_plans():
-    for cache in (ops._plans, ops._torch_plans, ops._ptr_plans):
+    for cache in (plans.array_plans, plans.torch_plans, plans.pointer_plans):
         cache.clear()
 
 
@@ -653,10 +653,10 @@ def test_unchecked_launch_reads_whole_a_scale_blocks_only(fake_gpu):
     case.args["a_scale"].shape = (130, 16)  # 128 rows + 2: the second block is not whole
     case.call()
     (_grid, _stream, args), = fake_gpu.launches
-    assert args[8] == 128
+    assert args.a_scale_rows == 128  # the named GroupedGemmArgs
     case.args["a_scale"].shape = (256 + 127, 16)
     case.call()
-    assert fake_gpu.launches[-1][2][8] == 256
+    assert fake_gpu.launches[-1][2].a_scale_rows == 256
 
 
 @pytest.mark.parametrize("tiles", [{}, dict(tile_m=16), dict(tile_m=128, tile_n=64, tile_k=256, swap_ab=False)])
@@ -665,4 +665,4 @@ def test_ptr_plans_are_reused(fake_gpu, tiles):
     arguments) and explicit tiles alike keep one plan, and every call launches."""
     for _ in range(3):
         group_gemm_nvfp4_nt_groupwise_ptr(**PTRS, **_ptr_kwargs(), device=0, **tiles)
-    assert len(ops._ptr_plans) == 1 and len(fake_gpu.launches) == 3
+    assert len(plans.pointer_plans) == 1 and len(fake_gpu.launches) == 3

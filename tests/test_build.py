@@ -8,23 +8,13 @@ from pathlib import Path
 import pytest
 
 import cuobjdump
-from nvfp4_driver.variants import PROBE_SYMBOL as PROBE  # the loader's one-warp echo kernel: no launch bounds
+from nvfp4_driver import driver, registry
+
+PROBE = registry.probe().name  # the loader's one-warp echo kernel: no launch bounds
 
 ROOT = Path(__file__).resolve().parents[1]
 CUBINS = ROOT / "nvfp4_driver" / "cubins"
 MANIFEST = json.loads((CUBINS / "manifest.json").read_text())
-_SIZES = {"ptr": 8, "i64": 8, "i32": 4, "f32": 4}
-
-
-def expected_layout(param_types):
-    """Natural alignment, as the CUDA ABI lays out kernel parameters."""
-    layout, offset = [], 0
-    for t in param_types:
-        size = _SIZES[t]
-        offset = (offset + size - 1) // size * size
-        layout.append((offset, size))
-        offset += size
-    return layout
 
 
 def test_check_passes_on_committed_cubins():
@@ -51,7 +41,7 @@ def test_check_catches_a_stale_source(tmp_path, monkeypatch):
     including = [v for v in build_cubins.BUILDS if "nvfp4_common.cuh" in
                  {f.name for f in build_cubins.included_files(fake_src / build_cubins.FAMILIES[v.family].source)}]
     # Every GEMM and every quantizer kernel includes it; the probe does not.
-    assert len(including) == len(build_cubins.VARIANTS) + len(build_cubins.QUANT_KERNELS)
+    assert len(including) == len(build_cubins.GEMM_KERNELS) + len(build_cubins.QUANT_KERNELS)
     assert len(stale) == sum(len(build_cubins.FAMILIES[v.family].targets) for v in including)
 
 
@@ -81,7 +71,7 @@ def test_cubin_abi_and_resources_match_manifest(name, file):
         pytest.skip("cuobjdump not found (pip install nvidia-cuda-cuobjdump)")
     entry = MANIFEST["kernels"][name]
     types = [p["type"] for p in entry["params"]]
-    assert cuobjdump.param_layout(tool, CUBINS / file) == expected_layout(types)
+    assert cuobjdump.param_layout(tool, CUBINS / file) == driver.expected_layout(types)
     usage = cuobjdump.resource_usage(tool, CUBINS / file)
     target_name, target = next((n, t) for n, t in entry["targets"].items() if t["file"] == file)
     if not target_name.startswith("twin_"):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from nvfp4_driver import selftest, variants
+from nvfp4_driver import registry, selftest, variants
 from nvfp4_driver.problem import Problem, Tiles
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,10 +31,10 @@ def test_wheel_leaves_out_exactly_the_proxy_builds():
 @pytest.fixture
 def wheel_layout(tmp_path, monkeypatch):
     """cubins/ as an installed wheel has it: the manifest lists the proxy builds, their files are absent."""
-    monkeypatch.setattr(variants, "CUBIN_DIR", tmp_path)
-    variants.kernel_spec.cache_clear()
+    monkeypatch.setattr(registry, "CUBIN_DIR", tmp_path)
+    registry._spec.cache_clear()
     yield tmp_path
-    variants.kernel_spec.cache_clear()
+    registry._spec.cache_clear()
 
 
 def test_twin_without_its_cubins_says_where_they_are(wheel_layout):

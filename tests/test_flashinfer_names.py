@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import nvfp4_driver.flashinfer as flashinfer
-from nvfp4_driver import ops, variants
+from nvfp4_driver import ops, registry, variants
 from test_bad_inputs import _checked_case, fake_gpu  # noqa: F401 (fixture)
 
 # FlashInfer's documented signatures (its API docs / docstrings): (name, default) in order; ... = required.
@@ -168,12 +168,13 @@ def test_is_compute_capability_supported_reads_the_manifest(monkeypatch):
     # Drop the sm_120a build of the default cut from a copy of the manifest: 12.0 is no longer served.
     edited = json.loads(json.dumps(variants.manifest()))
     del edited["kernels"]["sm120_nvfp4_grouped_gemm_m128n128k128_swapab"]["targets"]["sm_120a"]
-    monkeypatch.setattr(variants, "manifest", lambda: edited)
-    variants.kernel_spec.cache_clear()
+    edited_entries = registry.read_entries(edited["kernels"])
+    monkeypatch.setattr(registry, "entries", lambda: edited_entries)
+    registry._gemm_index.cache_clear()
     try:
         assert not supported(120) and supported(121)
     finally:
-        variants.kernel_spec.cache_clear()
+        registry._gemm_index.cache_clear()
     with pytest.raises(TypeError, match="major\\*10\\+minor"):
         supported("sm_120")
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import nvfp4_driver as nd
-from nvfp4_driver import devmem, dlpack, driver, ops, tensors
+from nvfp4_driver import devmem, dlpack, driver, ops, outputs, plans, tensors
 from nvfp4_driver.devmem import DeviceBuffer, _DType
 from nvfp4_driver.dlpack import read_capsule
 
@@ -106,7 +106,7 @@ def test_allocate_device_buffer_for_other_frameworks(monkeypatch):
 
     monkeypatch.setattr(devmem, "DeviceBuffer", Recorder)
     like = tensors.DeviceArray(FAKE_PTR, (4, 8), (8, 1), "uint8", None, "cai", None)
-    obj, arr = tensors.allocate(like, (5, 16), "float16", device=3)
+    obj, arr = outputs.allocate(like, (5, 16), "float16", device=3)
     assert made == [((5, 16), "float16", 3)]
     assert (arr.shape, arr.dtype, arr.device, arr.ptr) == ((5, 16), "float16", 3, FAKE_PTR)
     forget(obj)
@@ -186,13 +186,14 @@ def test_torch_fast_path_key_is_the_remembered_one(monkeypatch):
     a_scale, b_scale = torch.zeros(512, 16, dtype=torch.uint8), torch.zeros(2, 128, 16, dtype=torch.uint8)
     m_indptr, alpha = torch.zeros(3, dtype=torch.int32), torch.ones(2)
     out = torch.empty(100, 64, dtype=torch.float16)
-    entry = object.__new__(ops._TorchPlan)
+    entry = object.__new__(plans.TorchPlan)
     entry.launch, entry.grid, entry.tail = (lambda grid, stream, args: launches.append(args)), (3, 1, 1), (1,)
     entry.ordinal, entry.out_shape, entry.out_dtype, entry.device = 0, (100, 64), torch.float16, a.device
-    monkeypatch.setattr(ops, "_torch_plans", {})
+    monkeypatch.setattr(plans, "torch_plans", {})
     monkeypatch.setattr(ops, "_raw_stream", [lambda device: 0])
+    monkeypatch.setattr(ops, "_TorchTensor", [torch.Tensor])  # as after a first torch call, whatever ran before
     given = (a, b, a_scale, b_scale, m_indptr, alpha, out)
-    ops._torch_plans[ops._torch_key(given, 128, 64, 256, False, "fp16", config.launch_flags())] = entry
+    plans.torch_plans[plans.torch_key(given, 128, 64, 256, False, "fp16", config.flags())] = entry
     assert nd.group_gemm_nvfp4_nt_groupwise(*given[:5], alpha, 128, 64, 256, False, out, "fp16") is out
     assert len(launches) == 1 and launches[0][:7] == tuple(t.data_ptr() for t in given) and launches[0][7:] == (1,)
     # Any other metadata misses and takes the general path (which refuses CPU tensors).

@@ -146,18 +146,18 @@ def test_launch_checks_the_argument_count():
         driver.launch(spec, 0, (1, 1, 1), 0, (1, 2, 3))
 
 
-def test_launch_flags_follow_the_environment(monkeypatch):
-    for name in config._FLAG_NAMES:
+def test_flags_follow_the_environment(monkeypatch):
+    for name in config.FLAG_NAMES:
         monkeypatch.delenv(name, raising=False)
-    assert config.launch_flags() == (False, False, False, False, False)
+    assert config.flags() == config.Flags() == (False, False, False, False, False)
     monkeypatch.setenv("NVFP4_DRIVER_CHECK", " Yes ")
     monkeypatch.setenv("NVFP4_DRIVER_TWIN", "0")
-    assert config.launch_flags() == (False, False, False, True, False)
-    assert config.check_inputs() and not config.twin()
+    assert config.flags() == config.Flags(check=True)
+    assert config.flags().check and not config.flags().twin
     monkeypatch.setenv("NVFP4_DRIVER_FORCE_PTX", "on")
     monkeypatch.setenv("NVFP4_DRIVER_LOG", "TRUE")
-    assert config.launch_flags() == (True, False, True, True, False)
+    assert config.flags() == config.Flags(force_ptx=True, log=True, check=True)
     monkeypatch.delenv("NVFP4_DRIVER_CHECK")
-    assert config.launch_flags() == (True, False, True, False, False)
+    assert config.flags() == config.Flags(force_ptx=True, log=True)
     monkeypatch.setenv("NVFP4_DRIVER_PORTABLE", "1")
-    assert config.launch_flags() == (True, False, True, False, True) and config.portable()
+    assert config.flags() == config.Flags(force_ptx=True, log=True, portable=True) and config.flags().portable

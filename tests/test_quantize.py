@@ -116,13 +116,16 @@ def test_every_quantizer_symbol_has_every_target():
     want = {f"nvfp4_{op}_{t}" for op in ops for t in ("bf16", "f16", "f32")}
     want |= {"nvfp4_global_scale_from_amax", "nvfp4_alpha_from_global_scales"}
     assert set(kernels) == want
+    # One name from the build table to Python: the manifest's op and dtype are the symbol's pieces.
+    for name, e in kernels.items():
+        assert name == f"nvfp4_{e['op']}" + (f"_{e['dtype']}" if e["dtype"] else "") and e["abi"] == e["op"]
     for cap in ((8, 0), (8, 9), (9, 0), (10, 0), (12, 0), (12, 1), (13, 0)):
-        for name in want:
-            spec = variants.quantize_spec(name, cap)
+        for name, e in kernels.items():
+            spec = variants.quantize_spec(e["op"], e["dtype"], cap)
             assert spec.symbol == name and spec.file.startswith(name)
-    assert variants.quantize_spec("nvfp4_quantize_rows_bf16", (9, 0), True).file.endswith(".compute_80.ptx")
+    assert variants.quantize_spec("quantize_rows", "bf16", (9, 0), True).file.endswith(".compute_80.ptx")
     with pytest.raises(variants.UnsupportedGpuError):
-        variants.quantize_spec("nvfp4_quantize_rows_int4", (9, 0))
+        variants.quantize_spec("quantize_rows", "int4", (9, 0))
 
 
 # ------------------------------------------------------------------------------------ helpers

@@ -1,4 +1,4 @@
-"""tensors.py: caller objects -> DeviceArray, checks, streams, outputs.
+"""tensors.py, streams.py, outputs.py, dtypes.py: caller objects -> DeviceArray, checks, streams, outputs.
 
 The CPU part drives every protocol through fakes: dicts for __cuda_array_interface__, real
 PyCapsules built with ctypes for DLPack, and real torch CPU capsules as an independent check of
@@ -8,7 +8,6 @@ our struct layout. The real frameworks on a GPU: tests/gpu/test_tensors_gpu.py.
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import os
 import subprocess
 import sys
@@ -21,17 +20,10 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from nvfp4_driver.dlpack import read_capsule
-from nvfp4_driver.tensors import (
-    DeviceArray,
-    allocate,
-    as_device_array,
-    canonical_out_dtype,
-    check_array,
-    check_same_device,
-    dtype_name,
-    raw_pointer_array,
-    resolve_stream,
-)
+from nvfp4_driver.dtypes import canonical_out_dtype, dtype_name
+from nvfp4_driver.outputs import allocate
+from nvfp4_driver.streams import resolve_stream
+from nvfp4_driver.tensors import DeviceArray, as_device_array, check_array, check_same_device
 
 FAKE_PTR = 0x7F00_0000_0000  # an address in the range CUDA hands out; never dereferenced
 
@@ -284,13 +276,13 @@ def test_torch_fast_path_reads_attributes(tdtype, name):
     assert a.obj is t and not a.is_contiguous
 
 
-def test_torch_fast_constructor_matches_dataclass():
+def test_torch_reader_matches_the_constructor():
     t = FakeCudaTensor(FAKE_PTR, (2, 3), (3, 1), torch.uint8, 0)
     fast = as_device_array(t, "a")
     slow = DeviceArray(FAKE_PTR, (2, 3), (3, 1), "uint8", 0, "torch", t)
     assert type(fast) is DeviceArray and fast == slow and repr(fast) == repr(slow)
-    assert vars(fast) == vars(slow)  # every field, defaults included
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    assert fast._asdict() == slow._asdict()  # every field, defaults included
+    with pytest.raises(AttributeError):
         fast.ptr = 0
 
 
@@ -502,33 +494,8 @@ def test_real_torch_capsule_through_full_path_checks_device_claim():
 
 
 # ---------------------------------------------------------------------------------------------
-# raw pointers and dtype names
+# dtype names
 # ---------------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("dtype", ["uint8", np.uint8, np.dtype("|u1"), torch.uint8, "|u1"])
-def test_raw_pointer_array(dtype):
-    a = raw_pointer_array(FAKE_PTR, (3, 4), dtype, "a")
-    assert (a.ptr, a.shape, a.strides, a.dtype, a.device, a.framework, a.obj) == \
-        (FAKE_PTR, (3, 4), (4, 1), "uint8", None, "raw", None)
-    assert a.is_contiguous and a.nbytes == 12
-
-
-def test_raw_pointer_array_refusals():
-    assert raw_pointer_array(0, (0, 16), "uint8", "a").numel == 0  # NULL is fine when empty
-    with pytest.raises(ValueError, match=r"a pointer is 0 \(NULL\) for shape \(2, 16\)"):
-        raw_pointer_array(0, (2, 16), "uint8", "a")
-    with pytest.raises(ValueError, match="not a 64-bit"):
-        raw_pointer_array(-8, (2,), "uint8", "a")
-    with pytest.raises(ValueError, match="not a 64-bit"):
-        raw_pointer_array(1 << 64, (2,), "uint8", "a")
-    for bad in (True, 1.0, "0x10", None):
-        with pytest.raises(TypeError, match="must be an int device address"):
-            raw_pointer_array(bad, (2,), "uint8", "a")
-    with pytest.raises(ValueError, match="non-negative ints"):
-        raw_pointer_array(FAKE_PTR, (2, -1), "uint8", "a")
-    with pytest.raises(TypeError, match="'uint4'"):
-        raw_pointer_array(FAKE_PTR, (2,), "uint4", "a")
-
 
 @pytest.mark.parametrize("x, name", [
     ("bfloat16", "bfloat16"), (torch.bfloat16, "bfloat16"), (ml_dtypes.bfloat16, "bfloat16"),

@@ -4,7 +4,8 @@ import pytest
 
 from nvfp4_driver import variants
 from nvfp4_driver.problem import Problem, Tiles, validate
-from nvfp4_driver.variants import (WGMMA_CUTS, Family, UnsupportedGpuError, grid, kernel_spec, select_variant,
+from nvfp4_driver.registry import Target
+from nvfp4_driver.variants import (Family, UnsupportedGpuError, grid, kernel_spec, select_variant,
                                    target_for)
 
 
@@ -42,12 +43,13 @@ def test_tile_refusals(tiles, exc, needle):
 ])
 def test_target_by_capability(cap, target):
     family = Family.SM120 if target.startswith("sm_12") else Family.SM80
-    assert target_for(cap) == (family, target)
-    assert target_for(cap, force_ptx=True) == (Family.SM80, "compute_80")
+    assert target_for(cap) == (family, Target.parse(target))
+    assert target_for(cap)[1].name == target
+    assert target_for(cap, force_ptx=True) == (Family.SM80, Target.parse("compute_80"))
 
 
 def test_twin_only_on_sm90():
-    assert target_for((9, 0), twin=True) == (Family.SM120, "twin_sm_90")
+    assert target_for((9, 0), twin=True) == (Family.SM120, Target.parse("twin_sm_90"))
     for cap in ((8, 0), (12, 0), (10, 0)):
         with pytest.raises(UnsupportedGpuError, match="sm_90"):
             target_for(cap, twin=True)
@@ -66,13 +68,13 @@ def test_every_option_selects_a_built_kernel():
                                   ((10, 0), False), ((9, 0), True)):
                     v = select_variant(problem(), Tiles(128, tn, tk, swap), cap, force_ptx=False, twin=twin,
                                        portable=False)
-                    assert (v.tile_n, v.tile_k, v.swap_ab) == (tn, tk, swap)
+                    assert (v.tiles.tile_n, v.tiles.tile_k, v.tiles.swap_ab) == (tn, tk, swap)
                     spec = kernel_spec(v)
                     assert spec.symbol == v.symbol and spec.file == v.file
                     assert spec.param_types[:7] == ("ptr",) * 7
                     if v.family is Family.SM90A:  # two warpgroups, up to 227 KB on sm_90
-                        assert cap == (9, 0) and not twin and Tiles(128, tn, tk, swap) in WGMMA_CUTS
-                        assert v.target == "sm_90a" and spec.threads == 256 and spec.smem_bytes <= 232_448
+                        assert cap == (9, 0) and not twin and Tiles(128, tn, tk, swap) in variants.wgmma_cuts()
+                        assert v.target.name == "sm_90a" and spec.threads == 256 and spec.smem_bytes <= 232_448
                     else:  # its block size: against each cubin's launch bounds in test_build.py
                         entry = variants.manifest()["kernels"][spec.symbol]
                         assert (entry["tile_m"], entry["tile_n"], entry["tile_k"], entry["swap_ab"]) == \
@@ -81,7 +83,7 @@ def test_every_option_selects_a_built_kernel():
 
 
 def test_wgmma_cuts_only_on_9_0_and_not_when_portable():
-    for cut in WGMMA_CUTS:
+    for cut in variants.wgmma_cuts():
         assert select_variant(problem(), cut, (9, 0), force_ptx=False, twin=False,
                               portable=False).family is Family.SM90A
         for cap, twin, ptx, portable in (((9, 0), False, False, True), ((9, 0), True, False, False),
@@ -102,7 +104,7 @@ def test_token_tiles_select_built_kernels():
                 v = select_variant(problem(), Tiles(tm, 128, tk, True), cap, force_ptx=False, twin=twin)
                 spec = kernel_spec(v)
                 entry = variants.manifest()["kernels"][spec.symbol]  # its block size: test_build.py, from the cubin
-                assert v.tile_m == tm and (entry["tile_m"], entry["tile_n"], entry["tile_k"], entry["swap_ab"]) == \
+                assert v.tiles.tile_m == tm and (entry["tile_m"], entry["tile_n"], entry["tile_k"], entry["swap_ab"]) == \
                     (tm, 128, tk, True)
                 # The portable kernel's 16-token tiles over 256 K: warps of 64 weight rows, 4 K shares
                 # (half as many warps decode the same tokens); its other token tiles: 32 rows, 2 shares.
@@ -131,10 +133,10 @@ def test_auto_tiles(cum_m, groups, expect):
                            ((9, 0), dict(twin=True)), ((12, 0), {})):
             kw = dict(force_ptx=False, twin=False, portable=False) | flags
             v = select_variant(p, None, cap, **kw)
-            assert (v.tile_n, v.family is Family.SM90A) == (128, False)
+            assert (v.tiles.tile_n, v.family is Family.SM90A) == (128, False)
         v = select_variant(p, None, (9, 0), force_ptx=False, twin=False, portable=False)
-        assert v.family is Family.SM90A and v.tile_n == 256
-    assert select_variant(p, None, (9, 0), force_ptx=False, twin=False).tile_m == expect.tile_m
+        assert v.family is Family.SM90A and v.tiles.tile_n == 256
+    assert select_variant(p, None, (9, 0), force_ptx=False, twin=False).tiles.tile_m == expect.tile_m
 
 
 def test_native_kernel_takes_tile_k_128_for_many_rows():
@@ -144,9 +146,9 @@ def test_native_kernel_takes_tile_k_128_for_many_rows():
     assert variants.auto_tiles(few, wgmma=False, native=True) == Tiles(16, 128, 256, True)
     for cap, twin in (((12, 0), False), ((12, 1), False), ((9, 0), True)):
         v = select_variant(many, None, cap, force_ptx=False, twin=twin, portable=False)
-        assert (v.family, v.tile_k) == (Family.SM120, 128)
+        assert (v.family, v.tiles.tile_k) == (Family.SM120, 128)
     v = select_variant(many, None, (8, 9), force_ptx=False, twin=False, portable=False)  # the portable kernel
-    assert (v.family, v.tile_k) == (Family.SM80, 256)
+    assert (v.family, v.tiles.tile_k) == (Family.SM80, 256)
 
 
 def test_auto_tiles_without_wgmma_keeps_token_tiles_to_64_rows():
@@ -155,7 +157,7 @@ def test_auto_tiles_without_wgmma_keeps_token_tiles_to_64_rows():
 
 
 def test_tile_n_256_is_the_wgmma_cut_only():
-    with pytest.raises(ValueError, match="tile_n=256 .* tile_m=128, tile_k=128 and swap_ab=False only"):
+    with pytest.raises(ValueError, match=r"tile_n=256 is compiled only as .* in \[\(128, 256, 128, False\)\]"):
         validate(problem(), Tiles(128, 256, 256, False))
     with pytest.raises(ValueError, match="tile_n=256"):
         validate(problem(), Tiles(128, 256, 128, True))
@@ -167,12 +169,12 @@ def test_tile_n_256_is_the_wgmma_cut_only():
 
 def test_env_forces_ptx(monkeypatch):
     monkeypatch.setenv("NVFP4_DRIVER_FORCE_PTX", "1")
-    assert select_variant(problem(), Tiles(), (9, 0)).target == "compute_80"
-    assert select_variant(problem(), Tiles(), (12, 0)).target == "compute_80"
+    assert select_variant(problem(), Tiles(), (9, 0)).target.name == "compute_80"
+    assert select_variant(problem(), Tiles(), (12, 0)).target.name == "compute_80"
     monkeypatch.setenv("NVFP4_DRIVER_FORCE_PTX", "0")
-    assert select_variant(problem(), Tiles(), (9, 0)).target == "sm_90"
+    assert select_variant(problem(), Tiles(), (9, 0)).target.name == "sm_90"
     monkeypatch.setenv("NVFP4_DRIVER_TWIN", "1")
-    assert select_variant(problem(), Tiles(), (9, 0)).target == "twin_sm_90"
+    assert select_variant(problem(), Tiles(), (9, 0)).target.name == "twin_sm_90"
 
 
 def test_log_prints_the_decision(monkeypatch, capsys):

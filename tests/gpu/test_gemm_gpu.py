@@ -177,14 +177,15 @@ def test_dispatch_follows_the_path(kernel_path):
     cap = torch.cuda.get_device_capability()
     v = variants.select_variant(variants.Problem(2, 64, 256, 10, "bfloat16"), variants.Tiles(), cap)
     if kernel_path == "twin":
-        assert (v.family, v.target) == (variants.Family.SM120, "twin_sm_90")
+        assert (v.family, v.target.name) == (variants.Family.SM120, "twin_sm_90")
         return
     native = cap in ((12, 0), (12, 1))
     assert v.family is (variants.Family.SM120 if native else variants.Family.SM80)
     built = variants.manifest()["kernels"][v.symbol]["targets"]
-    assert v.target in built and runs_on(v.target, cap), (v.target, cap)
+    target = v.target.name
+    assert target in built and runs_on(target, cap), (target, cap)
     cubins = [t for t in built if t.startswith("sm_") and runs_on(t, cap)]
-    assert v.target.startswith("sm_") == bool(cubins), (v.target, cubins)  # PTX only where no cubin loads
+    assert target.startswith("sm_") == bool(cubins), (target, cubins)  # PTX only where no cubin loads
 
 
 def test_ptx_path(rng, record_ulps, monkeypatch, kernel_path):
@@ -195,7 +196,7 @@ def test_ptx_path(rng, record_ulps, monkeypatch, kernel_path):
     cap = torch.cuda.get_device_capability()
     v = variants.select_variant(variants.Problem(3, 72, 384, p.cum_m, "bfloat16"),
                                 variants.Tiles(tile_k=256), cap)
-    assert v.target == "compute_80"
+    assert v.target.name == "compute_80"
     for swap in (False, True):
         bits, _ = run_case(p, "bfloat16", tile_k=256, swap_ab=swap)
         check(p, bits, "bfloat16", record_ulps)

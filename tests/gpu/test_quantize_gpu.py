@@ -31,7 +31,7 @@ def poisoned_outputs(monkeypatch):
     """Every array the ops allocate starts as POISON bytes (queued on the current stream before the
     kernel), so a byte the kernel fails to write (a padding scale row, a row outside the groups)
     cannot pass for a zero that the caching allocator happened to hand back."""
-    real = q.tensors.allocate
+    real = q.outputs.allocate
 
     def allocate(like, shape, dtype, **kw):
         out, arr = real(like, shape, dtype, **kw)
@@ -39,7 +39,7 @@ def poisoned_outputs(monkeypatch):
             out.view(torch.uint8).fill_(POISON)
         return out, arr
 
-    monkeypatch.setattr(q.tensors, "allocate", allocate)
+    monkeypatch.setattr(q.outputs, "allocate", allocate)
 
 
 def tie_blocks(rng, count: int, max_exp: int) -> np.ndarray:
@@ -482,7 +482,8 @@ def test_quantizer_abi_matches_manifest():
         if entry["family"] != "quantize":
             continue
         for force_ptx in (False, True):
-            spec = variants.quantize_spec(name, cap, force_ptx)
+            spec = variants.quantize_spec(entry["op"], entry["dtype"], cap, force_ptx)
+            assert spec.symbol == name
             layout_, offset = [], 0
             for t in spec.param_types:
                 offset = (offset + _SIZES[t] - 1) // _SIZES[t] * _SIZES[t]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import nvfp4_driver as nd
-from nvfp4_driver import driver, ops, testing
+from nvfp4_driver import driver, ops, plans, testing
 from nvfp4_driver.devmem import DeviceBuffer
 from seeds import SEED  # tests/gpu is on sys.path (pytest's rootdir-less import)
 
@@ -73,8 +73,8 @@ def host_rss() -> int:
 
 
 def counts():
-    return (len(driver._libraries), len(driver._functions), len(driver._prepared), len(ops._plans),
-            len(ops._torch_plans), len(ops._ptr_plans))
+    return (len(driver._libraries), len(driver._functions), len(driver._prepared), len(plans.array_plans),
+            len(plans.torch_plans), len(plans.pointer_plans))
 
 
 def test_soak_no_growth(rng):
@@ -137,7 +137,7 @@ def test_eight_threads_concurrently(rng, monkeypatch):
     cases = [Case(rng, *SHAPES[i % len(SHAPES)]) for i in range(8)]
     for case in cases:
         case.want = case.bits(case.run(0))
-    for cache in (ops._plans, ops._torch_plans, ops._ptr_plans, driver._prepared, driver._functions):
+    for cache in (plans.array_plans, plans.torch_plans, plans.pointer_plans, driver._prepared, driver._functions):
         cache.clear()  # the threads race to fill them again
     # Every construction counted, by its cache key: racing threads must build each thing once.
     made = collections.Counter()
