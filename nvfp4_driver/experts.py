@@ -156,33 +156,47 @@ class NVFP4Experts(torch.nn.Module):
         """x (T, H) bfloat16/float16 on the layer's GPU; topk_ids (T, k) integers in [0, E) (others give
         undefined rows for their tokens); topk_weights (T, k) -> (T, H) of x.dtype."""
         tokens, k = topk_ids.shape
-        inter = self.intermediate_size
         flat = topk_ids.reshape(-1)
         expert_of_row, order = torch.sort(flat, stable=True)
         bounds = torch.arange(self.num_experts + 1, device=flat.device, dtype=flat.dtype)
         m_indptr = torch.searchsorted(expert_of_row, bounds, out_int32=True)
-        xs = x.index_select(0, order // k)
-
-        h = self._grouped_mlp(xs, m_indptr, self.input_global_scale, self.w13_alpha, self.w13, self.w13_scale,
-                              self.w13_global_scale)
-        gate, up = h[:, :inter], h[:, inter:]
-        if self.up_scale_ratio is None:
-            act = F.silu(gate) * up
-        else:
-            ratio = self.up_scale_ratio.index_select(0, expert_of_row.clamp(0, self.num_experts - 1))
-            act = (F.silu(gate.float()) * (up.float() * ratio[:, None])).to(x.dtype)
-        y = self._grouped_mlp(act, m_indptr, self.act_global_scale, self.w2_alpha, self.w2, self.w2_scale,
-                              self.w2_global_scale)
+        y = self.grouped_forward(x.index_select(0, order // k), m_indptr, expert_of_row)
 
         # Row r of y belongs to (token, slot) order[r]: put it there, then sum the k slots in float32.
         y_slots = torch.empty_like(y).index_copy_(0, order, y).view(tokens, k, self.hidden_size)
         out = torch.bmm(topk_weights.float().unsqueeze(1), y_slots.float())
         return out.view(tokens, self.hidden_size).to(x.dtype)
 
-    def _grouped_mlp(self, rows, m_indptr, act_gsf, alpha, weight, weight_scale, weight_gsf):
+    def grouped_forward(self, xs: torch.Tensor, m_indptr: torch.Tensor, expert_of_row: torch.Tensor, *,
+                        dynamic_scale=None) -> torch.Tensor:
+        """The experts on rows already grouped by expert (what ``forward`` runs after routing).
+
+        Args:
+          xs: (R, H) bfloat16/float16 on the layer's GPU, the rows of expert e at [m_indptr[e], m_indptr[e+1]).
+          m_indptr: (E+1,) int32 on the GPU, non-decreasing, m_indptr[E] = R.
+          expert_of_row: (R,) integers, the expert of each row (read only with ``up_scale_ratio``).
+          dynamic_scale: None, or a callable rows (R', K) -> (1,) float32 gsf used for the dynamic
+              activation scales instead of ``global_scale_from_amax(rows)`` (expert parallelism passes
+              one that agrees over all ranks).
+
+        Returns (R, H) of xs.dtype.
+        """
+        inter = self.intermediate_size
+        h = self._grouped_mlp(xs, m_indptr, self.input_global_scale, self.w13_alpha, self.w13, self.w13_scale,
+                              self.w13_global_scale, dynamic_scale)
+        gate, up = h[:, :inter], h[:, inter:]
+        if self.up_scale_ratio is None:
+            act = F.silu(gate) * up
+        else:
+            ratio = self.up_scale_ratio.index_select(0, expert_of_row.clamp(0, self.num_experts - 1))
+            act = (F.silu(gate.float()) * (up.float() * ratio[:, None])).to(xs.dtype)
+        return self._grouped_mlp(act, m_indptr, self.act_global_scale, self.w2_alpha, self.w2, self.w2_scale,
+                                 self.w2_global_scale, dynamic_scale)
+
+    def _grouped_mlp(self, rows, m_indptr, act_gsf, alpha, weight, weight_scale, weight_gsf, dynamic_scale):
         """Quantize ``rows`` (cum_m, K) and multiply by one weight stack: (cum_m, N) of rows.dtype."""
         if act_gsf is None:
-            act_gsf = global_scale_from_amax(rows)
+            act_gsf = global_scale_from_amax(rows) if dynamic_scale is None else dynamic_scale(rows)
             alpha = alpha_from_global_scales(act_gsf, weight_gsf)
         a, a_scale = quantize_activations(rows, m_indptr, act_gsf)
         return group_gemm_nvfp4_nt_groupwise(a, weight, a_scale, weight_scale, m_indptr, alpha, out_dtype=rows.dtype)
