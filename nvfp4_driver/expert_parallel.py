@@ -1,0 +1,228 @@
+"""``ExpertParallelNVFP4``: a mixture-of-experts expert layer whose experts are spread over the ranks of a
+``torch.distributed`` process group (one process per GPU, e.g. under ``torchrun``), NCCL on GPUs.
+
+    layer = ExpertParallelNVFP4.from_bf16(w13, w2)           # every rank passes all E experts' weights,
+                                                             # keeps and quantizes its own block
+    out = layer(x, topk_ids, topk_weights)                   # this rank's tokens: (T, H), (T, k), (T, k)
+
+Rank r owns a contiguous block of experts (:func:`expert_blocks`: E // W each, the first E % W ranks
+one more; E >= W). One call, for the tokens of this rank, every rank calling it together:
+
+1. the (token, slot) rows are sorted by expert (stable), which groups them by owning rank too;
+2. the row counts per expert travel with one ``all_to_all_single`` (E int64 out, W * E_local in);
+3. ONE device-to-host copy: the W rows sent to each rank and the W rows received from each rank,
+   which ``all_to_all_single`` needs as Python ints (the only host synchronisation of the call; the
+   layer cannot run inside a CUDA graph because of it);
+4. the rows (H values of x.dtype each: bf16/fp16 travel as they are, 16 bits per element) go to their
+   owners; each owner sorts what it received by local expert (it arrives grouped by source rank) and
+   runs its experts, quantizing the rows itself with a 128x4 ``a_scale`` laid out for its own groups;
+5. the results travel back along the same splits and are summed with the routing weights in float32,
+   as ``NVFP4Experts`` does.
+
+Dynamic activation scales (no static ``input_global_scale``) are agreed over the group: each rank's
+max|rows| is all-reduced (MAX, on the device, no host read), so every rank quantizes with the global
+scale a single GPU holding all tokens would use (two 4-byte all-reduces per call).
+
+Not done yet: quantizing before the all-to-all (4.5 bits per element instead of 16). It is compatible
+with the receiver's layout: a row's ue4m3 scales depend only on the row and the agreed global scale,
+so a sender can quantize rows with plain row-major scales (H/16 bytes a row) and the receiver scatter
+them to ``swz(sf_base(g) + m, kb)`` of its own groups; it needs that scatter and its tests.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+import torch.distributed as dist
+
+from .experts import NVFP4Experts
+
+__all__ = ["ExpertParallelNVFP4", "expert_blocks", "agreed_global_scale"]
+
+_FP4_TIMES_FP8_MAX = 448.0 * 6.0  # FlashInfer's gsf = 448 * 6 / amax
+_FLT_MAX = 3.4028234663852886e38
+
+# local(rows (R, H), m_indptr (E_local+1,) int32, local expert of each row (R,)) -> (R, H), same dtype.
+LocalExperts = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def expert_blocks(num_experts: int, world_size: int) -> list[tuple[int, int]]:
+    """Rank r owns experts ``[start, stop)`` = the r-th pair: E // W experts each, the first E % W ranks
+    one more (E = 10, W = 4 -> 3, 3, 2, 2). Every rank owns at least one expert, so E >= W."""
+    for name, v in (("num_experts", num_experts), ("world_size", world_size)):
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise ValueError(f"{name}={v!r} must be a positive int")
+    if num_experts < world_size:
+        raise ValueError(f"num_experts={num_experts} < world_size={world_size}: every rank must own at least "
+                         f"one expert; use a process group of at most {num_experts} ranks")
+    base, extra = divmod(num_experts, world_size)
+    starts = [r * base + min(r, extra) for r in range(world_size + 1)]
+    return [(starts[r], starts[r + 1]) for r in range(world_size)]
+
+
+def agreed_global_scale(rows: torch.Tensor, group=None) -> torch.Tensor:
+    """FlashInfer's global scale ``448 * 6 / amax`` with amax = max|rows| over every rank of ``group``.
+
+    rows: (R, K) of any float dtype (R may be 0). Returns a (1,) float32 tensor on rows' device,
+    correctly rounded, with ``global_scale_from_amax``'s edge cases (amax 0 -> 1, an overflowing
+    quotient -> FLT_MAX, amax inf -> 0), so with one rank it equals ``global_scale_from_amax(rows)``.
+    One all-reduce of 4 bytes, no host synchronisation; every rank of the group must call it.
+    """
+    if rows.numel():
+        amax = rows.detach().abs().amax().float().reshape(1)
+    else:
+        amax = torch.zeros(1, dtype=torch.float32, device=rows.device)
+    dist.all_reduce(amax, op=dist.ReduceOp.MAX, group=group)
+    gsf = torch.full_like(amax, _FP4_TIMES_FP8_MAX) / amax  # IEEE division: correctly rounded
+    gsf = torch.where(torch.isinf(gsf), torch.full_like(gsf, _FLT_MAX), gsf)
+    return torch.where(amax == 0, torch.ones_like(gsf), gsf)
+
+
+class ExpertParallelNVFP4(torch.nn.Module):
+    """E experts sharded over the ranks of ``group``; see the module docstring for what one call does.
+
+    Args:
+      local_experts: this rank's experts, ``expert_blocks(E, W)[rank]``: an :class:`NVFP4Experts` of
+          that many experts, or any callable ``local(rows, m_indptr, local_ids) -> out`` (rows (R, H)
+          grouped by local expert, m_indptr (E_local+1,) int32, local_ids (R,) the local expert of each
+          row; out (R, H) of rows' dtype). It is called on every call, R = 0 included; a callable that
+          runs collectives must run them then too.
+      num_experts: E, over all ranks.
+      group: the process group (default: the world). Its backend must support ``all_to_all_single``
+          (NCCL for CUDA tensors, gloo for CPU tensors).
+    """
+
+    def __init__(self, local_experts, num_experts: int, group=None):
+        super().__init__()
+        if not dist.is_available() or not dist.is_initialized():
+            raise RuntimeError("ExpertParallelNVFP4 needs torch.distributed initialised: call "
+                               "torch.distributed.init_process_group('nccl') first (torchrun sets the rank)")
+        self.group = group
+        self.rank, self.world_size = dist.get_rank(group), dist.get_world_size(group)
+        self.num_experts = num_experts
+        self.blocks = expert_blocks(num_experts, self.world_size)
+        self.expert_start, self.expert_stop = self.blocks[self.rank]
+        self.num_local_experts = self.expert_stop - self.expert_start
+        if isinstance(local_experts, NVFP4Experts):
+            if local_experts.num_experts != self.num_local_experts:
+                raise ValueError(f"rank {self.rank} owns experts [{self.expert_start}, {self.expert_stop}) of "
+                                 f"{num_experts} but local_experts holds {local_experts.num_experts}; build it "
+                                 f"with ExpertParallelNVFP4.from_experts or from_bf16")
+            self.experts = local_experts
+            self._local = self._run_nvfp4_experts
+        elif callable(local_experts):
+            self.experts, self._local = None, local_experts
+        else:
+            raise TypeError(f"local_experts must be an NVFP4Experts or a callable, got {type(local_experts).__name__}")
+
+    # ------------------------------------------------------------------------------------ builders
+
+    @classmethod
+    def from_experts(cls, experts: NVFP4Experts, group=None) -> "ExpertParallelNVFP4":
+        """Keep this rank's block of an :class:`NVFP4Experts` holding all E experts (same bytes and scales)."""
+        start, stop = expert_blocks(experts.num_experts, dist.get_world_size(group))[dist.get_rank(group)]
+
+        def mine(name):
+            t = getattr(experts, name)
+            keep = t is not None and (t.dim() != 1 or t.numel() == experts.num_experts)  # (1,) scales: shared
+            return t[start:stop].contiguous() if keep else t
+
+        local = NVFP4Experts(*(mine(n) for n in ("w13", "w13_scale", "w13_global_scale",
+                                                 "w2", "w2_scale", "w2_global_scale")),
+                             input_global_scale=mine("input_global_scale"),
+                             act_global_scale=mine("act_global_scale"), up_scale_ratio=mine("up_scale_ratio"))
+        return cls(local, experts.num_experts, group)
+
+    @classmethod
+    def from_bf16(cls, w13, w2, group=None, *, input_global_scale=None,
+                  act_global_scale=None) -> "ExpertParallelNVFP4":
+        """Quantize this rank's block of unquantized weights (``NVFP4Experts.from_bf16``'s arguments, all E
+        experts on every rank; only the block is quantized and kept). A weight's global scale is per
+        expert, so the bytes equal those of ``NVFP4Experts.from_bf16`` on all E experts."""
+        experts = w13.shape[0]
+        start, stop = expert_blocks(experts, dist.get_world_size(group))[dist.get_rank(group)]
+
+        def mine(s):
+            per_expert = isinstance(s, torch.Tensor) and s.dim() == 1 and s.numel() == experts > 1
+            return s[start:stop] if per_expert else s
+
+        local = NVFP4Experts.from_bf16(w13[start:stop], w2[start:stop], input_global_scale=mine(input_global_scale),
+                                       act_global_scale=mine(act_global_scale))
+        return cls(local, experts, group)
+
+    # ------------------------------------------------------------------------------------ forward
+
+    def forward(self, x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor) -> torch.Tensor:
+        """This rank's tokens: x (T, H), topk_ids (T, k) integers, topk_weights (T, k) -> (T, H) of x.dtype.
+
+        T may differ between ranks (0 too); every rank of the group must call it. A slot whose id is
+        outside [0, E) (e.g. -1 for a dropped slot) is sent nowhere and adds nothing to its token."""
+        tokens, k = topk_ids.shape
+        hidden = x.shape[1]
+        flat = topk_ids.reshape(-1)
+        expert_of_row, order = torch.sort(flat, stable=True)
+        bounds = torch.arange(self.num_experts + 1, device=flat.device, dtype=flat.dtype)
+        row_bounds = torch.searchsorted(expert_of_row, bounds)  # (E+1,) int64: expert e's rows start here
+        send_counts = row_bounds.diff()  # (E,) rows for each expert, in the order of the ranks' blocks
+
+        recv_counts = torch.empty(self.world_size * self.num_local_experts, dtype=send_counts.dtype,
+                                  device=flat.device)
+        dist.all_to_all_single(recv_counts, send_counts, input_split_sizes=[b - a for a, b in self.blocks],
+                               group=self.group)
+        recv_counts = recv_counts.view(self.world_size, self.num_local_experts)
+
+        # The call's one device-to-host copy: where the rows of expert 0 start (after ids < 0), the rows
+        # to send to every rank and the rows to receive from every rank.
+        edges = self._block_edges(row_bounds)
+        splits = torch.cat([edges[:1], edges.diff(), recv_counts.sum(1)]).tolist()
+        first, send_splits, recv_splits = splits[0], splits[1:self.world_size + 1], splits[self.world_size + 1:]
+        sent = slice(first, first + sum(send_splits))  # ids outside [0, E) are not sent: their slots add 0
+
+        xs = x.index_select(0, order[sent] // k)
+        received = x.new_empty(sum(recv_splits), hidden)
+        dist.all_to_all_single(received, xs, recv_splits, send_splits, group=self.group)
+
+        # Received rows come grouped by source rank, then by local expert: regroup them by expert only.
+        local_ids = torch.arange(self.num_local_experts, device=flat.device).repeat(self.world_size)
+        local_of_row = torch.repeat_interleave(local_ids, recv_counts.reshape(-1), output_size=received.shape[0])
+        local_sorted, local_order = torch.sort(local_of_row, stable=True)
+        m_indptr = torch.searchsorted(local_sorted, torch.arange(self.num_local_experts + 1, device=flat.device),
+                                      out_int32=True)
+        y = self._local(received.index_select(0, local_order), m_indptr, local_sorted)
+        if y.shape != received.shape or y.dtype != received.dtype:
+            raise ValueError(f"the local experts returned {tuple(y.shape)} {y.dtype} for "
+                             f"{tuple(received.shape)} {received.dtype} rows: the same shape and dtype are needed")
+        y_received_order = torch.empty_like(y).index_copy_(0, local_order, y)
+
+        all_sent = sent.stop - sent.start == tokens * k
+        y_sorted = x.new_empty(tokens * k, hidden) if all_sent else x.new_zeros(tokens * k, hidden)
+        dist.all_to_all_single(y_sorted[sent], y_received_order, send_splits, recv_splits, group=self.group)
+
+        # Row r of y_sorted belongs to (token, slot) order[r]: put it there, then sum the k slots.
+        y_slots = torch.empty_like(y_sorted).index_copy_(0, order, y_sorted).view(tokens, k, hidden)
+        acc = torch.promote_types(torch.float32, x.dtype)  # float32, as NVFP4Experts (float64 for CPU checks)
+        out = torch.bmm(topk_weights.to(acc).unsqueeze(1), y_slots.to(acc))
+        return out.view(tokens, hidden).to(x.dtype)
+
+    def _block_edges(self, row_bounds: torch.Tensor) -> torch.Tensor:
+        """(E+1,) per-expert row starts -> (W+1,) per-rank row starts, by strided views (no index tensor,
+        which would be a host-to-device copy): the first E % W blocks are one expert longer."""
+        base, extra = divmod(self.num_experts, self.world_size)
+        long_blocks = row_bounds[:extra * (base + 1):base + 1]
+        return torch.cat([long_blocks, row_bounds[extra * (base + 1)::base]])
+
+    def _run_nvfp4_experts(self, rows, m_indptr, local_ids):
+        experts = self.experts
+        scale = None if self.world_size == 1 else (lambda r: agreed_global_scale(r, self.group))
+        if rows.shape[0]:
+            return experts.grouped_forward(rows, m_indptr, local_ids, dynamic_scale=scale)
+        # No rows here: still join the all-reduces the other ranks run for their dynamic scales.
+        if scale is not None:
+            for static in (experts.input_global_scale, experts.act_global_scale):
+                if static is None:
+                    scale(rows)
+        return rows
+
+    def extra_repr(self) -> str:
+        return (f"rank {self.rank} of {self.world_size}: experts [{self.expert_start}, {self.expert_stop}) "
+                f"of {self.num_experts}")

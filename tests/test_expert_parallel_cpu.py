@@ -1,0 +1,163 @@
+"""ExpertParallelNVFP4's dispatch and combine on the CPU: gloo process groups of 2, 3 and 4 processes
+(one torch.multiprocessing spawn of 4, subgroups of 2 and 3), a float64 reference expert (a per-expert matrix) in place of the GPU
+experts, every rank's output against a NumPy reference of the whole layer over all ranks' tokens.
+
+Every process builds every rank's tokens from one seed, so it knows what each rank must send and
+receive. The cases cover uneven shares (E % W != 0, different T per rank), a rank with no tokens, a rank
+whose experts no token picks, k = 1, ids outside [0, E), and the dynamic activation scale agreed over
+the group. One case runs a deliberately broken local expert (rows of a group reversed) and checks that
+the comparison catches it, so a wrong permutation anywhere in the path cannot pass.
+"""
+import os
+import socket
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+dist = pytest.importorskip("torch.distributed")
+mp = pytest.importorskip("torch.multiprocessing")
+
+from nvfp4_driver.expert_parallel import ExpertParallelNVFP4, agreed_global_scale, expert_blocks  # noqa: E402
+
+HIDDEN = 16
+
+# (name, experts, tokens per rank, topk, experts no token picks, extra ids outside [0, E) on rank 0)
+CASES = {
+    2: [("uneven_tokens", 8, [37, 5], 3, (), False),
+        ("odd_experts_empty_rank0", 5, [0, 19], 2, (), False),
+        ("rank1_owns_no_routed_expert", 6, [11, 7], 2, (3, 4, 5), False),
+        ("top1_one_token_each", 4, [1, 1], 1, (), False),
+        ("dropped_slots", 6, [9, 4], 2, (), True)],
+    3: [("uneven_experts_and_tokens", 7, [13, 0, 29], 4, (), False),
+        ("rank2_owns_no_routed_expert", 8, [6, 10, 3], 2, (6, 7), False)],
+    4: [("ten_experts_four_ranks", 10, [9, 17, 0, 3], 3, (0, 1, 2), False)],
+}
+
+
+def make_case(seed, experts, tokens, topk, unpicked, dropped):
+    """Every rank's tokens (float64), ids and weights, and the experts' matrices, from one seed."""
+    rng = np.random.default_rng(seed)
+    weights = rng.standard_normal((experts, HIDDEN, HIDDEN))
+    picked = np.array([e for e in range(experts) if e not in unpicked])
+    per_rank = []
+    for t in tokens:
+        x = rng.standard_normal((t, HIDDEN)) * np.exp2(rng.integers(-8, 9, (t, 1)))
+        ids = np.array([rng.choice(picked, size=topk, replace=False) for _ in range(t)], np.int64).reshape(t, topk)
+        if dropped and t:
+            ids[0, 0], ids[-1, -1] = -1, experts  # a dropped slot and one past the last expert
+        wts = rng.random((t, topk))
+        per_rank.append((x, ids.astype(np.int64), wts))
+    return weights, per_rank
+
+
+def reference_layer(x, ids, wts, weights):
+    """sum over slots of weight * (x @ W[expert]); slots with ids outside [0, E) add nothing."""
+    out = np.zeros_like(x)
+    for slot in range(ids.shape[1]):
+        valid = (ids[:, slot] >= 0) & (ids[:, slot] < weights.shape[0])
+        e = np.clip(ids[:, slot], 0, weights.shape[0] - 1)
+        out += np.where(valid[:, None], wts[:, slot, None] * np.einsum("th,thn->tn", x, weights[e]), 0)
+    return out
+
+
+def local_reference(weights, start, expected_rows, broken=False):
+    """The injected local experts: group g's rows times W[start + g], read through m_indptr like the GEMM.
+    Checks that it receives exactly the rows routed to its experts and that the ids match m_indptr."""
+    def run(rows, m_indptr, local_ids):
+        ind = m_indptr.tolist()
+        assert m_indptr.dtype == torch.int32 and ind[0] == 0 and ind[-1] == rows.shape[0] == expected_rows
+        assert torch.equal(local_ids, torch.repeat_interleave(torch.arange(len(ind) - 1), torch.tensor(ind).diff()))
+        out = torch.full_like(rows, float("nan"))  # poison: a row left unwritten shows up as NaN
+        for g in range(len(ind) - 1):
+            y = rows[ind[g]:ind[g + 1]] @ torch.from_numpy(weights[start + g])
+            out[ind[g]:ind[g + 1]] = y.flip(0) if broken and ind[g + 1] - ind[g] > 1 else y
+        return out
+    return run
+
+
+def check_case(group, seed, experts, tokens, topk, unpicked, dropped, broken=False):
+    rank, world = dist.get_rank(group), dist.get_world_size(group)
+    weights, per_rank = make_case(seed, experts, tokens, topk, unpicked, dropped)
+    start, stop = expert_blocks(experts, world)[rank]
+    routed_here = sum(int(((ids >= start) & (ids < stop)).sum()) for _, ids, _ in per_rank)
+    layer = ExpertParallelNVFP4(local_reference(weights, start, routed_here, broken), experts, group)
+    x, ids, wts = per_rank[rank]
+    out = layer(torch.from_numpy(x), torch.from_numpy(ids), torch.from_numpy(wts))
+    want = reference_layer(x, ids, wts, weights)
+    assert out.dtype == torch.float64 and out.shape == x.shape
+    return np.allclose(out.numpy(), want, rtol=1e-12, atol=1e-12 * np.abs(want).max(initial=1.0))
+
+
+def check_agreed_scale(group):
+    """agreed_global_scale: float32 448 * 6 / (max|rows| over all ranks), one rank with no rows."""
+    rank, world = dist.get_rank(group), dist.get_world_size(group)
+    rng = np.random.default_rng(100 + world)
+    all_rows = [rng.standard_normal((0 if r == 1 else 5 + r, 64)).astype(np.float32) * 2.0 ** (3 * r - 4)
+                for r in range(world)]
+    got = agreed_global_scale(torch.from_numpy(all_rows[rank]), group)
+    amax = np.float32(max(np.abs(r).max(initial=0) for r in all_rows))
+    assert got.dtype == torch.float32 and got.shape == (1,)
+    assert got.item() == np.float32(2688.0) / amax, (got.item(), amax)
+    zeros = agreed_global_scale(torch.zeros(3 if rank else 0, 64), group)
+    assert zeros.item() == 1.0  # amax 0 everywhere: 1, as global_scale_from_amax
+
+
+def run_cases(group):
+    world = dist.get_world_size(group)
+    for i, (name, *params) in enumerate(CASES[world]):
+        assert check_case(group, 1000 * world + i, *params), f"rank {dist.get_rank()}: {name} (W={world}) differs"
+    # The check can fail: reversing the rows of every group of the local experts must be caught.
+    caught = torch.tensor([int(not check_case(group, 1000 * world, *CASES[world][0][1:], broken=True))])
+    dist.all_reduce(caught, group=group)  # some rank must see it (a rank may get single-row groups only)
+    assert caught.item() > 0, f"W={world}: a broken permutation went unnoticed"
+    check_agreed_scale(group)
+
+
+def worker(rank, world, port):
+    """One spawn for all group sizes (spawning costs seconds a process): groups of ranks [0, W) for each
+    W in CASES, built from one gloo world."""
+    os.environ.setdefault("NCCL_NVLS_ENABLE", "0")  # where a process group starts (see tests/gpu)
+    os.environ.setdefault("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1")
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        groups = {w: dist.new_group(list(range(w))) if w < world else None for w in sorted(CASES)}
+        for w, group in groups.items():
+            if rank < w:
+                run_cases(group)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_dispatch_and_combine_over_gloo():
+    mp.spawn(worker, args=(max(CASES), free_port()), nprocs=max(CASES), join=True)
+
+
+def test_expert_blocks():
+    assert expert_blocks(10, 4) == [(0, 3), (3, 6), (6, 8), (8, 10)]
+    assert expert_blocks(256, 8)[-1] == (224, 256)
+    assert expert_blocks(3, 3) == [(0, 1), (1, 2), (2, 3)]
+    with pytest.raises(ValueError, match="at most 2 ranks"):
+        expert_blocks(2, 3)
+    with pytest.raises(ValueError, match="positive int"):
+        expert_blocks(8, 0)
+
+
+def test_needs_an_initialised_process_group():
+    if dist.is_initialized():
+        pytest.skip("a process group is already initialised in this process")
+    with pytest.raises(RuntimeError, match="init_process_group"):
+        ExpertParallelNVFP4(lambda r, m, i: r, 8)
+
+
+def test_moe_exports_the_layer_lazily():
+    import nvfp4_driver.moe as moe
+    assert moe.ExpertParallelNVFP4 is ExpertParallelNVFP4
