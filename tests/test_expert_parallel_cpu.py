@@ -5,7 +5,8 @@ experts, every rank's output against a NumPy reference of the whole layer over a
 Every process builds every rank's tokens from one seed, so it knows what each rank must send and
 receive. The cases cover uneven shares (E % W != 0, different T per rank), a rank with no tokens, a rank
 whose experts no token picks, k = 1, ids outside [0, E), and the dynamic activation scale agreed over
-the group. One case runs a deliberately broken local expert (rows of a group reversed) and checks that
+the group; and the layer around a real NVFP4Experts (its kernels replaced by nvfp4_driver.reference)
+against NVFP4Experts holding all experts, bit for bit. One case runs a deliberately broken local expert (rows of a group reversed) and checks that
 the comparison catches it, so a wrong permutation anywhere in the path cannot pass.
 """
 import os
@@ -18,7 +19,10 @@ torch = pytest.importorskip("torch")
 dist = pytest.importorskip("torch.distributed")
 mp = pytest.importorskip("torch.multiprocessing")
 
+import moe_example as ex  # noqa: E402
+from nvfp4_driver import experts as experts_module  # noqa: E402
 from nvfp4_driver.expert_parallel import ExpertParallelNVFP4, agreed_global_scale, expert_blocks  # noqa: E402
+from nvfp4_driver.moe import NVFP4Experts  # noqa: E402
 
 HIDDEN = 16
 
@@ -103,6 +107,33 @@ def check_agreed_scale(group):
     assert zeros.item() == 1.0  # amax 0 everywhere: 1, as global_scale_from_amax
 
 
+def use_reference_kernels():
+    """NVFP4Experts' GPU calls computed by nvfp4_driver.reference on CPU tensors (as test_experts_cpu)."""
+    backend = ex.reference_backend()
+    gemm = backend.pop("group_gemm_nvfp4_nt_groupwise")
+    for name, fn in backend.items():
+        setattr(experts_module, name, fn)
+    experts_module.group_gemm_nvfp4_nt_groupwise = lambda *args, out_dtype: gemm(*args).to(out_dtype)
+
+
+def check_nvfp4_experts(group, static, only_rank0_experts):
+    """The layer around real NVFP4Experts (reference kernels) against NVFP4Experts on all tokens, bit for
+    bit: the same rows per expert in the same order, and dynamic scales agreed over the ranks. With
+    only_rank0_experts, rank 1 receives no rows and must still join the scale all-reduces."""
+    rank = dist.get_rank(group)
+    tokens, hidden, inter, experts, topk = 24, 256, 128, 4, 2
+    x, w13, w2, ids, wts = ex.make_layer(tokens, hidden, inter, experts, topk, 40 + static, device="cpu")
+    if only_rank0_experts:
+        ids = ids % 2
+        ids[:, 1] = 1 - ids[:, 0]
+    scales = dict(input_global_scale=2688.0 / x.abs().max().float().item(), act_global_scale=2688.0 / 20)
+    single = NVFP4Experts.from_bf16(w13, w2, **(scales if static else {}))
+    mine = slice(0, 10) if rank == 0 else slice(10, tokens)
+    out = ExpertParallelNVFP4.from_experts(single, group)(x[mine], ids[mine], wts[mine])
+    want = single(x, ids, wts)[mine]
+    assert torch.equal(out, want), f"rank {rank}: static={static} {int((out != want).sum())} elements differ"
+
+
 def run_cases(group):
     world = dist.get_world_size(group)
     for i, (name, *params) in enumerate(CASES[world]):
@@ -112,6 +143,10 @@ def run_cases(group):
     dist.all_reduce(caught, group=group)  # some rank must see it (a rank may get single-row groups only)
     assert caught.item() > 0, f"W={world}: a broken permutation went unnoticed"
     check_agreed_scale(group)
+    if world == 2:
+        use_reference_kernels()
+        for static, only_rank0_experts in ((False, False), (True, False), (False, True)):
+            check_nvfp4_experts(group, static, only_rank0_experts)
 
 
 def worker(rank, world, port):
