@@ -69,7 +69,8 @@ def agreed_global_scale(rows: torch.Tensor, group=None) -> torch.Tensor:
     One all-reduce of 4 bytes, no host synchronisation; every rank of the group must call it.
     """
     if rows.numel():
-        amax = rows.detach().abs().amax().float().reshape(1)
+        # One reduction pass, no |rows| copy; the max of the values is exact in their own dtype.
+        amax = torch.linalg.vector_norm(rows.detach(), float("inf")).float().reshape(1)
     else:
         amax = torch.zeros(1, dtype=torch.float32, device=rows.device)
     dist.all_reduce(amax, op=dist.ReduceOp.MAX, group=group)
