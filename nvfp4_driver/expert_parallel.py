@@ -35,7 +35,9 @@ from typing import Callable, Optional
 import torch
 import torch.distributed as dist
 
-from .experts import NVFP4Experts
+from . import layout
+from .experts import NVFP4Experts, QuantizedRows
+from .quantize import quantize_activations
 
 __all__ = ["ExpertParallelNVFP4", "expert_blocks", "agreed_global_scale"]
 
@@ -91,14 +93,21 @@ class ExpertParallelNVFP4(torch.nn.Module):
       num_experts: E, over all ranks.
       group: the process group (default: the world). Its backend must support ``all_to_all_single``
           (NCCL for CUDA tensors, gloo for CPU tensors).
+      transport: "bf16": the rows travel in x's dtype (16 bits per element) and their owner quantizes
+          them; "nvfp4": the sender quantizes them (one global scale for all experts: the static one,
+          or the agreed dynamic one) and e2m1 bytes plus ue4m3 scales travel (4.5 bits per element),
+          the scales placed into the owner's 128x4 layout on arrival. Both give the same bits.
     """
 
-    def __init__(self, local_experts, num_experts: int, group=None):
+    def __init__(self, local_experts, num_experts: int, group=None, *, transport: str = "bf16"):
         super().__init__()
+        if transport not in ("bf16", "nvfp4"):
+            raise ValueError(f"transport={transport!r} must be 'bf16' (rows travel as they are) or 'nvfp4' "
+                             f"(quantized first: 4.5 bits per element)")
         if not dist.is_available() or not dist.is_initialized():
             raise RuntimeError("ExpertParallelNVFP4 needs torch.distributed initialised: call "
                                "torch.distributed.init_process_group('nccl') first (torchrun sets the rank)")
-        self.group = group
+        self.group, self.transport = group, transport
         self.rank, self.world_size = dist.get_rank(group), dist.get_world_size(group)
         self.num_experts = num_experts
         self.blocks = expert_blocks(num_experts, self.world_size)
@@ -111,6 +120,13 @@ class ExpertParallelNVFP4(torch.nn.Module):
                                  f"with ExpertParallelNVFP4.from_experts or from_bf16")
             self.experts = local_experts
             self._local = self._run_nvfp4_experts
+            scale = local_experts.input_global_scale
+            if transport == "nvfp4" and scale is not None and scale.numel() != 1:
+                raise ValueError("transport='nvfp4' quantizes rows before it knows their expert, so it needs one "
+                                 "input_global_scale for all experts (or dynamic scales), not one per expert; "
+                                 "use transport='bf16'")
+        elif transport == "nvfp4":
+            raise ValueError("transport='nvfp4' needs NVFP4Experts as local_experts (a callable takes bf16 rows)")
         elif callable(local_experts):
             self.experts, self._local = None, local_experts
         else:
@@ -119,7 +135,7 @@ class ExpertParallelNVFP4(torch.nn.Module):
     # ------------------------------------------------------------------------------------ builders
 
     @classmethod
-    def from_experts(cls, experts: NVFP4Experts, group=None) -> "ExpertParallelNVFP4":
+    def from_experts(cls, experts: NVFP4Experts, group=None, *, transport: str = "bf16") -> "ExpertParallelNVFP4":
         """Keep this rank's block of an :class:`NVFP4Experts` holding all E experts (same bytes and scales)."""
         start, stop = expert_blocks(experts.num_experts, dist.get_world_size(group))[dist.get_rank(group)]
 
@@ -132,11 +148,11 @@ class ExpertParallelNVFP4(torch.nn.Module):
                                                  "w2", "w2_scale", "w2_global_scale")),
                              input_global_scale=mine("input_global_scale"),
                              act_global_scale=mine("act_global_scale"), up_scale_ratio=mine("up_scale_ratio"))
-        return cls(local, experts.num_experts, group)
+        return cls(local, experts.num_experts, group, transport=transport)
 
     @classmethod
-    def from_bf16(cls, w13, w2, group=None, *, input_global_scale=None,
-                  act_global_scale=None) -> "ExpertParallelNVFP4":
+    def from_bf16(cls, w13, w2, group=None, *, input_global_scale=None, act_global_scale=None,
+                  transport: str = "bf16") -> "ExpertParallelNVFP4":
         """Quantize this rank's block of unquantized weights (``NVFP4Experts.from_bf16``'s arguments, all E
         experts on every rank; only the block is quantized and kept). A weight's global scale is per
         expert, so the bytes equal those of ``NVFP4Experts.from_bf16`` on all E experts."""
@@ -149,7 +165,7 @@ class ExpertParallelNVFP4(torch.nn.Module):
 
         local = NVFP4Experts.from_bf16(w13[start:stop], w2[start:stop], input_global_scale=mine(input_global_scale),
                                        act_global_scale=mine(act_global_scale))
-        return cls(local, experts, group)
+        return cls(local, experts, group, transport=transport)
 
     # ------------------------------------------------------------------------------------ forward
 
@@ -180,19 +196,24 @@ class ExpertParallelNVFP4(torch.nn.Module):
         sent = slice(first, first + sum(send_splits))  # ids outside [0, E) are not sent: their slots add 0
 
         xs = x.index_select(0, order[sent] // k)
-        received = x.new_empty(sum(recv_splits), hidden)
-        dist.all_to_all_single(received, xs, recv_splits, send_splits, group=self.group)
+        received_rows = sum(recv_splits)
 
         # Received rows come grouped by source rank, then by local expert: regroup them by expert only.
         local_ids = torch.arange(self.num_local_experts, device=flat.device).repeat(self.world_size)
-        local_of_row = torch.repeat_interleave(local_ids, recv_counts.reshape(-1), output_size=received.shape[0])
+        local_of_row = torch.repeat_interleave(local_ids, recv_counts.reshape(-1), output_size=received_rows)
         local_sorted, local_order = torch.sort(local_of_row, stable=True)
         m_indptr = torch.searchsorted(local_sorted, torch.arange(self.num_local_experts + 1, device=flat.device),
                                       out_int32=True)
-        y = self._local(received.index_select(0, local_order), m_indptr, local_sorted)
-        if y.shape != received.shape or y.dtype != received.dtype:
-            raise ValueError(f"the local experts returned {tuple(y.shape)} {y.dtype} for "
-                             f"{tuple(received.shape)} {received.dtype} rows: the same shape and dtype are needed")
+        if self.transport == "nvfp4":
+            rows = self._exchange_quantized(xs, send_splits, recv_splits, local_order, local_sorted, m_indptr)
+        else:
+            received = x.new_empty(received_rows, hidden)
+            dist.all_to_all_single(received, xs, recv_splits, send_splits, group=self.group)
+            rows = received.index_select(0, local_order)
+        y = self._local(rows, m_indptr, local_sorted)
+        if y.shape != (received_rows, hidden) or y.dtype != x.dtype:
+            raise ValueError(f"the local experts returned {tuple(y.shape)} {y.dtype} for {received_rows} rows "
+                             f"of {x.dtype}: ({received_rows}, {hidden}) {x.dtype} is needed")
         y_received_order = torch.empty_like(y).index_copy_(0, local_order, y)
 
         all_sent = sent.stop - sent.start == tokens * k
@@ -212,18 +233,61 @@ class ExpertParallelNVFP4(torch.nn.Module):
         long_blocks = row_bounds[:extra * (base + 1):base + 1]
         return torch.cat([long_blocks, row_bounds[extra * (base + 1)::base]])
 
+    def _exchange_quantized(self, xs, send_splits, recv_splits, local_order, local_sorted, m_indptr) -> QuantizedRows:
+        """Quantize the rows to send, send e2m1 bytes and row-major ue4m3 scales, and place the received
+        scales at their rows of the owner's 128x4 layout (SPEC §3: group g's rows from sf_base(g)).
+
+        A row's scales depend only on the row and the global scale, so quantizing here with the scale
+        the owner would use gives the bytes the owner's quantizer would write."""
+        experts, hidden = self.experts, xs.shape[1]
+        sf_k = hidden // 16
+        gsf = experts.input_global_scale
+        if gsf is None:  # every rank, rows or not: the all-reduce needs all of them
+            gsf = agreed_global_scale(xs, self.group)
+        sent_rows = xs.shape[0]
+        a_send = torch.empty(sent_rows, hidden // 2, dtype=torch.uint8, device=xs.device)
+        sf_send = torch.empty(sent_rows, sf_k, dtype=torch.uint8, device=xs.device)
+        if sent_rows:  # as one group: row r's scales sit at swz(r, kb)
+            one_group = torch.arange(2, dtype=torch.int32, device=xs.device) * sent_rows
+            a_send, swizzled = quantize_activations(xs, one_group, gsf)
+            sf_send = swizzled.reshape(-1)[_scale_offsets(torch.arange(sent_rows, device=xs.device), sf_k)]
+
+        received_rows = sum(recv_splits)
+        a_recv = a_send.new_empty(received_rows, hidden // 2)
+        sf_recv = sf_send.new_empty(received_rows, sf_k)
+        dist.all_to_all_single(a_recv, a_send, recv_splits, send_splits, group=self.group)
+        dist.all_to_all_single(sf_recv, sf_send, recv_splits, send_splits, group=self.group)
+
+        groups = self.num_local_experts
+        a_scale = sf_recv.new_zeros(layout.a_scale_rows_upper_bound(received_rows, groups), sf_k)
+        if received_rows:
+            first_row = m_indptr.long().index_select(0, local_sorted)  # of each sorted row's group
+            sf_base = (first_row + local_sorted * (layout.SF_ROW_TILE - 1)) // layout.SF_ROW_TILE * layout.SF_ROW_TILE
+            scale_row = sf_base + torch.arange(received_rows, device=xs.device) - first_row
+            a_scale.view(-1)[_scale_offsets(scale_row, sf_k)] = sf_recv.index_select(0, local_order)
+        return QuantizedRows(a_recv.index_select(0, local_order), a_scale, gsf, xs.dtype)
+
     def _run_nvfp4_experts(self, rows, m_indptr, local_ids):
         experts = self.experts
         scale = None if self.world_size == 1 else (lambda r: agreed_global_scale(r, self.group))
-        if rows.shape[0]:
+        if rows.shape[0] if isinstance(rows, torch.Tensor) else rows.a.shape[0]:
             return experts.grouped_forward(rows, m_indptr, local_ids, dynamic_scale=scale)
-        # No rows here: still join the all-reduces the other ranks run for their dynamic scales.
+        # No rows here: still join the all-reduces the other ranks run for their dynamic scales (the
+        # input's, unless the senders agreed on it already), and return the (0, H) rows.
+        quantized = isinstance(rows, QuantizedRows)
         if scale is not None:
-            for static in (experts.input_global_scale, experts.act_global_scale):
+            for static in ((experts.act_global_scale,) if quantized else
+                           (experts.input_global_scale, experts.act_global_scale)):
                 if static is None:
-                    scale(rows)
-        return rows
+                    scale(torch.empty(0, experts.hidden_size, device=m_indptr.device))
+        return torch.empty(0, experts.hidden_size, dtype=rows.dtype, device=m_indptr.device)
 
     def extra_repr(self) -> str:
         return (f"rank {self.rank} of {self.world_size}: experts [{self.expert_start}, {self.expert_stop}) "
                 f"of {self.num_experts}")
+
+
+def _scale_offsets(scale_rows: torch.Tensor, sf_k: int) -> torch.Tensor:
+    """(n,) int64 scale rows -> (n, sf_k) byte offsets of their scales in the 128x4 layout (SPEC §3)."""
+    kb = torch.arange(sf_k, device=scale_rows.device)
+    return layout.swizzled_offset_unchecked(scale_rows[:, None], kb[None, :], sf_k)

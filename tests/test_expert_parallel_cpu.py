@@ -11,6 +11,8 @@ the comparison catches it, so a wrong permutation anywhere in the path cannot pa
 """
 import os
 import socket
+import traceback
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +22,7 @@ dist = pytest.importorskip("torch.distributed")
 mp = pytest.importorskip("torch.multiprocessing")
 
 import moe_example as ex  # noqa: E402
-from nvfp4_driver import experts as experts_module  # noqa: E402
+from nvfp4_driver import expert_parallel as ep_module, experts as experts_module  # noqa: E402
 from nvfp4_driver.expert_parallel import ExpertParallelNVFP4, agreed_global_scale, expert_blocks  # noqa: E402
 from nvfp4_driver.moe import NVFP4Experts  # noqa: E402
 
@@ -114,12 +116,14 @@ def use_reference_kernels():
     for name, fn in backend.items():
         setattr(experts_module, name, fn)
     experts_module.group_gemm_nvfp4_nt_groupwise = lambda *args, out_dtype: gemm(*args).to(out_dtype)
+    ep_module.quantize_activations = backend["quantize_activations"]  # the sender's, transport="nvfp4"
 
 
-def check_nvfp4_experts(group, static, only_rank0_experts):
+def check_nvfp4_experts(group, static, only_rank0_experts, transport):
     """The layer around real NVFP4Experts (reference kernels) against NVFP4Experts on all tokens, bit for
-    bit: the same rows per expert in the same order, and dynamic scales agreed over the ranks. With
-    only_rank0_experts, rank 1 receives no rows and must still join the scale all-reduces."""
+    bit: the same rows per expert in the same order, and dynamic scales agreed over the ranks; with
+    transport="nvfp4" the rows are quantized by their sender and the scales placed by their owner.
+    With only_rank0_experts, rank 1 receives no rows and must still join the scale all-reduces."""
     rank = dist.get_rank(group)
     tokens, hidden, inter, experts, topk = 24, 256, 128, 4, 2
     x, w13, w2, ids, wts = ex.make_layer(tokens, hidden, inter, experts, topk, 40 + static, device="cpu")
@@ -129,9 +133,11 @@ def check_nvfp4_experts(group, static, only_rank0_experts):
     scales = dict(input_global_scale=2688.0 / x.abs().max().float().item(), act_global_scale=2688.0 / 20)
     single = NVFP4Experts.from_bf16(w13, w2, **(scales if static else {}))
     mine = slice(0, 10) if rank == 0 else slice(10, tokens)
-    out = ExpertParallelNVFP4.from_experts(single, group)(x[mine], ids[mine], wts[mine])
+    layer = ExpertParallelNVFP4.from_experts(single, group, transport=transport)
+    out = layer(x[mine], ids[mine], wts[mine])
     want = single(x, ids, wts)[mine]
-    assert torch.equal(out, want), f"rank {rank}: static={static} {int((out != want).sum())} elements differ"
+    assert torch.equal(out, want), \
+        f"rank {rank}: static={static} {transport}: {int((out != want).sum())} elements differ"
 
 
 def run_cases(group):
@@ -145,13 +151,23 @@ def run_cases(group):
     check_agreed_scale(group)
     if world == 2:
         use_reference_kernels()
-        for static, only_rank0_experts in ((False, False), (True, False), (False, True)):
-            check_nvfp4_experts(group, static, only_rank0_experts)
+        for transport in ("bf16", "nvfp4"):
+            for static, only_rank0_experts in ((False, False), (True, False), (False, True)):
+                check_nvfp4_experts(group, static, only_rank0_experts, transport)
 
 
-def worker(rank, world, port):
+def worker(rank, world, port, errors):
     """One spawn for all group sizes (spawning costs seconds a process): groups of ranks [0, W) for each
-    W in CASES, built from one gloo world."""
+    W in CASES, built from one gloo world. A failure's traceback goes to ``errors``/rank<r>.txt too:
+    spawn reports only the first process to die, often a peer whose connection closed."""
+    try:
+        run_all_groups(rank, world, port)
+    except BaseException:
+        (Path(errors) / f"rank{rank}.txt").write_text(traceback.format_exc())
+        raise
+
+
+def run_all_groups(rank, world, port):
     os.environ.setdefault("NCCL_NVLS_ENABLE", "0")  # where a process group starts (see tests/gpu)
     os.environ.setdefault("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1")
     torch.set_num_threads(1)
@@ -172,8 +188,13 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_dispatch_and_combine_over_gloo():
-    mp.spawn(worker, args=(max(CASES), free_port()), nprocs=max(CASES), join=True)
+def test_dispatch_and_combine_over_gloo(tmp_path):
+    try:
+        mp.spawn(worker, args=(max(CASES), free_port(), str(tmp_path)), nprocs=max(CASES), join=True)
+    except mp.ProcessRaisedException:
+        # The assertion first: the others are mostly peers that lost their connection.
+        reports = sorted((p.read_text() for p in tmp_path.glob("rank*.txt")), key=lambda t: "AssertionError" not in t)
+        pytest.fail("\n".join(reports), pytrace=False)
 
 
 def test_expert_blocks():
