@@ -12,7 +12,8 @@ Per phase and shape, one line (the slowest rank's median, ``benchmarks.common.ti
 CUDA events, warm-up):
   layer     one call of the layer: routing, the count exchange and its host read, both all-to-alls,
             the experts, the weighted sum;
-  a2a       the two all_to_all_single of the rows alone (dispatch and return, same splits, bf16 rows);
+  a2a       the all-to-alls of the rows alone (dispatch and return, same splits): bf16 rows there, or
+            with --transport nvfp4 e2m1 bytes and ue4m3 scales there (two calls); x.dtype rows back;
   experts   the local experts alone on the rows this rank received (quantize, gate/up GEMM, SiLU * up,
             quantize, down GEMM; with dynamic scales their two 4-byte all-reduces);
   tokens/s  all ranks' tokens / layer time.
@@ -37,6 +38,8 @@ def parse_args(argv=None):
     p.add_argument("--decode-tokens", type=int, default=64, help="tokens per rank, decode (default 64)")
     p.add_argument("--prefill-tokens", type=int, default=8192, help="tokens per rank, prefill (default 8192)")
     p.add_argument("--static-scales", action="store_true", help="static activation scales (no all-reduces)")
+    p.add_argument("--transport", choices=("bf16", "nvfp4", "both"), default="both",
+                   help="how the rows travel (default: both, one line each)")
     p.add_argument("--iters", type=int, default=30)
     return p.parse_args(argv)
 
@@ -82,7 +85,9 @@ def bench_phase(torch, dist, layer, tokens: int, iters: int) -> dict:
     layer._local = recording
     layer(x, topk_ids, topk_weights)
     layer._local = run_local
-    received = seen["rows"]
+    rows = seen["rows"]
+    received = torch.empty(rows.a.shape[0] if layer.transport == "nvfp4" else rows.shape[0], HIDDEN,
+                           dtype=x.dtype, device="cuda")
 
     # The splits of this routing, for the all-to-alls alone (one host read, outside the timing).
     sorted_ids, order = torch.sort(topk_ids.reshape(-1), stable=True)
@@ -94,8 +99,17 @@ def bench_phase(torch, dist, layer, tokens: int, iters: int) -> dict:
     xs = x.index_select(0, order // TOPK)
     back = torch.empty_like(xs)
 
+    if layer.transport == "nvfp4":  # what travels: e2m1 bytes and ue4m3 scales there, x.dtype back
+        wire = [(xs.new_empty(xs.shape[0], HIDDEN // 2, dtype=torch.uint8),
+                 xs.new_empty(received.shape[0], HIDDEN // 2, dtype=torch.uint8)),
+                (xs.new_empty(xs.shape[0], HIDDEN // 16, dtype=torch.uint8),
+                 xs.new_empty(received.shape[0], HIDDEN // 16, dtype=torch.uint8))]
+    else:
+        wire = [(xs, torch.empty_like(received))]
+
     def a2a():
-        dist.all_to_all_single(received, xs, recv_splits, send_splits)
+        for send_buf, recv_buf in wire:
+            dist.all_to_all_single(recv_buf, send_buf, recv_splits, send_splits)
         dist.all_to_all_single(back, received, send_splits, recv_splits)
 
     times = {
@@ -122,16 +136,20 @@ def main(argv=None) -> int:
         rank, world = dist.get_rank(), dist.get_world_size()
         start, stop = expert_blocks(EXPERTS, world)[rank]
         torch.manual_seed(1234 + rank)
-        layer = ExpertParallelNVFP4(random_local_experts(torch, stop - start, args.static_scales), EXPERTS)
+        experts = random_local_experts(torch, stop - start, args.static_scales)
         if rank == 0:
             print(f"{gpu_banner()}; {world} GPU(s); DeepSeek-V3 experts E={EXPERTS} H={HIDDEN} I={INTER} top-{TOPK}, "
-                  f"{'static' if args.static_scales else 'dynamic'} activation scales, bf16 rows on the wire")
-            print(f"{'phase':8} {'tokens':>7} {'layer us':>10} {'a2a us':>9} {'experts us':>11} {'tokens/s':>12}")
+                  f"{'static' if args.static_scales else 'dynamic'} activation scales, bf16 tokens")
+            print(f"{'phase':8} {'transport':9} {'tokens':>7} {'layer us':>10} {'a2a us':>9} {'experts us':>11} "
+                  f"{'tokens/s':>12}")
+        transports = ("bf16", "nvfp4") if args.transport == "both" else (args.transport,)
         for phase, tokens in (("decode", args.decode_tokens), ("prefill", args.prefill_tokens)):
-            r = bench_phase(torch, dist, layer, tokens, args.iters)
-            if rank == 0:
-                print(f"{phase:8} {r['tokens']:>7} {r['layer_us']:>10.1f} {r['a2a_us']:>9.1f} "
-                      f"{r['experts_us']:>11.1f} {r['tokens_per_s']:>12,.0f}")
+            for transport in transports:
+                layer = ExpertParallelNVFP4(experts, EXPERTS, transport=transport)
+                r = bench_phase(torch, dist, layer, tokens, args.iters)
+                if rank == 0:
+                    print(f"{phase:8} {transport:9} {r['tokens']:>7} {r['layer_us']:>10.1f} {r['a2a_us']:>9.1f} "
+                          f"{r['experts_us']:>11.1f} {r['tokens_per_s']:>12,.0f}")
     finally:
         dist.destroy_process_group()
     return 0

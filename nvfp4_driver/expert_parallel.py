@@ -10,27 +10,31 @@ one more; E >= W). One call, for the tokens of this rank, every rank calling it 
 
 1. the (token, slot) rows are sorted by expert (stable), which groups them by owning rank too;
 2. the row counts per expert travel with one ``all_to_all_single`` (E int64 out, W * E_local in);
-3. ONE device-to-host copy: the W rows sent to each rank and the W rows received from each rank,
-   which ``all_to_all_single`` needs as Python ints (the only host synchronisation of the call; the
-   layer cannot run inside a CUDA graph because of it);
-4. the rows (H values of x.dtype each: bf16/fp16 travel as they are, 16 bits per element) go to their
-   owners; each owner sorts what it received by local expert (it arrives grouped by source rank) and
-   runs its experts, quantizing the rows itself with a 128x4 ``a_scale`` laid out for its own groups;
-5. the results travel back along the same splits and are summed with the routing weights in float32,
-   as ``NVFP4Experts`` does.
+3. ONE device-to-host copy of 2W+1 integers: the rows sent to each rank and received from each rank,
+   which ``all_to_all_single`` needs as Python ints, and where expert 0's rows start (after ids < 0).
+   It is the only host synchronisation of the call (and why the layer does not run in a CUDA graph);
+4. the rows go to their owners: with ``transport="bf16"`` (the default) as they are, H values of
+   x.dtype (16 bits per element), and each owner quantizes them; with ``transport="nvfp4"`` quantized
+   by their sender (e2m1 bytes and one ue4m3 scale per 16 elements: 4.5 bits per element) and the
+   scales placed into the owner's 128x4 ``a_scale`` layout on arrival. Each owner sorts what it
+   received by local expert (it arrives grouped by source rank) and runs its experts;
+5. the results travel back (in x.dtype) along the same splits and are summed with the routing
+   weights in float32, as ``NVFP4Experts`` does.
 
 Dynamic activation scales (no static ``input_global_scale``) are agreed over the group: each rank's
 max|rows| is all-reduced (MAX, on the device, no host read), so every rank quantizes with the global
 scale a single GPU holding all tokens would use (two 4-byte all-reduces per call).
 
-Not done yet: quantizing before the all-to-all (4.5 bits per element instead of 16). It is compatible
-with the receiver's layout: a row's ue4m3 scales depend only on the row and the agreed global scale,
-so a sender can quantize rows with plain row-major scales (H/16 bytes a row) and the receiver scatter
-them to ``swz(sf_base(g) + m, kb)`` of its own groups; it needs that scatter and its tests.
+Why quantizing before the all-to-all is compatible with the receiver's grouped layout: a row's ue4m3
+scales depend only on the row and the global scale, never on its group; the 128x4 swizzle only decides
+where they sit. So the sender quantizes its rows as one group (the scale all ranks agreed on, or the
+static one: one for all experts), reads each row's scales out of that layout into plain rows (H/16
+bytes), sends them, and the owner writes them to ``swz(sf_base(g) + m, kb)`` of its own groups. The
+GEMMs then read the bytes the owner's quantizer would have written: both transports give the same bits.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -99,7 +103,8 @@ class ExpertParallelNVFP4(torch.nn.Module):
           the scales placed into the owner's 128x4 layout on arrival. Both give the same bits.
     """
 
-    def __init__(self, local_experts, num_experts: int, group=None, *, transport: str = "bf16"):
+    def __init__(self, local_experts: "NVFP4Experts | LocalExperts", num_experts: int, group=None, *,
+                 transport: str = "bf16"):
         super().__init__()
         if transport not in ("bf16", "nvfp4"):
             raise ValueError(f"transport={transport!r} must be 'bf16' (rows travel as they are) or 'nvfp4' "

@@ -70,20 +70,24 @@ def one_rank_nccl(tmp_path_factory):
     dist.destroy_process_group()
 
 
+@pytest.mark.parametrize("transport", ["bf16", "nvfp4"])
 @pytest.mark.parametrize("static", [False, True])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("size", sorted(SIZES))
-def test_one_rank_equals_nvfp4_experts_bit_for_bit(one_rank_nccl, size, dtype, static):
+def test_one_rank_equals_nvfp4_experts_bit_for_bit(one_rank_nccl, size, dtype, static, transport):
+    """transport="nvfp4" too: the sender quantizes all rows as one group with the scale the layer would
+    compute (agreed_global_scale: the same correctly rounded 2688 / amax), and a row's bytes do not
+    depend on its group, so the GEMMs read the same bytes."""
     x, w13, w2, ids, wts = make_inputs(size, dtype, seed=21, device="cuda")
     single = NVFP4Experts.from_bf16(w13, w2, **(static_scales(x) if static else {}))
-    layer = ExpertParallelNVFP4.from_experts(single)
+    layer = ExpertParallelNVFP4.from_experts(single, transport=transport)
     assert layer.num_local_experts == single.num_experts
     out = layer(x, ids, wts)
     want = single(x, ids, wts)
     torch.cuda.synchronize()
     assert out.dtype == dtype and out.shape == x.shape
     assert torch.equal(out, want), f"{bit_differences(out, want)} elements differ"
-    if not static:  # and the layer against the float64 NVFP4 pipeline and the bf16 layer, as NVFP4Experts
+    if not static and transport == "bf16":  # and the layer against the float64 NVFP4 pipeline and the bf16 layer, as NVFP4Experts
         print(check(out, x, w13, w2, ids, wts))
 
 
@@ -95,10 +99,11 @@ def test_one_rank_from_bf16_keeps_nvfp4_experts_bytes(one_rank_nccl):
         assert torch.equal(getattr(layer.experts, name), getattr(single, name)), name
 
 
-def test_one_host_sync_per_call(one_rank_nccl):
+@pytest.mark.parametrize("transport", ["bf16", "nvfp4"])
+def test_one_host_sync_per_call(one_rank_nccl, transport):
     """torch reports every synchronising CUDA call in "warn" mode: a call makes exactly one (the splits)."""
     x, w13, w2, ids, wts = make_inputs("decode", torch.bfloat16, seed=23, device="cuda")
-    layer = ExpertParallelNVFP4.from_bf16(w13, w2)
+    layer = ExpertParallelNVFP4.from_bf16(w13, w2, transport=transport)
     layer(x, ids, wts)  # warm-up: modules load, checks are cached
     torch.cuda.synchronize()
     with warnings.catch_warnings(record=True) as caught:
@@ -115,12 +120,12 @@ def test_one_host_sync_per_call(one_rank_nccl):
 # ------------------------------------------------------------------------------------- two GPUs
 
 
-def two_gpu_check(rank, world, size, dtype, static):
+def two_gpu_check(rank, world, size, dtype, static, transport):
     """Rank ``rank``'s share of the tokens (uneven: 3/8 on rank 0) through the expert-parallel layer,
     against NVFP4Experts with all experts on this GPU over all tokens."""
     x, w13, w2, ids, wts = make_inputs(size, dtype, seed=31, device=f"cuda:{rank}")
     single = NVFP4Experts.from_bf16(w13, w2, **(static_scales(x) if static else {}))
-    layer = ExpertParallelNVFP4.from_experts(single)
+    layer = ExpertParallelNVFP4.from_experts(single, transport=transport)
     cut = [0, 3 * x.shape[0] // 8, x.shape[0]] if world == 2 else [x.shape[0] * r // world for r in range(world + 1)]
     mine = slice(cut[rank], cut[rank + 1])
     out = layer(x[mine], ids[mine], wts[mine])
@@ -130,9 +135,12 @@ def two_gpu_check(rank, world, size, dtype, static):
     # The NVFP4 quantization error of this share (float64 pipeline) sets the scale of the comparison.
     exact64, nvfp4_64 = ex.layers_f64(x[mine], w13, w2, ids[mine], wts[mine])
     ratio = ex.rel(out, want.float().cpu().numpy()) / ex.rel(nvfp4_64, exact64)
-    print(f"rank {rank}: {size} {dtype} static={static}: {bit_differences(out, want)} of {out.numel()} elements "
+    print(f"rank {rank}: {size} {dtype} static={static} {transport}: {bit_differences(out, want)} of {out.numel()} elements "
           f"differ from NVFP4Experts; |ep - single| / |nvfp4_f64 - exact| = {ratio:.3g}")
     assert ratio <= ex.RATIO_VS_NVFP4_F64, f"rank {rank}: expert-parallel output strays from NVFP4Experts"
+    if transport == "nvfp4":  # the same bytes reach the same GEMMs as with bf16 rows: the same bits
+        bf16_rows = ExpertParallelNVFP4.from_experts(single)(x[mine], ids[mine], wts[mine])
+        assert torch.equal(out, bf16_rows), f"rank {rank}: {bit_differences(out, bf16_rows)} elements differ"
 
 
 def _two_gpu_worker(rank, world, port, cases):
@@ -146,8 +154,9 @@ def _two_gpu_worker(rank, world, port, cases):
         dist.destroy_process_group()
 
 
-TWO_GPU_CASES = [(size, dtype, static) for size in sorted(SIZES) for dtype in (torch.bfloat16, torch.float16)
-                 for static in (False, True)]
+TWO_GPU_CASES = [(size, dtype, static, transport) for size in sorted(SIZES)
+                 for dtype in (torch.bfloat16, torch.float16) for static in (False, True)
+                 for transport in ("bf16", "nvfp4")]
 
 
 def test_two_gpus_against_single_gpu_nvfp4_experts():
