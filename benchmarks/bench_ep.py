@@ -34,7 +34,7 @@ SCALE_BYTES = (0x30, 0x40)  # ue4m3 0.5 .. 0.9375: one binade, products far from
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="Tokens per second of ExpertParallelNVFP4, DeepSeek-V3 shapes, 1 or N GPUs.")
+    p = argparse.ArgumentParser(description="Tokens/s of ExpertParallelNVFP4, DeepSeek-V3 shapes, 1 or N GPUs.")
     p.add_argument("--decode-tokens", type=int, default=64, help="tokens per rank, decode (default 64)")
     p.add_argument("--prefill-tokens", type=int, default=8192, help="tokens per rank, prefill (default 8192)")
     p.add_argument("--static-scales", action="store_true", help="static activation scales (no all-reduces)")

@@ -37,19 +37,20 @@ def main() -> int:
     logits = torch.randn(world * TOKENS_PER_RANK, EXPERTS, generator=g).cuda()
     wts_all, ids_all = torch.topk(torch.softmax(logits, -1), TOPK)
 
-    layer = ExpertParallelNVFP4.from_bf16(w13, w2)  # this rank's experts only
     mine = slice(rank * TOKENS_PER_RANK, (rank + 1) * TOKENS_PER_RANK)
-    out = layer(x_all[mine], ids_all[mine], wts_all[mine])
-    print(f"rank {rank}: {layer.extra_repr()}; out {tuple(out.shape)} {out.dtype}")
+    single = NVFP4Experts.from_bf16(w13, w2)(x_all, ids_all, wts_all) if rank == 0 else None
+    for transport in ("bf16", "nvfp4"):  # rows sent as they are, or quantized first (4.5 bits per element)
+        layer = ExpertParallelNVFP4.from_bf16(w13, w2, transport=transport)  # this rank's experts only
+        out = layer(x_all[mine], ids_all[mine], wts_all[mine])
+        print(f"rank {rank}: {layer.extra_repr()}, transport={transport}: out {tuple(out.shape)} {out.dtype}")
 
-    gathered = [torch.empty_like(out) for _ in range(world)]
-    dist.all_gather(gathered, out)
-    if rank == 0:
-        single = NVFP4Experts.from_bf16(w13, w2)(x_all, ids_all, wts_all)
-        ep = torch.cat(gathered).float()
-        rel = ((ep - single.float()).norm() / single.float().norm()).item()
-        print(f"expert-parallel vs single-GPU NVFP4Experts: relative difference {rel:.2e} "
-              f"(0 or float32 summation order)")
+        gathered = [torch.empty_like(out) for _ in range(world)]
+        dist.all_gather(gathered, out)
+        if rank == 0:
+            ep = torch.cat(gathered).float()
+            rel = ((ep - single.float()).norm() / single.float().norm()).item()
+            print(f"transport={transport}: expert-parallel vs single-GPU NVFP4Experts, relative difference "
+                  f"{rel:.2e} (0, or float32 summation order)")
     dist.destroy_process_group()
     return 0
 

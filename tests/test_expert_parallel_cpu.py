@@ -1,13 +1,15 @@
 """ExpertParallelNVFP4's dispatch and combine on the CPU: gloo process groups of 2, 3 and 4 processes
-(one torch.multiprocessing spawn of 4, subgroups of 2 and 3), a float64 reference expert (a per-expert matrix) in place of the GPU
-experts, every rank's output against a NumPy reference of the whole layer over all ranks' tokens.
+(one torch.multiprocessing spawn of 4, subgroups of 2 and 3), a float64 reference expert (a matrix per
+expert) in place of the GPU experts, every rank's output against a NumPy reference of the whole layer
+over all ranks' tokens.
 
 Every process builds every rank's tokens from one seed, so it knows what each rank must send and
 receive. The cases cover uneven shares (E % W != 0, different T per rank), a rank with no tokens, a rank
 whose experts no token picks, k = 1, ids outside [0, E), and the dynamic activation scale agreed over
 the group; and the layer around a real NVFP4Experts (its kernels replaced by nvfp4_driver.reference)
-against NVFP4Experts holding all experts, bit for bit. One case runs a deliberately broken local expert (rows of a group reversed) and checks that
-the comparison catches it, so a wrong permutation anywhere in the path cannot pass.
+against NVFP4Experts holding all experts, bit for bit, with both transports. One case runs a
+deliberately broken local expert (rows of a group reversed) and checks that the comparison catches it,
+so a wrong permutation anywhere in the path cannot pass.
 """
 import os
 import socket

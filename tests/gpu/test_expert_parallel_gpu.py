@@ -87,7 +87,7 @@ def test_one_rank_equals_nvfp4_experts_bit_for_bit(one_rank_nccl, size, dtype, s
     torch.cuda.synchronize()
     assert out.dtype == dtype and out.shape == x.shape
     assert torch.equal(out, want), f"{bit_differences(out, want)} elements differ"
-    if not static and transport == "bf16":  # and the layer against the float64 NVFP4 pipeline and the bf16 layer, as NVFP4Experts
+    if not static and transport == "bf16":  # against the float64 NVFP4 pipeline too, as NVFP4Experts is
         print(check(out, x, w13, w2, ids, wts))
 
 
@@ -135,8 +135,8 @@ def two_gpu_check(rank, world, size, dtype, static, transport):
     # The NVFP4 quantization error of this share (float64 pipeline) sets the scale of the comparison.
     exact64, nvfp4_64 = ex.layers_f64(x[mine], w13, w2, ids[mine], wts[mine])
     ratio = ex.rel(out, want.float().cpu().numpy()) / ex.rel(nvfp4_64, exact64)
-    print(f"rank {rank}: {size} {dtype} static={static} {transport}: {bit_differences(out, want)} of {out.numel()} elements "
-          f"differ from NVFP4Experts; |ep - single| / |nvfp4_f64 - exact| = {ratio:.3g}")
+    print(f"rank {rank}: {size} {dtype} static={static} {transport}: {bit_differences(out, want)} of "
+          f"{out.numel()} elements differ from NVFP4Experts; |ep - single| / |nvfp4_f64 - exact| = {ratio:.3g}")
     assert ratio <= ex.RATIO_VS_NVFP4_F64, f"rank {rank}: expert-parallel output strays from NVFP4Experts"
     if transport == "nvfp4":  # the same bytes reach the same GEMMs as with bf16 rows: the same bits
         bf16_rows = ExpertParallelNVFP4.from_experts(single)(x[mine], ids[mine], wts[mine])
