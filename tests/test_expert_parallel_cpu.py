@@ -142,6 +142,29 @@ def check_nvfp4_experts(group, static, only_rank0_experts, transport):
         f"rank {rank}: static={static} {transport}: {int((out != want).sum())} elements differ"
 
 
+def check_refusals(group):
+    """Bad constructions say what to do instead (raised on every rank, before any collective)."""
+    rank = dist.get_rank(group)
+    with pytest.raises(ValueError, match=f"rank {rank} owns experts \\[{2 * rank}, {2 * rank + 2}\\) of 4 but "
+                                         f"local_experts holds 4"):
+        ExpertParallelNVFP4(_experts_of(4), 4, group)
+    with pytest.raises(ValueError, match="needs NVFP4Experts"):
+        ExpertParallelNVFP4(lambda r, m, i: r, 4, group, transport="nvfp4")
+    with pytest.raises(ValueError, match="must be 'bf16'"):
+        ExpertParallelNVFP4(lambda r, m, i: r, 4, group, transport="fp8")
+    per_expert = _experts_of(2, input_global_scale=torch.ones(2), act_global_scale=torch.ones(2))
+    with pytest.raises(ValueError, match="one input_global_scale for all experts"):
+        ExpertParallelNVFP4(per_expert, 4, group, transport="nvfp4")
+
+
+def _experts_of(count, **scales):
+    """An NVFP4Experts of ``count`` experts with valid buffer shapes (H = I = 128); contents unused."""
+    def stack(n, k):
+        return (torch.zeros(count, n, k // 2, dtype=torch.uint8), torch.zeros(count, n, k // 16, dtype=torch.uint8),
+                torch.ones(count))
+    return NVFP4Experts(*stack(256, 128), *stack(128, 128), **scales)
+
+
 def run_cases(group):
     world = dist.get_world_size(group)
     for i, (name, *params) in enumerate(CASES[world]):
@@ -152,6 +175,7 @@ def run_cases(group):
     assert caught.item() > 0, f"W={world}: a broken permutation went unnoticed"
     check_agreed_scale(group)
     if world == 2:
+        check_refusals(group)
         use_reference_kernels()
         for transport in ("bf16", "nvfp4"):
             for static, only_rank0_experts in ((False, False), (True, False), (False, True)):
