@@ -13,6 +13,8 @@ so a wrong permutation anywhere in the path cannot pass.
 """
 import os
 import socket
+import subprocess
+import sys
 import traceback
 from pathlib import Path
 
@@ -240,6 +242,21 @@ def test_needs_an_initialised_process_group():
         ExpertParallelNVFP4(lambda r, m, i: r, 8)
 
 
+_WITHOUT_TORCH = """
+import sys
+class NoTorch:  # as if torch were not installed
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError(name)
+sys.meta_path.insert(0, NoTorch())
+import nvfp4_driver.moe
+print("torch" in sys.modules)
+"""
+
+
 def test_moe_exports_the_layer_lazily():
     import nvfp4_driver.moe as moe
     assert moe.ExpertParallelNVFP4 is ExpertParallelNVFP4
+    r = subprocess.run([sys.executable, "-c", _WITHOUT_TORCH], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert r.returncode == 0 and r.stdout.strip() == "False", r.stdout + r.stderr  # moe imports without torch
