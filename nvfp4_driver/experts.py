@@ -23,7 +23,7 @@ the up projection (``up_proj`` / ``w3``).
 from __future__ import annotations
 
 import re
-from typing import Mapping, Optional
+from typing import Mapping, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -33,9 +33,18 @@ from .ops import group_gemm_nvfp4_nt_groupwise
 from .quantize import alpha_from_global_scales, global_scale_from_amax, quantize_activations, quantize_weights
 from .scale_interleave import interleave_scales
 
-__all__ = ["NVFP4Experts"]
+__all__ = ["NVFP4Experts", "QuantizedRows"]
 
 _GEMM_K = 128  # the grouped GEMM needs K % 128 == 0: H for the gate/up GEMM, I for the down GEMM
+
+
+class QuantizedRows(NamedTuple):
+    """Rows grouped by expert and already quantized, for :meth:`NVFP4Experts.grouped_forward`."""
+
+    a: torch.Tensor             # (R, H/2) uint8, packed e2m1
+    a_scale: torch.Tensor       # ue4m3 in the 128x4 layout of the call's m_indptr (SPEC §3)
+    global_scale: torch.Tensor  # (1,) float32: the gsf they were quantized with (the layer's static one, if any)
+    dtype: torch.dtype          # of the layer's output
 
 
 class NVFP4Experts(torch.nn.Module):
@@ -156,36 +165,60 @@ class NVFP4Experts(torch.nn.Module):
         """x (T, H) bfloat16/float16 on the layer's GPU; topk_ids (T, k) integers in [0, E) (others give
         undefined rows for their tokens); topk_weights (T, k) -> (T, H) of x.dtype."""
         tokens, k = topk_ids.shape
-        inter = self.intermediate_size
         flat = topk_ids.reshape(-1)
         expert_of_row, order = torch.sort(flat, stable=True)
         bounds = torch.arange(self.num_experts + 1, device=flat.device, dtype=flat.dtype)
         m_indptr = torch.searchsorted(expert_of_row, bounds, out_int32=True)
-        xs = x.index_select(0, order // k)
-
-        h = self._grouped_mlp(xs, m_indptr, self.input_global_scale, self.w13_alpha, self.w13, self.w13_scale,
-                              self.w13_global_scale)
-        gate, up = h[:, :inter], h[:, inter:]
-        if self.up_scale_ratio is None:
-            act = F.silu(gate) * up
-        else:
-            ratio = self.up_scale_ratio.index_select(0, expert_of_row.clamp(0, self.num_experts - 1))
-            act = (F.silu(gate.float()) * (up.float() * ratio[:, None])).to(x.dtype)
-        y = self._grouped_mlp(act, m_indptr, self.act_global_scale, self.w2_alpha, self.w2, self.w2_scale,
-                              self.w2_global_scale)
+        y = self.grouped_forward(x.index_select(0, order // k), m_indptr, expert_of_row)
 
         # Row r of y belongs to (token, slot) order[r]: put it there, then sum the k slots in float32.
         y_slots = torch.empty_like(y).index_copy_(0, order, y).view(tokens, k, self.hidden_size)
         out = torch.bmm(topk_weights.float().unsqueeze(1), y_slots.float())
         return out.view(tokens, self.hidden_size).to(x.dtype)
 
-    def _grouped_mlp(self, rows, m_indptr, act_gsf, alpha, weight, weight_scale, weight_gsf):
-        """Quantize ``rows`` (cum_m, K) and multiply by one weight stack: (cum_m, N) of rows.dtype."""
+    def grouped_forward(self, xs, m_indptr: torch.Tensor, expert_of_row: torch.Tensor, *,
+                        dynamic_scale=None) -> torch.Tensor:
+        """The experts on rows already grouped by expert (what ``forward`` runs after routing).
+
+        Args:
+          xs: (R, H) bfloat16/float16 on the layer's GPU, the rows of expert e at [m_indptr[e], m_indptr[e+1]);
+              or :class:`QuantizedRows`, those rows already quantized (expert parallelism sends them so).
+          m_indptr: (E+1,) int32 on the GPU, non-decreasing, m_indptr[E] = R.
+          expert_of_row: (R,) integers, the expert of each row (read only with ``up_scale_ratio``).
+          dynamic_scale: None, or a callable rows (R', K) -> (1,) float32 gsf used for the dynamic
+              activation scales instead of ``global_scale_from_amax(rows)`` (expert parallelism passes
+              one that agrees over all ranks).
+
+        Returns (R, H) of the rows' dtype.
+        """
+        inter = self.intermediate_size
+        if isinstance(xs, QuantizedRows):
+            a, a_scale, dtype = xs.a, xs.a_scale, xs.dtype
+            alpha = self.w13_alpha if self.input_global_scale is not None else \
+                alpha_from_global_scales(xs.global_scale, self.w13_global_scale)
+        else:
+            dtype = xs.dtype
+            a, a_scale, alpha = self._quantize(xs, m_indptr, self.input_global_scale, self.w13_alpha,
+                                               self.w13_global_scale, dynamic_scale)
+        h = group_gemm_nvfp4_nt_groupwise(a, self.w13, a_scale, self.w13_scale, m_indptr, alpha, out_dtype=dtype)
+        gate, up = h[:, :inter], h[:, inter:]
+        if self.up_scale_ratio is None:
+            act = F.silu(gate) * up
+        else:
+            ratio = self.up_scale_ratio.index_select(0, expert_of_row.clamp(0, self.num_experts - 1))
+            act = (F.silu(gate.float()) * (up.float() * ratio[:, None])).to(dtype)
+        a, a_scale, alpha = self._quantize(act, m_indptr, self.act_global_scale, self.w2_alpha, self.w2_global_scale,
+                                           dynamic_scale)
+        return group_gemm_nvfp4_nt_groupwise(a, self.w2, a_scale, self.w2_scale, m_indptr, alpha, out_dtype=dtype)
+
+    @staticmethod
+    def _quantize(rows, m_indptr, act_gsf, alpha, weight_gsf, dynamic_scale):
+        """``rows`` (cum_m, K) -> (a, a_scale, alpha) for the GEMM with weights of global scale ``weight_gsf``."""
         if act_gsf is None:
-            act_gsf = global_scale_from_amax(rows)
+            act_gsf = global_scale_from_amax(rows) if dynamic_scale is None else dynamic_scale(rows)
             alpha = alpha_from_global_scales(act_gsf, weight_gsf)
         a, a_scale = quantize_activations(rows, m_indptr, act_gsf)
-        return group_gemm_nvfp4_nt_groupwise(a, weight, a_scale, weight_scale, m_indptr, alpha, out_dtype=rows.dtype)
+        return a, a_scale, alpha
 
     def extra_repr(self) -> str:
         static = "static" if self.input_global_scale is not None else "dynamic"

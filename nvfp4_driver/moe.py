@@ -6,7 +6,9 @@ in is copied to the host, which synchronizes: on the hot path build ``m_indptr``
 instead (``torch.searchsorted`` over the sorted expert ids; see the README's MoE example).
 
 ``nvfp4_driver.moe.NVFP4Experts``, the expert layer as a torch module, lives in
-``nvfp4_driver.experts`` and is imported on first use, so this module never imports torch.
+``nvfp4_driver.experts``, and ``nvfp4_driver.moe.ExpertParallelNVFP4``, its experts spread over the
+ranks of a torch.distributed group, in ``nvfp4_driver.expert_parallel``; both are imported on first
+use, so this module never imports torch.
 """
 from __future__ import annotations
 
@@ -26,6 +28,10 @@ def __getattr__(name: str):
         from .experts import NVFP4Experts
 
         return NVFP4Experts
+    if name == "ExpertParallelNVFP4":  # imports torch.distributed too
+        from .expert_parallel import ExpertParallelNVFP4
+
+        return ExpertParallelNVFP4
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
