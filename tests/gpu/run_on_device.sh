@@ -32,7 +32,11 @@ if [ "${SANITIZE:-0}" = 1 ]; then
   tools=(${SANITIZE_TOOLS:-memcheck racecheck initcheck synccheck})
   pids=()
   for tool in "${tools[@]}"; do
-    "${limit[@]}" compute-sanitizer --tool "$tool" --error-exitcode 9 --target-processes all \
+    # --report-api-errors no: the loader asks cuFuncGetParamInfo for one parameter past a kernel's last
+    # (driver.param_layout: CUDA_ERROR_INVALID_VALUE there is how an extra parameter is ruled out), and
+    # memcheck would count that expected answer as an error at every kernel load. Device-side faults,
+    # races and uninitialised reads are reported as before.
+    "${limit[@]}" compute-sanitizer --tool "$tool" --report-api-errors no --error-exitcode 9 --target-processes all \
       python3 -m pytest -q -p no:cacheprovider "${files[@]}" -k "${SANITIZE_K:-not 4gib and not ptx}" -x \
       > "$OUT/sanitizer-$tool.log" 2>&1 &
     pids+=($!)

@@ -87,7 +87,9 @@ def test_one_rank_equals_nvfp4_experts_bit_for_bit(one_rank_nccl, size, dtype, s
     torch.cuda.synchronize()
     assert out.dtype == dtype and out.shape == x.shape
     assert torch.equal(out, want), f"{bit_differences(out, want)} elements differ"
-    if not static and transport == "bf16":  # against the float64 NVFP4 pipeline too, as NVFP4Experts is
+    if not static and transport == "bf16" and dtype == torch.bfloat16:
+        # against the float64 NVFP4 pipeline too, as NVFP4Experts is (the bf16 reference layer there
+        # takes bf16 tokens; fp16 layers are held to the same bound in test_experts_gpu.py)
         print(check(out, x, w13, w2, ids, wts))
 
 
@@ -113,7 +115,8 @@ def test_one_host_sync_per_call(one_rank_nccl, transport):
             layer(x, ids, wts)
         finally:
             torch.cuda.set_sync_debug_mode("default")
-    syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message)]
+    # torch also warns once per process that the debug mode is a prototype: not a synchronisation
+    syncs = [str(w.message) for w in caught if "called a synchronizing CUDA operation" in str(w.message)]
     assert len(syncs) == 1, syncs
 
 

@@ -53,7 +53,7 @@ def test_torch_fast_path_is_taken_and_cheap(rng, monkeypatch, record_ulps):
     not a time, so that a slower host slows both sides alike."""
     from benchmarks.common import host_us_per_call  # the benchmarks' timing helper (repository root)
 
-    monkeypatch.setattr(ops, "_torch_plans", {})  # this call's plan alone
+    monkeypatch.setattr(plans, "torch_plans", {})  # this call's plan alone
     p = testing.random_problem(rng, [16], n=8, k=128, row_offset=0, trailing_rows=0)  # one block
     t = [torch.from_numpy(np.ascontiguousarray(getattr(p, name))).cuda()
          for name in ("a", "b", "a_scale", "b_scale", "m_indptr", "alpha")]
