@@ -44,9 +44,11 @@ __device__ __forceinline__ __half2 ue4m3x2_to_f16x2(uint32_t pair) {
 #endif
 }
 
-// One scale byte -> fp16x2 {s, s}.
-__device__ __forceinline__ __half2 ue4m3_to_f16x2(uint32_t byte) {
-  return __low2half2(ue4m3x2_to_f16x2(byte & 0xFFu));
+// The scales of lane quad q's words in a row's scale word (four 16-element blocks, 64 k): word q
+// (elements 8q..8q+7) of 32-element half h lies in block 2h + q/2, so -> {s(q/2), s(2 + q/2)};
+// the caller takes half h's with __low2half2 / __high2half2.
+__device__ __forceinline__ __half2 lane_scales(uint32_t sf_word, int q) {
+  return ue4m3x2_to_f16x2(__byte_perm(sf_word, 0u, (q >> 1) | ((2 + (q >> 1)) << 4)));
 }
 
 // Four packed bytes (elements e0..e7, e_i in nibble i) times one scale, times 2^-14 ->

@@ -39,12 +39,10 @@ struct MathSm80 {
   static constexpr int K_CHUNK = 64;
   static constexpr float ACC_SCALE = kDecodedAccScale;  // the decode's 2^-14 on both operands
 
-  // The scales of `row` for lane quad `q` in k-chunk `kc`: half h's elements [8q, 8q+8) lie in block
-  // 2h + q/2 of the chunk, so the lane takes bytes q/2 and 2 + q/2 of the row's scale word.
+  // The scales of `row` for lane quad `q` in k-chunk `kc` (nvfp4_decode.cuh's lane_scales).
   template <class C>
   static __device__ __forceinline__ __half2 load_scales(const uint32_t* sf, int rows, int row, int kc, int q) {
-    const uint32_t word = sf[kc * rows + row];
-    return ue4m3x2_to_f16x2(__byte_perm(word, 0u, (q >> 1) | ((2 + (q >> 1)) << 4)));
+    return lane_scales(sf[kc * rows + row], q);
   }
 
   // The fp4 word (8 elements) of `row` in half `h` of k-chunk `kc` for lane quad `q`, decoded with `scale`.

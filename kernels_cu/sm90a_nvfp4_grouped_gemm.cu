@@ -103,10 +103,9 @@ template <class C>
 __device__ __forceinline__ void decode_a_frags(const uint8_t* s_a, const uint32_t* s_sa, int half, int row0,
                                                int lane, uint32_t (&frag)[4][4]) {
   const int p = lane & 3;
-  __half2 scales[2];  // row g (+8): its blocks p/2 and 2 + p/2, the ones word p of blk 0 and 1 lies in
+  __half2 scales[2];  // rows g and g + 8: the scales of word p in blk 0 and 1 (lane_scales)
 #pragma unroll
-  for (int h = 0; h < 2; ++h)
-    scales[h] = ue4m3x2_to_f16x2(__byte_perm(s_sa[half * C::TM + row0 + h * 8], 0u, (p >> 1) | ((2 + (p >> 1)) << 4)));
+  for (int h = 0; h < 2; ++h) scales[h] = lane_scales(s_sa[half * C::TM + row0 + h * 8], p);
 #pragma unroll
   for (int blk = 0; blk < 2; ++blk) {
     uint32_t r[2][4];
