@@ -42,6 +42,7 @@ import torch.distributed as dist
 from . import layout
 from .experts import NVFP4Experts, QuantizedRows
 from .quantize import quantize_activations
+from .scale_interleave import deinterleave_scales, interleave_scales
 
 __all__ = ["ExpertParallelNVFP4", "expert_blocks", "agreed_global_scale"]
 
@@ -250,12 +251,13 @@ class ExpertParallelNVFP4(torch.nn.Module):
         if gsf is None:  # every rank, rows or not: the all-reduce needs all of them
             gsf = agreed_global_scale(xs, self.group)
         sent_rows = xs.shape[0]
-        a_send = torch.empty(sent_rows, hidden // 2, dtype=torch.uint8, device=xs.device)
-        sf_send = torch.empty(sent_rows, sf_k, dtype=torch.uint8, device=xs.device)
-        if sent_rows:  # as one group: row r's scales sit at swz(r, kb)
+        if sent_rows:  # as one group: its scales are the swizzled buffer's rows 0..sent_rows-1
             one_group = torch.arange(2, dtype=torch.int32, device=xs.device) * sent_rows
             a_send, swizzled = quantize_activations(xs, one_group, gsf)
-            sf_send = swizzled.reshape(-1)[_scale_offsets(torch.arange(sent_rows, device=xs.device), sf_k)]
+            sf_send = deinterleave_scales(swizzled, sent_rows, sf_k)
+        else:
+            a_send = torch.empty(0, hidden // 2, dtype=torch.uint8, device=xs.device)
+            sf_send = torch.empty(0, sf_k, dtype=torch.uint8, device=xs.device)
 
         received_rows = sum(recv_splits)
         a_recv = a_send.new_empty(received_rows, hidden // 2)
@@ -263,14 +265,14 @@ class ExpertParallelNVFP4(torch.nn.Module):
         dist.all_to_all_single(a_recv, a_send, recv_splits, send_splits, group=self.group)
         dist.all_to_all_single(sf_recv, sf_send, recv_splits, send_splits, group=self.group)
 
-        groups = self.num_local_experts
-        a_scale = sf_recv.new_zeros(layout.a_scale_rows_upper_bound(received_rows, groups), sf_k)
+        # Row-major first, each row at its group's scale row (from sf_base(g)), then swizzled whole.
+        placed = sf_recv.new_zeros(layout.a_scale_rows_upper_bound(received_rows, self.num_local_experts), sf_k)
         if received_rows:
             first_row = m_indptr.long().index_select(0, local_sorted)  # of each sorted row's group
             sf_base = (first_row + local_sorted * (layout.SF_ROW_TILE - 1)) // layout.SF_ROW_TILE * layout.SF_ROW_TILE
             scale_row = sf_base + torch.arange(received_rows, device=xs.device) - first_row
-            a_scale.view(-1)[_scale_offsets(scale_row, sf_k)] = sf_recv.index_select(0, local_order)
-        return QuantizedRows(a_recv.index_select(0, local_order), a_scale, gsf, xs.dtype)
+            placed[scale_row] = sf_recv.index_select(0, local_order)
+        return QuantizedRows(a_recv.index_select(0, local_order), interleave_scales(placed), gsf, xs.dtype)
 
     def _run_nvfp4_experts(self, rows, m_indptr, local_ids):
         experts = self.experts
@@ -290,9 +292,3 @@ class ExpertParallelNVFP4(torch.nn.Module):
     def extra_repr(self) -> str:
         return (f"rank {self.rank} of {self.world_size}: experts [{self.expert_start}, {self.expert_stop}) "
                 f"of {self.num_experts}")
-
-
-def _scale_offsets(scale_rows: torch.Tensor, sf_k: int) -> torch.Tensor:
-    """(n,) int64 scale rows -> (n, sf_k) byte offsets of their scales in the 128x4 layout (SPEC §3)."""
-    kb = torch.arange(sf_k, device=scale_rows.device)
-    return layout.swizzled_offset_unchecked(scale_rows[:, None], kb[None, :], sf_k)

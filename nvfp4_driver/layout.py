@@ -108,15 +108,14 @@ def swizzled_offset(row, kb, sf_k: int):
         raise ValueError(f"row must be >= 0, got min {int(r.min())}")
     if c.size and (c.min() < 0 or c.max() >= sf_k):
         raise ValueError(f"kb must be in [0, sf_k={sf_k}), got range [{int(c.min())}, {int(c.max())}]")
-    off = swizzled_offset_unchecked(r, c, sf_k)
+    off = (
+        (r // SF_ROW_TILE) * (SF_ROW_TILE * sf_k)
+        + (c // SF_COL_TILE) * _ATOM_BYTES
+        + (r % 32) * 16
+        + ((r % SF_ROW_TILE) // 32) * 4
+        + (c % SF_COL_TILE)
+    )
     return int(off) if scalar else off
-
-
-def swizzled_offset_unchecked(row, kb, sf_k: int):
-    """:func:`swizzled_offset`'s arithmetic alone, on any integer arrays that broadcast (NumPy int64, or
-    torch int64 tensors on the GPU, where expert parallelism places scales without a host copy)."""
-    return ((row // SF_ROW_TILE) * (SF_ROW_TILE * sf_k) + (kb // SF_COL_TILE) * _ATOM_BYTES
-            + (row % 32) * 16 + ((row % SF_ROW_TILE) // 32) * 4 + (kb % SF_COL_TILE))
 
 
 def padded_n(n: int) -> int:
