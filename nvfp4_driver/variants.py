@@ -134,7 +134,7 @@ def select_variant(problem: Problem, tiles: Tiles | None, capability: tuple[int,
     validate(problem, tiles)
     if wgmma and tiles in wgmma_cuts():
         family, target = Family.SM90A, WGMMA
-    elif tiles.tile_n == 256:
+    elif tiles not in registry.family_cuts(family.value):
         raise UnsupportedGpuError(
             f"tile_n=256 runs on the Hopper wgmma kernel only (compute capability 9.0, without "
             f"NVFP4_DRIVER_PORTABLE, _FORCE_PTX or _TWIN); here the {family.value} kernel ({target}) serves "
@@ -196,6 +196,7 @@ def probe_spec(capability: tuple[int, int], force_ptx: bool | None = None) -> Ke
     return registry.probe().spec(target)
 
 
+@functools.lru_cache(maxsize=None)  # per quantizer launch: a function of its arguments and the manifest
 def quantize_spec(op: str, dtype: str | None, capability: tuple[int, int], force_ptx: bool = False) -> KernelSpec:
     """A kernel of the quantizer family (nvfp4_quantize.cu; ``op`` "quantize_rows", ... and the
     unquantized side's ``dtype`` tag "bf16"/"f16"/"f32" or None) for a GPU of ``capability``. Same
