@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import tensors
-from .dtypes import PACKED_DTYPES, SCALE_DTYPES, canonical_out_dtype
+from .dtypes import OUT_DTYPES, PACKED_DTYPES, SCALE_DTYPES, canonical_out_dtype
 from .layout import a_scale_group_bases as _a_scale_group_bases, a_scale_rows as _a_scale_rows_needed
 from .plans import Plan
 from .problem import Problem, requested_tiles, validate_request
@@ -104,7 +104,7 @@ def make_plan(arrays: dict, tiles, out_dtype, flags) -> Plan:
         out_dtype = canonical_out_dtype(out_dtype)
     out_arr = arrays.get("out")
     if out_arr is not None:
-        tensors.check_array(out_arr, "out", dtype=("bfloat16", "float16"), contiguous=False)
+        tensors.check_array(out_arr, "out", dtype=OUT_DTYPES, contiguous=False)
         if out_dtype is None:
             out_dtype = canonical_out_dtype(out_arr.dtype)
     problem = Problem(num_groups=num_groups, n=B.shape[1], k=k, cum_m=A.shape[0],
@@ -124,7 +124,7 @@ def make_plan(arrays: dict, tiles, out_dtype, flags) -> Plan:
     if "alpha" in arrays:
         tensors.check_array(arrays["alpha"], "alpha", dtype="float32", shape=(p.num_groups,))
     if out_arr is not None:
-        tensors.check_array(out_arr, "out", dtype=("bfloat16", "float16"), shape=(p.cum_m, p.n), writable=True)
+        tensors.check_array(out_arr, "out", dtype=OUT_DTYPES, shape=(p.cum_m, p.n), writable=True)
         if canonical_out_dtype(out_arr.dtype) != p.out_dtype:
             raise ValueError(f"out.dtype={out_arr.dtype} but out_dtype={p.out_dtype}")
     tensors.check_same_device(arrays)

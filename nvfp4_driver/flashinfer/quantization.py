@@ -15,7 +15,7 @@ import sys
 import numpy as np
 
 from .. import quantize as _quantize
-from ..layout import SF_COL_TILE, SF_VEC, padded_n, unswizzle_scales
+from ..layout import SF_COL_TILE, SF_VEC, _host_bytes, _host_numpy, padded_n, unswizzle_scales
 from ..reference import E2M1_VALUES, UE4M3_VALUES, unpack_fp4
 from ..scale_interleave import deinterleave_scales, interleave_scales
 
@@ -218,7 +218,7 @@ def e2m1_and_ufp8sf_scale_to_float(e2m1_tensor, ufp8_scale_tensor, global_scale_
         raise ValueError(f"e2m1_tensor must be (M, K/2) uint8 with K % 16 == 0, got codes of shape {codes.shape}")
     rows, k = codes.shape
     sf_k = k // SF_VEC
-    scales = _host_scale_bytes(ufp8_scale_tensor)
+    scales = _host_bytes(ufp8_scale_tensor, "ufp8_scale_tensor").reshape(-1)
     sf_cols = -(-sf_k // SF_COL_TILE) * SF_COL_TILE
     need = padded_n(rows) * sf_cols if is_sf_swizzled_layout else rows * sf_k
     if scales.size != need:
@@ -229,24 +229,9 @@ def e2m1_and_ufp8sf_scale_to_float(e2m1_tensor, ufp8_scale_tensor, global_scale_
         sf = unswizzle_scales(scales, rows, sf_cols)[:, :sf_k]
     else:
         sf = scales.reshape(rows, sf_k)
-    gs = np.float32(np.asarray(_host(global_scale_tensor), dtype=np.float32).reshape(-1)[0])
+    gs = np.float32(np.asarray(_host_numpy(global_scale_tensor, "global_scale_tensor"), dtype=np.float32)
+                    .reshape(-1)[0])
     block_scale = UE4M3_VALUES[sf] * gs  # float32 * float32: one rounding, as FlashInfer's host loop
     out = (E2M1_VALUES[codes].reshape(rows, sf_k, SF_VEC) * block_scale[..., None]).reshape(rows, k)
     return torch.from_numpy(out) if as_torch else out
 
-
-def _host(x):
-    """A torch tensor (any device) or array-like as a NumPy array (a GPU tensor is copied and waited for)."""
-    if hasattr(x, "detach") and hasattr(x, "cpu"):
-        return x.detach().cpu().numpy()
-    return x
-
-
-def _host_scale_bytes(x) -> np.ndarray:
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(x, torch.Tensor) and x.element_size() == 1:
-        x = x.view(torch.uint8)
-    arr = np.asarray(_host(x))
-    if arr.dtype != np.uint8:
-        raise TypeError(f"ufp8_scale_tensor must hold uint8 scale bytes, got dtype {arr.dtype}")
-    return arr.reshape(-1)
