@@ -19,7 +19,7 @@ except ImportError:  # main() says so in one line (common.require_cuda)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench_moe import ShapeRun, floor_us, select_shapes  # noqa: E402
 from benchmarks.common import gpu_banner, measure_ceilings, require_cuda, time_us  # noqa: E402
-from nvfp4_driver import config, driver, plans, variants  # noqa: E402
+from nvfp4_driver import config, driver, plans, registry, variants  # noqa: E402
 from nvfp4_driver.problem import Problem  # noqa: E402
 
 
@@ -46,17 +46,17 @@ def main():
     ceil = measure_ceilings()
     print(gpu_banner())
     print(f"ceilings: copy {ceil.copy_gbps:.0f} GB/s, bf16 {ceil.bf16_tflops:.0f} TFLOP/s")
-    names = sorted(n for n, e in variants.manifest()["kernels"].items() if e.get("family") == args.family)
+    # The registry's entries of the family, each made a Variant directly (no name looked up twice).
+    target = registry.Target.parse(args.target)
+    kernels = sorted((e for e in registry.entries().values() if e.family == args.family and e.tiles is not None),
+                     key=lambda e: e.name)
     for shape in select_shapes(args.quick, args.shapes):
         run = ShapeRun(shape)
         problem = Problem(shape.experts, shape.n, shape.k, shape.cum_m, "bfloat16")
         floor = floor_us(shape, ceil)
         results = []
-        for name in names:
-            entry = variants.manifest()["kernels"][name]
-            v = variants.variant_for(variants.Family(args.family), variants.Tiles(
-                entry["tile_m"], entry["tile_n"], entry["tile_k"], entry["swap_ab"]), args.target)
-            results.append((time_us(launcher(problem, v, run), iters=20), name))
+        for entry in kernels:
+            results.append((time_us(launcher(problem, variants.Variant(entry, target), run), iters=20), entry.name))
         results.sort()
         print(f"{shape.name} E={shape.experts} rows={shape.rows_label} N={shape.n} K={shape.k}: floor {floor:.1f} us; "
               f"best {results[0][0]:.1f} us ({100 * floor / results[0][0]:.0f}% of floor) {results[0][1]}")

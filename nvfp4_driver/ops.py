@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import sys
 import warnings
+import weakref
 
 import numpy as np
 
-from . import checks, config, driver, outputs, plans, streams, tensors, torch_hooks
+from . import checks, config, driver, launch_cache, outputs, plans, streams, tensors, torch_hooks
 from .checks import check_m_indptr
 from .problem import requested_tiles
 
@@ -193,9 +194,21 @@ def _call(a, b, a_scale, b_scale, m_indptr, alpha, tile_m, tile_n, tile_k, swap_
     # An explicit stream is resolved first: DLPack producers are told which stream we will read on.
     explicit = None if stream is None else streams.resolve_stream(stream, ())
     given = (a, b, a_scale, b_scale, m_indptr, alpha, out)
+    # A repeated call with the same arrays replays its launch (launch_cache.py says why that is safe).
+    cacheable = ((check_inputs is False or (check_inputs is None and not flags.check))
+                 and plans.plain_tiles(tile_m, tile_n, tile_k, swap_ab))
+    if cacheable:
+        options = (tile_m, tile_n, tile_k, swap_ab, type(out_dtype), out_dtype, flags, explicit)
+        cache_key, entry, dicts = launch_cache.lookup(given, options)
+        if entry is not None:
+            return launch_cache.replay(entry, given, explicit)
+    else:
+        dicts = None
     arrays = {}
-    for name, x in zip(plans.NAMES, given):
-        if x is not None or name not in ("alpha", "out"):
+    for i, (name, x) in enumerate(zip(plans.NAMES, given)):
+        if dicts and dicts[i] is not None:  # the lookup read this CAI dict already: parse it, not a new one
+            arrays[name] = tensors.from_cai(x, dicts[i], name)
+        elif x is not None or name not in ("alpha", "out"):
             arrays[name] = tensors.as_device_array(x, name, stream=explicit)
     if _TorchTensor[0] is None and any(arr.framework == "torch" for arr in arrays.values()):
         _saw_torch()
@@ -231,6 +244,9 @@ def _call(a, b, a_scale, b_scale, m_indptr, alpha, tile_m, tile_n, tile_k, swap_
                                                       out_arr.ptr))
     if out_arr.framework != "torch" and hasattr(out, "stream") and hasattr(out, "__dlpack__"):
         out.stream = handle  # a DeviceBuffer we allocated: consumers order themselves after this launch
+    if cacheable:
+        launch_cache.remember(cache_key, given, options, arrays, kernel, launch_grid, plan.tail, ordinal,
+                              (p.cum_m, p.n), p.out_dtype, handle)
     if (not checked and (given[6] is not None or stream is None)
             and _torch_servable(given, tile_m, tile_n, tile_k, swap_ab)):
         plans.remember_torch(given, tile_m, tile_n, tile_k, swap_ab, out_dtype, flags, plan, ordinal)
@@ -253,7 +269,7 @@ def _device_of(arrays: dict) -> int:
         if known:
             return known.pop()  # check_same_device in checks.make_plan: at most one
         return driver.pointer_device(arrays["m_indptr"].ptr)  # everything empty but m_indptr
-    owners = {name: driver.pointer_device(arr.ptr) for name, arr in unknown}
+    owners = {name: _pointer_device(arr) for name, arr in unknown}
     for name, arr in arrays.items():
         if arr.device is not None:
             owners[name] = arr.device
@@ -262,6 +278,30 @@ def _device_of(arrays: dict) -> int:
         raise ValueError(f"{items[0].replace(' on ', ' is on ', 1)} but {', '.join(items[1:])}; "
                          f"all arrays must be on one device")
     return next(iter(owners.values()))
+
+
+_owners: dict = {}  # id(object) -> (weak reference to it, address, GPU): pointer_device's answers per object
+_MAX_OWNERS = 4096
+
+
+def _pointer_device(arr) -> int:
+    """``driver.pointer_device(arr.ptr)`` (four driver calls), remembered per producer object: the same
+    object, alive and at the same address, holds the same allocation, so on the same GPU. A new object at
+    a reused address (an allocation freed and made again, perhaps on another GPU) is asked again: the
+    weak reference must give back this very object."""
+    obj, ptr = arr.obj, arr.ptr
+    found = _owners.get(id(obj))
+    if found is not None and found[1] == ptr and found[0]() is obj:
+        return found[2]
+    device = driver.pointer_device(ptr)
+    try:
+        ref = weakref.ref(obj)
+    except TypeError:  # no weak references (None, a DeviceArray from raw pointers): asked every time
+        return device
+    if len(_owners) >= _MAX_OWNERS:
+        _owners.clear()
+    _owners[id(obj)] = (ref, ptr, device)
+    return device
 
 
 def _record_stream(out, handle: int) -> None:

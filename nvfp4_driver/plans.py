@@ -55,8 +55,9 @@ class Plan:
         found = self._kernels.get(ordinal)
         if found is None:
             info = driver.device_info(ordinal)
-            variant = select_variant(self.problem, self.tiles, info.capability, force_ptx=self.flags.force_ptx,
-                                     twin=self.flags.twin, portable=self.flags.portable)
+            f = self.flags
+            variant = select_variant(self.problem, self.tiles, info.capability, force_ptx=f.force_ptx, twin=f.twin,
+                                     portable=f.portable, log=f.log)
             found = self._kernels[ordinal] = (driver.prepared(kernel_spec(variant), ordinal),
                                               grid(self.problem, variant))
         return found

@@ -121,7 +121,8 @@ def run_selftest(seed: int | None = None, twin: bool = False) -> int:
             for i, tiles in enumerate(OPTIONS + (HOPPER_ONLY if hopper else [])):
                 out_dtype = ("bfloat16", "float16")[i % 2]
                 problem = Problem(p.num_groups, p.n, p.k, p.cum_m, out_dtype)
-                variant = select_variant(problem, tiles, info.capability, flags.force_ptx, flags.twin, flags.portable)
+                variant = select_variant(problem, tiles, info.capability, flags.force_ptx, flags.twin, flags.portable,
+                                         flags.log)
                 t0 = time.perf_counter()
                 bits = run_on_gpu(p, bufs, tiles, out_dtype, device, flags)
                 ok, text = check_case(p, bits, out_dtype)
@@ -136,7 +137,7 @@ def run_selftest(seed: int | None = None, twin: bool = False) -> int:
             for i, tiles in enumerate((None, Tiles(128, 128, 128, False))):
                 out_dtype = ("bfloat16", "float16")[i % 2]
                 variant = select_variant(Problem(p.num_groups, p.n, p.k, p.cum_m, out_dtype), tiles, info.capability,
-                                         flags.force_ptx, flags.twin, flags.portable)
+                                         flags.force_ptx, flags.twin, flags.portable, flags.log)
                 ok, text = check_case(p, run_on_gpu(p, bufs, tiles, out_dtype, device, flags), out_dtype, ulps=False)
                 total += 1
                 failures += not ok

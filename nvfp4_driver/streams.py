@@ -54,7 +54,9 @@ def _check_handle(handle: int, what: str) -> int:
 
 
 def _current_stream(arrays: Mapping[str, DeviceArray] | Iterable[DeviceArray]) -> int:
-    values = arrays.values() if isinstance(arrays, Mapping) else arrays
+    # typing.Mapping's isinstance costs about 1 us; the two types the package passes are tested first.
+    values = arrays.values() if type(arrays) is dict or (type(arrays) is not tuple and isinstance(arrays, Mapping)) \
+        else arrays
     first = next(iter(values), None)
     if first is None:
         return 0

@@ -115,18 +115,20 @@ def auto_tiles(problem: Problem, wgmma: bool = True, native: bool = False) -> Ti
 
 def select_variant(problem: Problem, tiles: Tiles | None, capability: tuple[int, int],
                    force_ptx: bool | None = None, twin: bool | None = None,
-                   portable: bool | None = None) -> Variant:
+                   portable: bool | None = None, log: bool | None = None) -> Variant:
     """The kernel for ``problem`` cut by ``tiles`` (None: :func:`auto_tiles`) on a GPU of
     ``capability``; validates first.
 
-    ``force_ptx`` / ``twin`` / ``portable`` default to the NVFP4_DRIVER_FORCE_PTX / _TWIN / _PORTABLE
-    variables. On a 9.0 GPU the cuts of :func:`wgmma_cuts` run on the wgmma kernel unless
-    ``portable``.
+    ``force_ptx`` / ``twin`` / ``portable`` / ``log`` default to the NVFP4_DRIVER_FORCE_PTX / _TWIN /
+    _PORTABLE / _LOG variables (a caller with its own ``config.Flags`` passes all four). On a 9.0 GPU
+    the cuts of :func:`wgmma_cuts` run on the wgmma kernel unless ``portable``.
     """
-    env = config.flags()
-    force_ptx = env.force_ptx if force_ptx is None else force_ptx
-    twin = env.twin if twin is None else twin
-    portable = env.portable if portable is None else portable
+    if force_ptx is None or twin is None or portable is None or log is None:
+        env = config.flags()
+        force_ptx = env.force_ptx if force_ptx is None else force_ptx
+        twin = env.twin if twin is None else twin
+        portable = env.portable if portable is None else portable
+        log = env.log if log is None else log
     family, target = target_for(capability, force_ptx, twin)
     wgmma = target == HOPPER and capability == (9, 0) and not portable
     if tiles is None:
@@ -140,7 +142,7 @@ def select_variant(problem: Problem, tiles: Tiles | None, capability: tuple[int,
             f"NVFP4_DRIVER_PORTABLE, _FORCE_PTX or _TWIN); here the {family.value} kernel ({target}) serves "
             f"compute capability {capability[0]}.{capability[1]}: use tile_n 32, 64 or 128")
     chosen = Variant(registry.gemm(family.value, tiles), target)
-    if env.log:
+    if log:
         _log(problem, tiles, capability, chosen)
     return chosen
 

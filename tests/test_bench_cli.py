@@ -40,7 +40,9 @@ sys.meta_path.insert(0, _NoTorch())
 sys.argv = [sys.argv[1]]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
-SCRIPTS = sorted(p for p in (ROOT / "benchmarks").glob("*.py") if '__name__ == "__main__"' in p.read_text())
+CPU_SCRIPTS = ("host_cost_cpu.py",)  # stand-ins for the GPU: they run anywhere
+SCRIPTS = sorted(p for p in (ROOT / "benchmarks").glob("*.py")
+                 if '__name__ == "__main__"' in p.read_text() and p.name not in CPU_SCRIPTS)
 
 
 def test_every_benchmark_script_is_listed():
@@ -60,6 +62,18 @@ def test_benchmark_scripts_without_cuda_say_so_in_one_line(script, missing):
     assert r.returncode == 2, said
     assert "Traceback" not in said and len(said.splitlines()) == 1, said
     assert ("torch" if missing == "torch" else "GPU") in said, said
+
+
+def test_host_cost_profile_runs_without_a_gpu():
+    """The CPU profile of the host path (benchmarks/host_cost_cpu.py): every path runs and prints its line."""
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "host_cost_cpu.py"), "--quick"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = [line for line in r.stdout.splitlines() if " | " in line]
+    assert lines[0].startswith("path") and len(lines) >= 8, r.stdout
+    assert lines[1].startswith("bare launch") and float(lines[1].split("|")[2]) == 1.0
 
 
 def test_bench_list_and_help_need_no_gpu():

@@ -206,3 +206,22 @@ def test_requested_tiles():
     assert requested_tiles(None, 64, None, None) == Tiles(128, 64, 128, True)
     assert requested_tiles(16, None, 256, None) == Tiles(16, 128, 256, True)
     assert requested_tiles(128, 128, 128, False) == Tiles(128, 128, 128, False)
+
+
+def test_log_line_follows_the_callers_flags(monkeypatch, capsys):
+    """select_variant prints its decision when the caller's flags say so, whatever NVFP4_DRIVER_LOG says
+    (selftest and run_with_flags pass their own Flags); Plan.kernel passes the plan's."""
+    from nvfp4_driver import config, driver, plans
+
+    monkeypatch.delenv("NVFP4_DRIVER_LOG", raising=False)
+    select_variant(Problem(3, 40, 128, 11, "bfloat16"), None, (9, 0), False, False, False, log=True)
+    assert "G=3 N=40 K=128 cum_m=11" in capsys.readouterr().err
+    monkeypatch.setenv("NVFP4_DRIVER_LOG", "1")
+    select_variant(Problem(3, 48, 128, 11, "bfloat16"), None, (9, 0), False, False, False, log=False)
+    assert capsys.readouterr().err == ""
+    monkeypatch.delenv("NVFP4_DRIVER_LOG")
+    info = driver.DeviceInfo(0, "fake", (9, 0), 132, 232448, 80 << 30)
+    monkeypatch.setattr(driver, "device_info", lambda ordinal: info)
+    monkeypatch.setattr(driver, "prepared", lambda spec, ordinal: None)
+    plans.Plan(Problem(3, 56, 128, 11, "bfloat16"), None, 1 << 20, config.Flags(log=True)).kernel(0)
+    assert "G=3 N=56 K=128 cum_m=11" in capsys.readouterr().err
