@@ -8,8 +8,8 @@ producer that hands over what the real one does: a ``__cuda_array_interface__`` 
 (CuPy, Numba, ``DeviceBuffer``), attributes (CuPy's), a DLPack capsule built per call and
 ``unsafe_buffer_pointer()`` (JAX). So the figures are our Python only: a real producer's own cost
 (CuPy's current-stream query, JAX's ``__dlpack__``, Numba's property) and the driver's come on top,
-and ``benchmarks/bench_overhead.py`` measures those on the device. Each line: median µs per call over
-rounds of back-to-back calls, the same problem as ``bench_overhead.py`` (one group of 16 rows, N=8,
+and ``benchmarks/bench_overhead.py`` measures those on the device. Each line: µs per call, the best round of
+back-to-back calls (the host may be shared), the same problem as ``bench_overhead.py`` (one group of 16 rows, N=8,
 K=128), and the driver pointer queries per call (each is four driver calls on the real path).
 """
 from __future__ import annotations
@@ -19,7 +19,6 @@ import cProfile
 import ctypes
 import io
 import pstats
-import statistics
 import sys
 import time
 import types

@@ -173,3 +173,26 @@ def test_traced_forms_refuse_a_stream_and_a_bad_float_scale():
         torch_ops.traced_quantize_activations(x, ind, 1.0, stream=7)
     with pytest.raises(ValueError, match="finite and > 0"):
         torch_ops.traced_quantize_activations(x, ind, float("inf"), stream=None)
+
+
+def test_gemm_op_dispatches_straight_to_its_body_on_cuda():
+    """The functional GEMM op's eager CUDA calls skip custom_op's Python autograd kernel and backend wrapper
+    (a kernel of our own for CUDA, a fallthrough for autograd); meta/fake dispatch is custom_op's, and
+    the _out form keeps custom_op's kernels (its ADInplaceOrView kernel bumps out's version counter)."""
+    from nvfp4_driver import torch_ops
+
+    def active(name):  # dispatch key -> where its active kernel was registered, and how
+        lines = torch._C._dispatch_dump(name).splitlines()
+        return {line.split(":")[0]: line for line in lines if ": registered at " in line and "(inactive)" not in line}
+
+    gemm, gemm_out = active("nvfp4_driver::group_gemm_nvfp4_nt_groupwise"), active(
+        "nvfp4_driver::group_gemm_nvfp4_nt_groupwise_out")
+    ours = torch_ops.__file__
+    assert ours in gemm["CUDA"] and ours in gemm["Autograd[alias]"] and "fallthrough" in gemm["Autograd[alias]"]
+    assert "custom_ops.py" in gemm["Meta"]
+    assert "CUDA" not in gemm_out and "custom_ops.py" in gemm_out["Autograd[alias]"] and "ADInplaceOrView" in gemm_out
+    meta = [torch.empty(s, dtype=d, device="meta") for s, d in (((50, 128), torch.uint8), ((3, 64, 128), torch.uint8),
+                                                                ((640, 16), torch.uint8), ((3, 128, 16), torch.uint8),
+                                                                ((4,), torch.int32))]
+    y = torch.ops.nvfp4_driver.group_gemm_nvfp4_nt_groupwise(*meta)
+    assert y.device.type == "meta" and tuple(y.shape) == (50, 64)
