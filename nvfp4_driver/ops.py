@@ -11,7 +11,8 @@ when the framework does not say). Everything the metadata decides - shapes, dtyp
 tiles, out_dtype and the NVFP4_DRIVER_* variables - is validated once and kept in a plan keyed by that
 metadata: a repeated call with equal metadata passed the same checks before. Exact ``torch.Tensor``
 inputs have a second, cheaper key read straight from the tensors (no DeviceArray is built), which is
-what keeps the torch path's host cost near the bare launch (``benchmarks/bench_overhead.py``).
+what keeps the torch path's host cost near the bare launch (``benchmarks/bench_overhead.py``). Other
+frameworks' repeated calls with the same arrays replay their whole launch (``launch_cache.py``).
 """
 from __future__ import annotations
 
@@ -288,7 +289,9 @@ def _pointer_device(arr) -> int:
     """``driver.pointer_device(arr.ptr)`` (four driver calls), remembered per producer object: the same
     object, alive and at the same address, holds the same allocation, so on the same GPU. A new object at
     a reused address (an allocation freed and made again, perhaps on another GPU) is asked again: the
-    weak reference must give back this very object."""
+    weak reference must give back this very object. (A wrapper object that outlives its memory, then reports
+    the same address reallocated on another GPU, would be answered from here: passing an array whose memory
+    was freed is outside the contract of any launch.)"""
     obj, ptr = arr.obj, arr.ptr
     found = _owners.get(id(obj))
     if found is not None and found[1] == ptr and found[0]() is obj:
