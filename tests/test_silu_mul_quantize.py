@@ -5,12 +5,15 @@ The GPU side (fused vs unfused bit for bit, the amax, NVFP4Experts both ways) is
 tests/gpu/test_silu_mul_quantize_gpu.py."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from nvfp4_driver import layout, quantize, reference as R, registry, torch_ops  # noqa: F401  (torch_ops: the ops)
+from nvfp4_driver.driver import CUBIN_DIR
 from nvfp4_driver.dlpack import c_strides
 from nvfp4_driver.tensors import DeviceArray
 
@@ -87,6 +90,28 @@ def test_silu_mul_kernels_follow_the_naming_grammar():
             assert {t.name for t in entry.files} == {"sm_80", "sm_90", "compute_80", "sm_120a", "sm_121a"}
         with pytest.raises(registry.UnsupportedGpuError):
             registry.quantizer(op, "f32")  # 16-bit rows only
+
+
+# expf's last steps and silu's: r = ex2.approx.ftz(..), r * 2^j rounded (mul.rn, not fused into the add),
+# 1 + that (add.rn), x / that (div.rn, IEEE).
+_SILU_TAIL = re.compile(r"ex2\.approx\.ftz\.f32\s+(%f\d+), %f\d+;\s+mul\.rn\.f32\s+(%f\d+), \1, %f\d+;"
+                        r"(?:\s+mov\.f32\s+%f\d+, 0f3F800000;)?\s+add\.rn\.f32\s+(%f\d+), (%f\d+), \2;"
+                        r"\s+div\.rn\.f32\s+%f\d+, %f\d+, \3;")
+
+
+@pytest.mark.parametrize("name", [f"nvfp4_silu_mul_{op}_{tag}" for op in ("quantize_rows", "amax_rows")
+                                  for tag in ("bf16", "f16")])
+def test_silu_is_torchs_formula_in_the_ptx(name):
+    """What the equivalence with torch's silu (nvfp4_quantize.cu) rests on, in the shipped PTX: CUDA's
+    expf (not __expf), its final product rounded on its own and then 1 added, and a correctly rounded
+    division; one per element of the lane's 16-element block, and no approximate division anywhere."""
+    text = (CUBIN_DIR / f"{name}.compute_80.ptx").read_text()
+    ones = set(re.findall(r"mov\.f32\s+(%f\d+), 0f3F800000;", text))
+    tails = _SILU_TAIL.findall(text)
+    assert len(tails) == 16 == text.count("ex2.approx") == text.count("div.rn.f32"), len(tails)
+    assert all(one in ones for *_, one in tails)
+    for approximate in ("div.approx", "div.full", "rcp.approx", "ex2.approx.f32 "):
+        assert approximate not in text
 
 
 def test_launch_passes_the_input_row_to_the_grid(monkeypatch):
@@ -254,3 +279,38 @@ def test_silu_mul_quantize_blocks_is_quantize_of_h(rng):
         R.silu_mul(gate_up, "float32")
     with pytest.raises(ValueError, match=r"\(rows, 2K\)"):
         R.silu_mul(gate_up[:, :-1], "bfloat16")
+
+
+# ------------------------------------------------------------------------------------ FlashInfer's name
+
+
+def test_flashinfer_silu_and_mul_takes_the_fused_kernel_and_both_layouts(monkeypatch, rng):
+    """K % 64 == 0: one call of the fused function (m_indptr None: a single matrix's layout), its 128x4
+    scales returned as they are or converted to FlashInfer's row-major layout; otherwise torch's ops
+    and fp4_quantize. The kernels are replaced by the reference (bytes are the GPU tests' business)."""
+    from nvfp4_driver.flashinfer import quantization as fi
+
+    calls = []
+
+    def fused(x, m_indptr, gs):
+        calls.append(("fused", tuple(x.shape), m_indptr))
+        packed, swizzled = R.quantize(R.silu_mul(x, "bfloat16"), gs)
+        return torch.from_numpy(packed), torch.from_numpy(swizzled)
+
+    monkeypatch.setattr(fi._quantize, "silu_mul_quantize_activations", fused)
+    monkeypatch.setattr(fi, "fp4_quantize", lambda *args, **kw: calls.append(("composed",)) or ("q", "sf"))
+    gate_up = torch.from_numpy(bits16(rng, (130, 512), "bfloat16", 6)).to(torch.bfloat16).reshape(2, 65, 512)
+    h = R.silu_mul(gate_up.reshape(130, 512).float().numpy(), "bfloat16")
+    codes, sf_rows = R.quantize_blocks(h, 3.0)
+    q_sw, sf_sw = fi.silu_and_mul_nvfp4_quantize(gate_up, 3.0)
+    q_lin, sf_lin = fi.silu_and_mul_nvfp4_quantize(gate_up, 3.0, is_sf_swizzled_layout=False)
+    assert calls == [("fused", (130, 512), None)] * 2
+    np.testing.assert_array_equal(q_sw.numpy(), R.pack_fp4(codes))
+    np.testing.assert_array_equal(q_lin.numpy(), R.pack_fp4(codes))
+    np.testing.assert_array_equal(sf_sw.numpy(), layout.swizzle_scales(sf_rows))
+    assert tuple(sf_lin.shape) == (130, 16) and sf_lin.is_contiguous()
+    np.testing.assert_array_equal(sf_lin.numpy(), sf_rows)
+    assert fi.silu_and_mul_nvfp4_quantize(gate_up[..., :192].contiguous(), 3.0) == ("q", "sf")  # K = 96
+    assert calls[-1] == ("composed",)
+    with pytest.raises(NotImplementedError, match="is_sf_8x4_layout"):
+        fi.silu_and_mul_nvfp4_quantize(gate_up, 3.0, is_sf_8x4_layout=True)
