@@ -74,7 +74,8 @@ def check_h_against_reference(h: torch.Tensor, gate_up: torch.Tensor, dtype: str
     order = lambda b: np.where(b < 0, -(b & 0x7FFF), b)  # noqa: E731
     diff = np.abs(order(got) - order(want))
     assert diff.max() <= 1, f"seed {SEED}: torch's h is {diff.max()} ulps from the reference's"
-    assert (diff == 1).mean() < 1e-3, f"seed {SEED}: {(diff == 1).sum()} of {diff.size} elements one ulp apart"
+    # Expected rate: a float32 silu a few ulps off flips a 16-bit rounding about once in 2^13-2^16.
+    assert (diff == 1).sum() <= 4 + 1e-3 * diff.size, f"seed {SEED}: {(diff == 1).sum()} of {diff.size} one ulp apart"
 
 
 CASES = [
