@@ -174,6 +174,9 @@ AMAX_PARAMS = (
     ("x", "ptr"), ("amax_bits", "ptr"), ("m_indptr", "ptr"), ("rows", "i64"), ("k", "i32"),
     ("num_groups", "i32"), ("group_rows", "i32"), ("per_group", "i32"),
 )
+# silu_mul_*: the rows hold gate and up (2K elements), k is K of h = silu(gate) * up.
+SILU_MUL_QUANTIZE_PARAMS = (("gate_up", "ptr"),) + QUANTIZE_PARAMS[1:]
+SILU_MUL_AMAX_PARAMS = (("gate_up", "ptr"),) + AMAX_PARAMS[1:]
 GLOBAL_SCALE_PARAMS = (("scale", "ptr"), ("n", "i32"))
 ALPHA_PARAMS = (("gs_a", "ptr"), ("gs_b", "ptr"), ("alpha", "ptr"), ("a_stride", "i32"), ("b_stride", "i32"),
                 ("n", "i32"))
@@ -189,17 +192,22 @@ class QuantOp:
     code: int
     params: tuple[tuple[str, str], ...]
     threads: int
+    dtypes: tuple[str, ...] = ()  # keys of QUANT_DTYPES it is built for (the row ops); () for the scalar ops
 
 
 # The grids are the launcher's (quantize.py).
+QUANT_DTYPES = {"bf16": 0, "f16": 1, "f32": 2}
 QUANT_OPS = {
-    "quantize_rows": QuantOp(1, QUANTIZE_PARAMS, 256),
-    "dequantize_rows": QuantOp(2, DEQUANTIZE_PARAMS, 256),
-    "amax_rows": QuantOp(3, AMAX_PARAMS, 256),
+    "quantize_rows": QuantOp(1, QUANTIZE_PARAMS, 256, tuple(QUANT_DTYPES)),
+    "dequantize_rows": QuantOp(2, DEQUANTIZE_PARAMS, 256, tuple(QUANT_DTYPES)),
+    "amax_rows": QuantOp(3, AMAX_PARAMS, 256, tuple(QUANT_DTYPES)),
     "global_scale_from_amax": QuantOp(4, GLOBAL_SCALE_PARAMS, 128),
     "alpha_from_global_scales": QuantOp(5, ALPHA_PARAMS, 128),
+    # SiLU(gate) * up fused into the quantizer and its amax: 16-bit rows only, as FlashInfer's
+    # silu_and_mul_nvfp4_quantize (a float32 gate/up would need h in float32, another semantics).
+    "silu_mul_quantize_rows": QuantOp(6, SILU_MUL_QUANTIZE_PARAMS, 256, ("bf16", "f16")),
+    "silu_mul_amax_rows": QuantOp(7, SILU_MUL_AMAX_PARAMS, 256, ("bf16", "f16")),
 }
-QUANT_DTYPES = {"bf16": 0, "f16": 1, "f32": 2}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,11 +223,7 @@ class QuantKernel:
         return f"nvfp4_{self.op}" + (f"_{self.dtype}" if self.dtype else "")
 
 
-QUANT_KERNELS = tuple(
-    QuantKernel(op, dtype)
-    for op in QUANT_OPS
-    for dtype in (QUANT_DTYPES if op.endswith("_rows") else ("",))
-)
+QUANT_KERNELS = tuple(QuantKernel(op, dtype) for op, spec in QUANT_OPS.items() for dtype in (spec.dtypes or ("",)))
 FAMILIES["quantize"] = FamilyBuild(source="nvfp4_quantize.cu",
                                    targets=("sm_80", "sm_90", "compute_80", "sm_120a", "sm_121a"),
                                    threads=lambda v: QUANT_OPS[v.op].threads, stage_bytes=lambda v: 0,

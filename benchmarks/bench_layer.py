@@ -9,6 +9,8 @@ down grouped GEMM, the float32 weighted sum per token. They differ only in the G
 - ``nvfp4``  ``NVFP4Experts.from_bf16(w13, w2)`` (dynamic activation scales: an amax pass and a
              quantization before each GEMM, the grouped NVFP4 GEMMs of nvfp4_driver).
 - ``bf16``   ``torch._grouped_mm`` on the bf16 weights (torch >= 2.8), one call per projection.
+- ``nvfp4 unfused`` (with ``--unfused``): the nvfp4 layer with ``fuse_silu_mul = False`` (torch's SiLU * up,
+             then the quantizer), the same bits: what fusing SiLU * up into the quantizer saves per layer.
 
 Each is timed eagerly (``benchmarks.common.time_us``: warm-up, L2 flushed, CUDA events, median) and as
 a CUDA graph replay of the same call (no Python or launch cost: what a serving engine's decode step
@@ -74,7 +76,16 @@ def graph_of(torch, fn):
     return graph.replay
 
 
-def bench(shape: LayerShape, token_counts, topk: int, iters: int) -> None:
+def unfused_call(layer, *args):
+    """The layer with SiLU * up unfused (the same bits), for one call."""
+    layer.fuse_silu_mul = False
+    try:
+        return layer(*args)
+    finally:
+        layer.fuse_silu_mul = True
+
+
+def bench(shape: LayerShape, token_counts, topk: int, iters: int, unfused: bool = False) -> None:
     import torch
 
     from nvfp4_driver.moe import NVFP4Experts
@@ -89,6 +100,8 @@ def bench(shape: LayerShape, token_counts, topk: int, iters: int) -> None:
         scores = torch.softmax(torch.randn(tokens, e, device="cuda", generator=g), -1)
         wts, ids = torch.topk(scores, topk)
         calls = {"nvfp4": lambda: layer(x, ids, wts), "bf16": lambda: bf16_layer(x, ids, wts, w13, w2)}
+        if unfused:
+            calls["nvfp4 unfused"] = lambda: unfused_call(layer, x, ids, wts)
         outs = {name: fn() for name, fn in calls.items()}
         err = float((outs["nvfp4"].float() - outs["bf16"].float()).norm() / outs["bf16"].float().norm())
         us = {}
@@ -109,6 +122,7 @@ def parse_args(argv=None):
     p.add_argument("--tokens", default="64,8192", help="comma-separated token counts (decode, prefill)")
     p.add_argument("--topk", type=int, default=8)
     p.add_argument("--iters", type=int, default=30, help="timed runs per implementation (median)")
+    p.add_argument("--unfused", action="store_true", help="also time the nvfp4 layer with SiLU * up unfused")
     return p.parse_args(argv)
 
 
@@ -129,7 +143,7 @@ def main(argv=None) -> int:
           f"x(graph) = bf16 graph us / nvfp4 graph us (above 1: NVFP4 faster)")
     for shape in SHAPES:
         if shape.name in names:
-            bench(shape, [int(t) for t in args.tokens.split(",")], args.topk, args.iters)
+            bench(shape, [int(t) for t in args.tokens.split(",")], args.topk, args.iters, args.unfused)
     return 0
 
 

@@ -22,6 +22,15 @@ number of bytes (half read, half written) the same two ways, and a "read x" line
 sum of x (the quantizer's 2 bytes per element of reads alone, against their own floor): what plain
 streaming kernels achieve at this size.
 
+--silu-mul: instead, SiLU * up fused with the quantizer against the unfused path, per MoE shape (the
+down GEMM's input of NVFP4Experts: R = T * topk rows of gate | up, I columns each, E groups), with
+dynamic scales (fused: silu_mul_global_scale_from_amax + silu_mul_quantize_activations, two kernels;
+unfused: torch's (F.silu(gate.float()) * up.float()).to(bf16), global_scale_from_amax,
+quantize_activations) and with a static one (no amax), "clean" and "graph" timings as above, the byte
+floor of the fused kernels (gate and up read once, codes and scales written; dynamic: gate and up read
+twice) and whether the bytes agree. The "x" columns are unfused / fused: above 1, fusing is faster
+(nvfp4_driver.experts.FUSE_SILU_MUL_QUANTIZE).
+
 --baseline FILE (repeatable): another build of ``nvfp4_quantize_rows_bf16`` with the same ABI (e.g.
 the committed one, ``git show HEAD:nvfp4_driver/cubins/nvfp4_quantize_rows_bf16.sm_90.cubin``),
 launched through the same host code and timed in the same process, one extra line per shape, after
@@ -158,13 +167,62 @@ def kernel_file(path: str | None):
         q._spec = shipped
 
 
+# (name, rows R = tokens * topk, I, E): NVFP4Experts' down-GEMM input at decode and prefill sizes.
+SILU_MUL_SHAPES = [("dsv3 T=64", 64 * 8, 2048, 256), ("dsv3 T=8192", 8192 * 8, 2048, 256),
+                   ("qwen3 T=64", 64 * 8, 768, 128), ("qwen3 T=8192", 8192 * 8, 768, 128),
+                   ("dense-ish", 4096, 4096, 8)]
+
+
+def unfused_silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    k = gate_up.shape[1] // 2
+    return (torch.nn.functional.silu(gate_up[:, :k].float()) * gate_up[:, k:].float()).to(gate_up.dtype)
+
+
+def bench_silu_mul(ceil) -> None:
+    """Fused vs unfused SiLU * up + quantization (see the module docstring, --silu-mul)."""
+    print(f"{'shape':13} {'R':>6} {'I':>5} {'E':>3} {'scale':7} | {'fused':>7} {'unfused':>7} {'x':>5} clean us | "
+          f"{'fused':>7} {'unfused':>7} {'x':>5} graph us | {'floor':>6} {'%floor':>6} | bytes")
+    for name, rows, inter, groups in SILU_MUL_SHAPES:
+        gate_up = torch.randn(rows, 2 * inter, dtype=torch.bfloat16, device="cuda") * 2
+        m_indptr = even_m_indptr(rows, groups)
+        gsf = q.global_scale_from_amax(unfused_silu_mul(gate_up))
+        copies = copies_beyond_l2(gate_up)
+        out_bytes = rows * inter // 2 + a_scale_rows_upper_bound(rows, groups) * inter // 16
+        in_bytes = rows * 2 * inter * 2
+        paths = {
+            "dynamic": (lambda g: q.silu_mul_quantize_activations(g, m_indptr, q.silu_mul_global_scale_from_amax(g)),
+                        lambda g: (lambda h: q.quantize_activations(h, m_indptr, q.global_scale_from_amax(h)))(
+                            unfused_silu_mul(g)),
+                        2 * in_bytes + out_bytes),
+            "static": (lambda g: q.silu_mul_quantize_activations(g, m_indptr, gsf),
+                       lambda g: q.quantize_activations(unfused_silu_mul(g), m_indptr, gsf),
+                       in_bytes + out_bytes),
+        }
+        for scale, (fused, unfused, nbytes) in paths.items():
+            a, a_scale = fused(gate_up)
+            b, b_scale = unfused(gate_up)
+            same = "equal" if torch.equal(a, b) and torch.equal(a_scale, b_scale) else "DIFF"
+            clean = [time_clean_us(lambda f=f: f(gate_up)) for f in (fused, unfused)]
+            graph = [time_graph_us([lambda c=c, f=f: f(c) for c in copies]) for f in (fused, unfused)]
+            floor = floors_us(nbytes, 0, ceil)[0]
+            print(f"{name:13} {rows:6} {inter:5} {groups:3} {scale:7} | {clean[0]:7.1f} {clean[1]:7.1f} "
+                  f"{clean[1] / clean[0]:5.2f}          | {graph[0]:7.1f} {graph[1]:7.1f} {graph[1] / graph[0]:5.2f}"
+                  f"          | {floor:6.1f} {100 * floor / clean[0]:5.1f}% | {same}", flush=True)
+        del gate_up, copies
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--baseline", action="append", default=[], help="another quantize_rows_bf16 cubin to time")
+    ap.add_argument("--silu-mul", action="store_true", help="time SiLU * up fused with the quantizer vs unfused")
     args = ap.parse_args(argv)
     require_cuda("bench_quantize.py")
     ceil = measure_ceilings()
     print(gpu_banner())
+    if args.silu_mul:
+        print(f"measured copy bandwidth {ceil.copy_gbps:.0f} GB/s (read + write); bf16 gate | up rows")
+        bench_silu_mul(ceil)
+        return
     print(f"measured copy bandwidth {ceil.copy_gbps:.0f} GB/s (read + write); bf16 input, "
           f"{BYTES_PER_ELEMENT} B moved per element")
     print(f"{'op':9} {'rows':>5} {'K':>5} {'G':>2} {'Melem':>5} | {'flush':>6} {'clean':>6} {'graph':>6} us | "

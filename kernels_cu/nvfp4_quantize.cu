@@ -6,11 +6,13 @@
 // build_cubins.py compiles one symbol per build, chosen by macros:
 //   NVFP4_KERNEL_NAME  the extern "C" symbol, e.g. nvfp4_quantize_rows_bf16
 //   NVFP4_QUANT_OP     1 quantize_rows | 2 dequantize_rows | 3 amax_rows | 4 global_scale_from_amax
-//                      | 5 alpha_from_global_scales
-//   NVFP4_DTYPE        0 bfloat16 | 1 float16 | 2 float32: the unquantized side (input or output)
+//                      | 5 alpha_from_global_scales | 6 silu_mul_quantize_rows | 7 silu_mul_amax_rows
+//   NVFP4_DTYPE        0 bfloat16 | 1 float16 | 2 float32: the unquantized side (input or output;
+//                      silu_mul_*: bfloat16 and float16 only)
 //   NVFP4_QUANT_STEPS, NVFP4_QUANT_MIN_BLOCKS  tuning knobs: 512-element steps per unit (default 2,
-//                      1 for quantize with float32 input; nvfp4_driver/quantize.py's _SEGMENT sizes
-//                      the grid with 1024) and the resident blocks per SM that __launch_bounds__ asks
+//                      1 for quantize with float32 input and for silu_mul_*; nvfp4_driver/quantize.py
+//                      sizes the grid with 1024-element units of the input row) and the resident
+//                      blocks per SM that __launch_bounds__ asks
 //   NVFP4_DIAG_NOENCODE  timing experiments only (wrong bytes; never in the build table): quantize_rows
 //                      loads and stores without the encode
 //
@@ -43,6 +45,17 @@
 // dequantize keeps 8 elements per lane (256-element steps) so each of its 16-byte stores fills half
 // of a contiguous 512-byte warp store.
 //
+// silu_mul_quantize_rows and silu_mul_amax_rows are quantize_rows and amax_rows on rows that are
+// never stored: each input row holds 2K elements, gate in columns [0, K) and up in [K, 2K), and the
+// K elements quantized (or measured) are h = silu(gate) * up, computed per element in float32 and
+// rounded to the input dtype (GateUp below): FlashInfer's silu_and_mul semantics and, bit for bit,
+// what torch's (F.silu(gate.float()) * up.float()).to(dtype) gives on the GPU. A lane loads its 16
+// gate and its 16 up elements (the up load 2K bytes further on), and computes its block of h from
+// registers when the unit is encoded, after the next unit's loads are issued: the double buffering
+// above, with one 512-element step per unit so that gate and up of two units take the registers
+// that two 2-step units take in quantize_rows. Unfused, h costs a (rows, K) write and read in the
+// input dtype and two to five more kernels (torch's silu, multiply, casts).
+//
 // Rows map to groups in one of two ways (a warp finds its own on the device, no host sync):
 //   m_indptr != nullptr  activations: group g owns rows [m_indptr[g], m_indptr[g+1]); its scale
 //                        rows start at sf_base(g) = ((m_indptr[g] + 127 g) / 128) * 128 (SPEC §3).
@@ -67,7 +80,7 @@ constexpr int kWarps = kThreads / 32;
 // groups in shared memory), and 2 steps at 3 blocks per SM are faster at 16 M and 64 M elements
 // (H100, docs/perf-notes.md "Quantizer v0.4"). quantize with float32 input takes 1 step: the same
 // 2 KB per unit, and its buffers fit 3 blocks per SM without spilling on sm_120a.
-#define NVFP4_QUANT_STEPS (NVFP4_QUANT_OP == 1 && NVFP4_DTYPE == 2 ? 1 : 2)
+#define NVFP4_QUANT_STEPS ((NVFP4_QUANT_OP == 1 && NVFP4_DTYPE == 2) || NVFP4_QUANT_OP >= 6 ? 1 : 2)
 #endif
 constexpr int kBlockStep = 32 * kSfVec;        // 512 elements per warp step: one scale block per lane
 constexpr int kSteps = NVFP4_QUANT_STEPS;      // steps per unit
@@ -80,7 +93,10 @@ static_assert(kSegment % kPairStep == 0, "a unit is a whole number of dequantize
 // Resident blocks per SM that the double-buffered kernels ask ptxas to fit (registers <= 65536 /
 // (256 x blocks)). quantize: two units are 32 registers of buffers, ~80 in all, 3 blocks (24 warps,
 // 48 KB in flight per SM). amax with 16-bit input (60 registers) fits 4; float32 amax and dequantize 2.
-#define NVFP4_QUANT_MIN_BLOCKS (NVFP4_QUANT_OP == 1 ? 3 : NVFP4_QUANT_OP == 3 && NVFP4_DTYPE != 2 ? 4 : 2)
+// The silu_mul ops hold as many buffer registers as their plain twins and ask the same.
+#define NVFP4_QUANT_MIN_BLOCKS                                                       \
+  (NVFP4_QUANT_OP == 1 || NVFP4_QUANT_OP == 6 ? 3                                    \
+   : (NVFP4_QUANT_OP == 3 || NVFP4_QUANT_OP == 7) && NVFP4_DTYPE != 2 ? 4 : 2)
 #endif
 constexpr int kMinBlocks = NVFP4_QUANT_MIN_BLOCKS;
 #ifndef NVFP4_DIAG_NOENCODE
@@ -104,6 +120,7 @@ struct Chunk;
 // words also feed amax, so each is computed once). Pair: the type's x2 vector and its exact widening.
 template <class Pair>
 struct Pairs16 {
+  using pair = Pair;
   uint32_t w[8];
   __device__ __forceinline__ void load(const void* p) {
     const uint4 a = __ldcs(static_cast<const uint4*>(p)), b = __ldcs(static_cast<const uint4*>(p) + 1);
@@ -134,6 +151,11 @@ struct Bf16Pair {
   static __device__ __forceinline__ float widen(uint32_t word, int high) {
     return __uint_as_float(high ? word & 0xFFFF0000u : word << 16);
   }
+  // Two float32 values rounded to nearest even, lo in the low half (torch's float -> bfloat16).
+  static __device__ __forceinline__ uint32_t narrow(float lo, float hi) {
+    const type h = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&h);
+  }
 };
 
 struct F16Pair {
@@ -141,6 +163,10 @@ struct F16Pair {
   static __device__ __forceinline__ type of(uint32_t word) { return *reinterpret_cast<const type*>(&word); }
   static __device__ __forceinline__ float widen(uint32_t word, int high) {  // exact
     return high ? __high2float(of(word)) : __low2float(of(word));
+  }
+  static __device__ __forceinline__ uint32_t narrow(float lo, float hi) {  // nearest even, inf past 65504
+    const type h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&h);
   }
 };
 
@@ -189,6 +215,68 @@ __device__ __forceinline__ void load_unit(Chunk<D> (&c)[kSteps], const char* row
     else c[j].zero();
   }
 }
+
+// ------------------------------------------------------------------------------------------------
+// silu_mul's rows: a lane's 16 gate elements and the 16 up elements K columns further on, and the
+// block of h = silu(gate) * up they make.
+
+template <int D>
+struct GateUp {
+  Chunk<D> gate, up;
+};
+
+// Elements of an input row per element quantized: 1, or 2 for gate and up.
+template <class Buf>
+struct InputRowWidth { static constexpr int value = 1; };
+template <int D>
+struct InputRowWidth<GateUp<D>> { static constexpr int value = 2; };
+
+template <int D>
+__device__ __forceinline__ void load_unit(GateUp<D> (&c)[kSteps], const char* row, int seg, int k) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int j = 0; j < kSteps; ++j) {
+    const int col = seg * kSegment + j * kBlockStep + lane * kSfVec;
+    if (row != nullptr && col < k) {
+      c[j].gate.load(row + (int64_t)col * ElemSize<D>::value);
+      c[j].up.load(row + ((int64_t)k + col) * ElemSize<D>::value);
+    } else {
+      c[j].gate.zero();
+      c[j].up.zero();
+    }
+  }
+}
+
+// torch's CUDA silu (aten/src/ATen/native/cuda/ActivationSiluKernel.cu): x / (1 + exp(-x)) in float32
+// with the CUDA math library's expf (not the approximate __expf) and a correctly rounded division. torch
+// is built with FMA contraction on, and then nvcc fuses expf's last step, r * 2^j (2^j a normal power
+// of two, so the product is exact unless it is below 2^-126 or overflows), with the 1 + into one FMA;
+// this file is built with -fmad=false, so here the product is rounded first and then added. The two
+// agree for every x: an exact product rounds to itself, a product below 2^-126 leaves 1 + it = 1 both
+// ways, and one that overflows gives inf both ways. The GPU tests compare with torch bit for bit.
+__device__ __forceinline__ float silu(float x) { return __fdiv_rn(x, add_rn(1.0f, expf(-x))); }
+
+// h = silu(gate) * up per element, the product rounded to float32 and then to the input dtype (as
+// torch's (F.silu(gate.float()) * up.float()).to(dtype)): the chunk quantize and amax read.
+template <int D>
+__device__ __forceinline__ Chunk<D> silu_mul(const GateUp<D>& in) {
+  static_assert(D != kF32, "silu_mul_* take bfloat16 or float16 rows");
+  using Pair = typename Chunk<D>::pair;
+  Chunk<D> h;
+#pragma unroll
+  for (int p = 0; p < 8; ++p) {
+    const float lo = mul_rn(silu(Pair::widen(in.gate.w[p], 0)), Pair::widen(in.up.w[p], 0));
+    const float hi = mul_rn(silu(Pair::widen(in.gate.w[p], 1)), Pair::widen(in.up.w[p], 1));
+    h.w[p] = Pair::narrow(lo, hi);
+  }
+  return h;
+}
+
+// The 16 values a unit's buffer holds for one lane and step: the loaded elements, or silu_mul's h.
+template <int D>
+__device__ __forceinline__ const Chunk<D>& values_of(const Chunk<D>& c) { return c; }
+template <int D>
+__device__ __forceinline__ Chunk<D> values_of(const GateUp<D>& c) { return silu_mul(c); }
 
 // ------------------------------------------------------------------------------------------------
 // This warp's walk over the units: w, w + W, w + 2W, ... as (row, segment), with no division per unit.
@@ -530,16 +618,17 @@ __device__ __forceinline__ void zero_padding_scale_rows(uint8_t* __restrict__ q_
   }
 }
 
-template <int D>
+// Buf: Chunk<D> (x holds the rows to quantize) or GateUp<D> (x holds gate and up; h is quantized).
+template <int D, class Buf = Chunk<D>>
 __device__ __forceinline__ void quantize_rows(const void* __restrict__ x, uint8_t* __restrict__ q,
                                               uint8_t* __restrict__ q_scale, const float* __restrict__ gs,
                                               const int32_t* __restrict__ m_indptr, int64_t rows, int64_t sf_rows,
                                               int k, int num_groups, int group_rows, int gs_stride, float gs_value) {
   const int64_t sf_k = k / kSfVec;
-  const int64_t row_bytes = (int64_t)k * ElemSize<D>::value;
+  const int64_t row_bytes = (int64_t)k * ElemSize<D>::value * InputRowWidth<Buf>::value;
   const char* const xb = static_cast<const char*>(x);
   Walk walk = first_unit(k);
-  Chunk<D> cur[kSteps];
+  Buf cur[kSteps];
   int64_t cur_r = walk.row;
   int cur_seg = walk.seg;
   if (cur_r < rows) load_unit<D>(cur, xb + cur_r * row_bytes, cur_seg, k);
@@ -559,14 +648,14 @@ __device__ __forceinline__ void quantize_rows(const void* __restrict__ x, uint8_
     // Issue the next unit's loads first: they fly while this unit is looked up and encoded.
     walk.advance();
     const bool more = walk.row < rows;
-    Chunk<D> nxt[kSteps];
+    Buf nxt[kSteps];
     if (more) load_unit<D>(nxt, xb + walk.row * row_bytes, walk.seg, k);
     if (!run.holds(cur_r)) run = find_row_run(groups, cur_r);
 #pragma unroll
     for (int j = 0; j < kSteps; ++j) {
       const int base = cur_seg * kSegment + j * kBlockStep;
       if (base >= k) break;  // warp-uniform
-      encode_step<D>(cur[j], q, q_scale, cur_r, run, base, k, sf_k, sf_rows);
+      encode_step<D>(values_of(cur[j]), q, q_scale, cur_r, run, base, k, sf_k, sf_rows);
     }
     if (!more) break;
 #pragma unroll
@@ -625,15 +714,16 @@ __device__ __forceinline__ void dequantize_rows(const uint8_t* __restrict__ q, c
 // A warp keeps a running max while its units stay in one slot and issues one atomic per change of
 // slot and at its end (v0.1: one per unit, 16 K atomics on one address at 16 M elements).
 
-template <int D>
+// Buf: as in quantize_rows (GateUp<D>: the amax of h).
+template <int D, class Buf = Chunk<D>>
 __device__ __forceinline__ void amax_rows(const void* __restrict__ x, uint32_t* __restrict__ amax_bits,
                                           const int32_t* __restrict__ m_indptr, int64_t rows, int k, int num_groups,
                                           int group_rows, int per_group) {
   Walk walk = first_unit(k);
   if (walk.row >= rows) return;
-  const int64_t row_bytes = (int64_t)k * ElemSize<D>::value;
+  const int64_t row_bytes = (int64_t)k * ElemSize<D>::value * InputRowWidth<Buf>::value;
   // Unit (r, seg): its slot (-1: row r is outside every group, not part of any global scale) and loads.
-  auto start_unit = [&](Chunk<D> (&c)[kSteps], int64_t r, int seg) -> int64_t {
+  auto start_unit = [&](Buf (&c)[kSteps], int64_t r, int seg) -> int64_t {
     const RowPlace place = place_data_row(m_indptr, r, rows, num_groups, group_rows);
     const int64_t slot = place.group < 0 ? -1 : (per_group ? place.group : 0);
     load_unit<D>(c, slot >= 0 ? static_cast<const char*>(x) + r * row_bytes : nullptr, seg, k);
@@ -648,18 +738,18 @@ __device__ __forceinline__ void amax_rows(const void* __restrict__ x, uint32_t* 
     if ((threadIdx.x & 31) == 0) atomicMax(amax_bits + acc_slot, __float_as_uint(acc) & 0x7FFFFFFFu);
   };
 
-  Chunk<D> cur[kSteps];
+  Buf cur[kSteps];
   int64_t cur_slot = start_unit(cur, walk.row, walk.seg);
   for (;;) {
     walk.advance();
     const bool more = walk.row < rows;
-    Chunk<D> nxt[kSteps];
+    Buf nxt[kSteps];
     int64_t nxt_slot = -1;
     if (more) nxt_slot = start_unit(nxt, walk.row, walk.seg);
     if (cur_slot >= 0) {
-      float m = cur[0].amax();
+      float m = values_of(cur[0]).amax();
 #pragma unroll
-      for (int j = 1; j < kSteps; ++j) m = max_nan(m, cur[j].amax());
+      for (int j = 1; j < kSteps; ++j) m = max_nan(m, values_of(cur[j]).amax());
       if (cur_slot != acc_slot) {
         flush();
         acc_slot = cur_slot;
@@ -741,6 +831,32 @@ extern "C" __global__ void __launch_bounds__(kScalarThreads) NVFP4_KERNEL_NAME(
   if (i >= n) return;
   alpha[i] = rcp_rn(mul_rn(__ldg(gs_a + (int64_t)i * a_stride), __ldg(gs_b + (int64_t)i * b_stride)));
 }
+#elif NVFP4_QUANT_OP == 6
+// quantize_rows of h = silu(gate) * up (see the header): q, q_scale and the groups as in op 1.
+extern "C" __global__ void __launch_bounds__(kThreads, kMinBlocks) NVFP4_KERNEL_NAME(
+    const void* __restrict__ gate_up,      // (rows, 2K) NVFP4_DTYPE: gate in columns [0, K), up in [K, 2K)
+    uint8_t* __restrict__ q,               // (rows, K/2) e2m1 pairs of h, element 2i in the low nibble
+    uint8_t* __restrict__ q_scale,         // (sf_rows, K/16) ue4m3, 128x4-swizzled (SPEC §3)
+    const float* __restrict__ gs,          // global scale(s): gs[g * gs_stride]; nullptr: gs_value
+    const int32_t* __restrict__ m_indptr,  // (G+1,) activation groups; nullptr: groups of group_rows rows
+    int64_t rows, int64_t sf_rows,
+    int k,                                 // K (of h: half the input row), a multiple of 64
+    int num_groups, int group_rows, int gs_stride, float gs_value) {
+  quantize_rows<NVFP4_DTYPE, GateUp<NVFP4_DTYPE>>(gate_up, q, q_scale, gs, m_indptr, rows, sf_rows, k, num_groups,
+                                                  group_rows, gs_stride, gs_value);
+}
+#elif NVFP4_QUANT_OP == 7
+// amax_rows of h = silu(gate) * up: the amax silu_mul_quantize_rows' h would have, never stored.
+extern "C" __global__ void __launch_bounds__(kThreads, kMinBlocks) NVFP4_KERNEL_NAME(
+    const void* __restrict__ gate_up,      // (rows, 2K) NVFP4_DTYPE: gate in columns [0, K), up in [K, 2K)
+    uint32_t* __restrict__ amax_bits,      // (G,) or (1,): float32 bits of max|h|, zeroed by the caller
+    const int32_t* __restrict__ m_indptr,  // (G+1,) activation groups; nullptr: rows of group_rows each
+    int64_t rows,
+    int k,                                 // K (of h: half the input row)
+    int num_groups, int group_rows, int per_group) {
+  amax_rows<NVFP4_DTYPE, GateUp<NVFP4_DTYPE>>(gate_up, amax_bits, m_indptr, rows, k, num_groups, group_rows,
+                                              per_group);
+}
 #else
-#error "NVFP4_QUANT_OP must be 1..5"
+#error "NVFP4_QUANT_OP must be 1..7"
 #endif

@@ -11,7 +11,7 @@ from .layout import a_scale_group_bases, a_scale_rows, a_scale_rows_upper_bound
 from .moe import a_scale_shape, cum_m_padded, m_indptr_from_counts, pad_groups
 from .ops import check_m_indptr, group_gemm_nvfp4_nt_groupwise, group_gemm_nvfp4_nt_groupwise_ptr
 from .quantize import (alpha_from_global_scales, dequantize, global_scale_from_amax, quantize_activations,
-                       quantize_weights)
+                       quantize_weights, silu_mul_global_scale_from_amax, silu_mul_quantize_activations)
 from .registry import UnsupportedGpuError
 
 __version__ = "0.1.0"
@@ -31,6 +31,7 @@ torch_hooks.install(_torch_ops_hooks)
 __all__ = [
     "group_gemm_nvfp4_nt_groupwise", "group_gemm_nvfp4_nt_groupwise_ptr", "check_m_indptr",
     "quantize_activations", "quantize_weights", "dequantize", "global_scale_from_amax", "alpha_from_global_scales",
+    "silu_mul_quantize_activations", "silu_mul_global_scale_from_amax",
     "a_scale_group_bases", "a_scale_rows", "a_scale_rows_upper_bound", "a_scale_shape", "cum_m_padded",
     "m_indptr_from_counts", "pad_groups", "DeviceBuffer", "layout", "moe", "quantize", "reference",
     "CudaError", "NoCudaDriverError", "NoCudaDeviceError", "UnsupportedGpuError", "__version__",

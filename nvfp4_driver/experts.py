@@ -8,12 +8,18 @@ Per call, all on the current stream, with no host synchronisation (so it can be 
 graph) and, under ``torch.compile``, as one graph (the nvfp4_driver calls become torch.library ops):
 the (token, slot) pairs are sorted by expert (``torch.sort``, stable) and the group offsets found
 with ``torch.searchsorted`` (``torch.bincount`` would read its maximum on the host); the gathered
-rows are quantized, the gate/up grouped GEMM runs, then SiLU(gate) * up, a second quantization, the
-down grouped GEMM, and the rows go back to their (token, slot) places to be summed with the routing
-weights in float32 (a batched matrix product: no atomics, so replays give the same bits).
+rows are quantized, the gate/up grouped GEMM runs, then SiLU(gate) * up fused with the second
+quantization (one kernel, and one more for its amax with dynamic scales), the down grouped GEMM, and
+the rows go back to their (token, slot) places to be summed with the routing weights in float32 (a
+batched matrix product: no atomics, so replays give the same bits).
 
-SiLU * up is a torch expression, not fused into the second quantization: that needs a kernel of its
-own (nvfp4_driver has none yet). Under torch.compile inductor fuses it into one elementwise kernel.
+SiLU * up is ``h = (silu(gate.float()) * up.float()).to(dtype)`` (FlashInfer's silu_and_mul: float32,
+one rounding to the rows' dtype). The fused kernels (``silu_mul_quantize_activations``,
+``silu_mul_global_scale_from_amax``) compute it in registers and never store h; the unfused path
+computes the same expression with torch ops and quantizes it, with the same bits (tests/gpu). The
+unfused path runs where the fused one cannot: with ``up_scale_ratio`` (h needs the per-expert ratio),
+with a caller's ``dynamic_scale`` (it takes the rows of h) and a dynamic activation scale, or with
+``fuse_silu_mul`` False (:data:`FUSE_SILU_MUL_QUANTIZE`).
 
 Conventions (SPEC; ``nvfp4_driver.quantize``): a global scale ``gsf`` is ``448 * 6 / amax`` and a value
 is ``e2m1 * ue4m3 / gsf``; ``alpha = 1 / (gsf_act * gsf_w)``. gate/up weights are stacked as vLLM's
@@ -30,12 +36,21 @@ import torch.nn.functional as F
 
 from . import layout
 from .ops import group_gemm_nvfp4_nt_groupwise
-from .quantize import alpha_from_global_scales, global_scale_from_amax, quantize_activations, quantize_weights
+from .quantize import (alpha_from_global_scales, global_scale_from_amax, quantize_activations, quantize_weights,
+                       silu_mul_global_scale_from_amax, silu_mul_quantize_activations)
 from .scale_interleave import interleave_scales
 
-__all__ = ["NVFP4Experts", "QuantizedRows"]
+__all__ = ["NVFP4Experts", "QuantizedRows", "FUSE_SILU_MUL_QUANTIZE"]
 
 _GEMM_K = 128  # the grouped GEMM needs K % 128 == 0: H for the gate/up GEMM, I for the down GEMM
+
+FUSE_SILU_MUL_QUANTIZE = True
+"""Whether a new layer's ``fuse_silu_mul`` is on: SiLU * up and the down GEMM's quantization (and its
+amax) in one kernel that never stores h, instead of torch's silu, multiply and casts, then the
+quantizer. Both give the same bits; the fused path moves (R, 2I) 16-bit values in and 4.5 bits per
+h element out, the unfused one also writes and reads h and its float32 copies. Measure on your card
+with ``python benchmarks/bench_quantize.py --silu-mul`` (fused vs unfused, per shape); set the
+attribute of a layer (or this constant before building layers) to choose."""
 
 
 class QuantizedRows(NamedTuple):
@@ -63,6 +78,9 @@ class NVFP4Experts(torch.nn.Module):
                  their bytes, the GEMM runs with the gate's and this corrects the up half exactly
                  (up to the rounding of the product in float32).
       w13_alpha, w2_alpha: (E,) float32 ``1 / (gsf_act * gsf_w)``, present with a static activation scale.
+
+    Attribute ``fuse_silu_mul`` (bool, default :data:`FUSE_SILU_MUL_QUANTIZE`): SiLU * up fused with the
+    down GEMM's quantization where the layer allows it (see the module docstring); the same bits either way.
     """
 
     def __init__(self, w13, w13_scale, w13_global_scale, w2, w2_scale, w2_global_scale, *,
@@ -95,6 +113,7 @@ class NVFP4Experts(torch.nn.Module):
                              else torch.reciprocal(input_global_scale * w13_global_scale))
         self.register_buffer("w2_alpha", None if act_global_scale is None
                              else torch.reciprocal(act_global_scale * w2_global_scale))
+        self.fuse_silu_mul = FUSE_SILU_MUL_QUANTIZE  # see FUSE_SILU_MUL_QUANTIZE; the bits do not depend on it
 
     # ------------------------------------------------------------------------------------ builders
 
@@ -201,14 +220,22 @@ class NVFP4Experts(torch.nn.Module):
             a, a_scale, alpha = self._quantize(xs, m_indptr, self.input_global_scale, self.w13_alpha,
                                                self.w13_global_scale, dynamic_scale)
         h = group_gemm_nvfp4_nt_groupwise(a, self.w13, a_scale, self.w13_scale, m_indptr, alpha, out_dtype=dtype)
-        gate, up = h[:, :inter], h[:, inter:]
-        if self.up_scale_ratio is None:
-            act = F.silu(gate) * up
+        static = self.act_global_scale is not None
+        if self.fuse_silu_mul and self.up_scale_ratio is None and (static or dynamic_scale is None):
+            # h (R, 2I) is gate | up per row: the fused kernels read it as it stands.
+            gsf, alpha = self.act_global_scale, self.w2_alpha
+            if not static:
+                gsf = silu_mul_global_scale_from_amax(h)
+                alpha = alpha_from_global_scales(gsf, self.w2_global_scale)
+            a, a_scale = silu_mul_quantize_activations(h, m_indptr, gsf)
         else:
-            ratio = self.up_scale_ratio.index_select(0, expert_of_row.clamp(0, self.num_experts - 1))
-            act = (F.silu(gate.float()) * (up.float() * ratio[:, None])).to(dtype)
-        a, a_scale, alpha = self._quantize(act, m_indptr, self.act_global_scale, self.w2_alpha, self.w2_global_scale,
-                                           dynamic_scale)
+            gate, up = h[:, :inter].float(), h[:, inter:].float()
+            if self.up_scale_ratio is not None:
+                ratio = self.up_scale_ratio.index_select(0, expert_of_row.clamp(0, self.num_experts - 1))
+                up = up * ratio[:, None]
+            act = (F.silu(gate) * up).to(dtype)
+            a, a_scale, alpha = self._quantize(act, m_indptr, self.act_global_scale, self.w2_alpha,
+                                               self.w2_global_scale, dynamic_scale)
         return group_gemm_nvfp4_nt_groupwise(a, self.w2, a_scale, self.w2_scale, m_indptr, alpha, out_dtype=dtype)
 
     @staticmethod

@@ -5,6 +5,8 @@
     gsf = global_scale_from_amax(x)                              # 448 * 6 / max|x|, on the GPU
     alpha = alpha_from_global_scales(gsf_x, gsf_w)               # 1 / (gsf_a * gsf_b) per group
     x_hat = dequantize(a, a_scale, m_indptr, gsf_x)              # the inverse
+    gsf_h = silu_mul_global_scale_from_amax(gate_up)             # of h = silu(gate) * up, never stored
+    a, a_scale = silu_mul_quantize_activations(gate_up, m_indptr, gsf_h)  # (cum_m, 2I) -> h's a, a_scale
 
 Bytes: every output byte equals what :func:`nvfp4_driver.reference.quantize_blocks` (SPEC §4,
 float32 steps, correctly rounded, in SPEC's order) gives, placed as SPEC §3 says; the kernels'
@@ -36,7 +38,7 @@ from .dtypes import PACKED_DTYPES, SCALE_DTYPES
 from .variants import quantize_spec
 
 __all__ = ["quantize_activations", "quantize_weights", "dequantize", "global_scale_from_amax",
-           "alpha_from_global_scales"]
+           "alpha_from_global_scales", "silu_mul_quantize_activations", "silu_mul_global_scale_from_amax"]
 
 # dtype of the unquantized side -> the suffix of its kernels' symbols
 _DTYPE_TAG = {"bfloat16": "bf16", "float16": "f16", "float32": "f32"}
@@ -47,6 +49,7 @@ _SEGMENT = 1024         # a unit: one row's 1024-element segment (NVFP4_QUANT_ST
 _SCALAR_BLOCK = 128     # the per-group scalar kernels
 _INT32_MAX = 2**31 - 1
 _INPUT_ALIGNMENT = 16   # the row kernels load and store the unquantized side in 16-byte pieces
+_SILU_MUL_DTYPES = ("bfloat16", "float16")  # the silu_mul kernels' rows (FlashInfer's silu_and_mul takes these)
 
 
 # ------------------------------------------------------------------------------------------ checks
@@ -139,7 +142,9 @@ def _spec(op: str, tag: str | None, ordinal: int) -> driver.KernelSpec:
 
 
 def _launch_rows(op: str, tag: str, ordinal: int, rows: int, k: int, stream: int, /, **args) -> None:
-    """Launch a row kernel (quantize, dequantize, amax) over ``rows`` rows of K=``k`` elements.
+    """Launch a row kernel (quantize, dequantize, amax) over ``rows`` rows of K=``k`` elements (the
+    silu_mul kernels: pass the input row's 2K; their units are 512 elements of h, as many as there are
+    1024-element pieces of the input row).
 
     Its warps walk the units (row, 1024-element segment) with a grid stride, so any grid is correct;
     the persistent grid is what one wave of resident blocks holds, min(ceil(units / 8), SMs x blocks
@@ -328,6 +333,77 @@ def dequantize(q, q_scale, m_indptr=None, global_scale=None, *, out_dtype="bfloa
     return out
 
 
+# ----------------------------------------------------------------- SiLU * up fused with the quantizer
+
+
+def _gate_up(gate_up) -> tuple[tensors.DeviceArray, int]:
+    """``gate_up`` checked as (rows, 2K) 16-bit rows; returns it and K."""
+    arr = tensors.as_device_array(gate_up, "gate_up")
+    tensors.check_array(arr, "gate_up", dtype=_SILU_MUL_DTYPES)  # and C-contiguous
+    if len(arr.shape) != 2 or arr.shape[1] % 2:
+        raise ValueError(f"gate_up.shape={arr.shape} must be 2-D (rows, 2K): gate in columns [0, K), up in [K, 2K)")
+    k = arr.shape[1] // 2
+    _check_k(k, "gate_up.shape[1] / 2")
+    _check_k(2 * k, "gate_up.shape[1]")  # the kernels address the up half with int32 columns
+    _check_alignment(arr, "gate_up")
+    return arr, k
+
+
+def _silu_mul_groups(m_indptr, rows: int, arrays: dict) -> tuple[int, int, int]:
+    """(m_indptr pointer or 0, G, group_rows) of the silu_mul kernels. None: one group of every row,
+    placed as a single matrix's scales (the kernels' weights mode with N = rows: scale row r for row r)."""
+    if m_indptr is None:
+        if rows > _INT32_MAX:
+            raise ValueError(f"gate_up.shape[0]={rows} rows must fit in int32 with m_indptr=None")
+        return 0, 1, rows
+    M = _indptr(m_indptr)
+    arrays["m_indptr"] = M
+    return M.ptr, M.shape[0] - 1, 0
+
+
+def silu_mul_quantize_activations(gate_up, m_indptr, global_scale, *, stream=None):
+    """``quantize_activations(h, m_indptr, global_scale)`` of ``h = silu(gate) * up``, h never stored.
+
+    One kernel reads each row's gate and up halves and quantizes h from registers: per element
+    ``h = round_to_dtype(float32(silu(gate)) * up)`` with ``silu(x) = x / (1 + expf(-x))`` in float32 (CUDA's
+    expf, a correctly rounded division), FlashInfer's ``silu_and_mul`` semantics; the bytes equal
+    ``quantize_activations((F.silu(gate.float()) * up.float()).to(gate_up.dtype), m_indptr, global_scale)``
+    on the same GPU, bit for bit (torch's CUDA silu is that formula; kernels_cu/nvfp4_quantize.cu says why
+    the FMA torch's build forms gives the same value).
+
+    Args:
+      gate_up:      (cum_m, 2K) bfloat16 or float16, C-contiguous, 16-byte aligned: gate in columns
+                    [0, K), up in [K, 2K) (vLLM's w13 order; the gate/up GEMM's output). K a positive
+                    multiple of 64 (the down GEMM needs K % 128 == 0).
+      m_indptr:     (G+1,) int32 on the GPU, as in :func:`quantize_activations`; or None: all rows are
+                    one group whose scale row r is row r (a single matrix, FlashInfer's layout).
+      global_scale: of h, as in :func:`quantize_activations` (:func:`silu_mul_global_scale_from_amax`).
+      stream:       as in :func:`quantize_activations`.
+
+    Returns ``(a, a_scale)`` as :func:`quantize_activations` returns them for h: a (cum_m, K/2) uint8;
+    a_scale (a_scale_rows_upper_bound(cum_m, G), K/16) uint8, 128x4-swizzled (G = 1 for None).
+    """
+    traced = torch_hooks.traced("silu_mul_quantize_activations")
+    if traced is not None:
+        return traced(gate_up, m_indptr, global_scale, stream)
+    X, k = _gate_up(gate_up)
+    rows = X.shape[0]
+    arrays = {"gate_up": X}
+    indptr_ptr, groups, group_rows = _silu_mul_groups(m_indptr, rows, arrays)
+    gs_ptr, gs_stride, gs_value = _global_scale(global_scale, groups, arrays)
+    sf_rows = a_scale_rows_upper_bound(rows, groups)
+    ordinal = _device(arrays, X)
+    a, A = outputs.allocate(X, (rows, k // 2), "uint8")
+    a_scale, S = outputs.allocate(X, (sf_rows, k // SF_VEC), "uint8")
+    if max(rows, sf_rows):
+        _launch_rows("silu_mul_quantize_rows", _DTYPE_TAG[X.dtype], ordinal, max(rows, sf_rows), 2 * k,
+                     streams.resolve_stream(stream, arrays),
+                     gate_up=X.ptr, q=A.ptr, q_scale=S.ptr, global_scale=gs_ptr, m_indptr=indptr_ptr, rows=rows,
+                     sf_rows=sf_rows, k=k, num_groups=groups, group_rows=group_rows, gs_stride=gs_stride,
+                     gs_value=gs_value)
+    return a, a_scale
+
+
 # --------------------------------------------------------------------------------- global scales
 
 
@@ -383,6 +459,48 @@ def global_scale_from_amax(x, m_indptr=None, *, per_group: bool = True, stream=N
         _launch_rows("amax_rows", _DTYPE_TAG[X.dtype], ordinal, rows, k, handle,
                      x=X.ptr, amax_bits=O.ptr, m_indptr=indptr_ptr, rows=rows, k=k, num_groups=groups,
                      group_rows=group_rows, per_group=int(per_group))
+    _launch("global_scale_from_amax", None, ordinal, (-(-count // _SCALAR_BLOCK), 1, 1), handle, scale=O.ptr, n=count)
+    return out
+
+
+def silu_mul_global_scale_from_amax(gate_up, m_indptr=None, *, per_group: bool = True, stream=None):
+    """``global_scale_from_amax(h, m_indptr, per_group=per_group)`` of ``h = silu(gate) * up``, h never stored.
+
+    Args:
+      gate_up:   (cum_m, 2K) bfloat16 or float16 as in :func:`silu_mul_quantize_activations`; h is
+                 what that function quantizes, so the two agree with the unfused pair bit for bit.
+      m_indptr:  None (one scale over all rows) or (G+1,) int32 on the GPU (rows outside
+                 [m_indptr[0], m_indptr[G]) ignored).
+      per_group: with m_indptr: True one scale per group, False one for all.
+      stream:    as in :func:`quantize_activations`.
+
+    Returns float32 (G,) per group, else (1,), with :func:`global_scale_from_amax`'s edge cases.
+    """
+    traced = torch_hooks.traced("silu_mul_global_scale_from_amax")
+    if traced is not None:
+        return traced(gate_up, m_indptr, per_group, stream)
+    X, k = _gate_up(gate_up)
+    if type(per_group) is not bool:
+        raise TypeError(f"per_group must be a bool, got {per_group!r}")
+    arrays = {"gate_up": X}
+    rows = X.shape[0]
+    if m_indptr is None:
+        indptr_ptr, groups, count = 0, 1, 1
+    else:
+        M = _indptr(m_indptr)
+        arrays["m_indptr"] = M
+        indptr_ptr, groups = M.ptr, M.shape[0] - 1
+        count = groups if per_group else 1
+    ordinal = _device(arrays, X)
+    out, O = outputs.allocate(X, (count,), "float32")
+    if count == 0:
+        return out
+    handle = streams.resolve_stream(stream, arrays)
+    _zero_words(O.ptr, count, ordinal, handle)
+    if rows:
+        _launch_rows("silu_mul_amax_rows", _DTYPE_TAG[X.dtype], ordinal, rows, 2 * k, handle,
+                     gate_up=X.ptr, amax_bits=O.ptr, m_indptr=indptr_ptr, rows=rows, k=k, num_groups=groups,
+                     group_rows=0, per_group=int(per_group and m_indptr is not None))
     _launch("global_scale_from_amax", None, ordinal, (-(-count // _SCALAR_BLOCK), 1, 1), handle, scale=O.ptr, n=count)
     return out
 

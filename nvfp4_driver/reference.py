@@ -253,6 +253,56 @@ def quantize(x, global_scale) -> tuple[np.ndarray, np.ndarray]:
     return pack_fp4(codes), swizzle_scales(sf)
 
 
+# ----------------------------------------------------------------------------- SiLU * up
+
+
+def round_to_16_bits(x, dtype: str) -> np.ndarray:
+    """float32 values rounded to nearest even into ``dtype`` ("bfloat16" or "float16"), returned as the
+    float32 values of the result (exact): what torch's ``.to(dtype)`` of a float32 tensor gives. float16
+    overflows to +-inf past 65504 (and its rounding range); bfloat16 keeps float32's range."""
+    x = np.asarray(x, np.float32)
+    if dtype == "float16":
+        with np.errstate(over="ignore"):
+            return x.astype(np.float16).astype(np.float32)
+    if dtype != "bfloat16":
+        raise ValueError(f"dtype={dtype!r} must be 'bfloat16' or 'float16'")
+    bits = x.view(np.uint32).astype(np.uint64)
+    # Add half an ulp of bfloat16 minus one, plus the kept lsb (ties to even), then cut the low half.
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000).astype(np.uint32)
+    return np.where(np.isnan(x), x, rounded.view(np.float32))
+
+
+def silu_mul(gate_up, dtype: str) -> np.ndarray:
+    """FlashInfer's silu_and_mul on ``gate_up (rows, 2K)``: ``h = silu(gate) * up`` (gate the first K
+    columns, up the last K), in float32 and rounded to ``dtype`` ("bfloat16"/"float16"), as float32.
+
+    Every step in float32, as torch's CUDA silu computes ``x / (1 + exp(-x))``: ``exp(-x)`` rounded to
+    float32 (evaluated in float64, rounded once; inf from -x > ln(FLT_MAX) ~ 88.72 on, so silu(x) is -0
+    there though the real value is a tiny negative number), ``1 + e`` and the quotient correctly rounded,
+    then the product with up (one rounding) and the rounding to ``dtype`` (nearest even). The GPU kernels
+    and torch use CUDA's ``expf`` (within 2 ulp) instead of a correctly rounded exp, so their float32
+    silu can differ from this one by a few float32 ulps; after the 16-bit rounding that leaves h one ulp
+    of ``dtype`` apart on the rare elements whose product lies that close to a rounding midpoint. The GPU
+    tests therefore compare the kernels with torch bit for bit, and torch's h with this one within one
+    ulp of ``dtype``.
+    """
+    x = _as_float32(gate_up, "gate_up")
+    if x.ndim != 2 or x.shape[1] % 2:
+        raise ValueError(f"gate_up must be 2-D (rows, 2K), got shape {x.shape}")
+    k = x.shape[1] // 2
+    gate, up = x[:, :k], x[:, k:]
+    with np.errstate(over="ignore", invalid="ignore"):
+        e = np.exp(-gate.astype(np.float64)).astype(np.float32)  # float32's exp: inf past FLT_MAX
+        silu32 = gate / (np.float32(1) + e)                       # float32 add and division
+        h32 = silu32 * up
+    return round_to_16_bits(h32, dtype)
+
+
+def silu_mul_quantize_blocks(gate_up, global_scale, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`quantize_blocks` of :func:`silu_mul` (gate_up, dtype): ``(codes (rows, K), sf (rows, K/16))``."""
+    return quantize_blocks(silu_mul(gate_up, dtype), global_scale)
+
+
 def dequantize(packed, sf_rowmajor) -> np.ndarray:
     """Exact decode: ``packed (rows, K/2)`` uint8 and ``sf_rowmajor (rows, K/16)`` bytes ->
     float32 ``(rows, K)`` with ``x = e2m1(code) * ue4m3(scale)`` (exact in float32)."""

@@ -11,9 +11,11 @@ does it as soon as torch and nvfp4_driver are both imported, in either order):
 - ``quantize_activations(x, m_indptr, global_scale) -> (a, a_scale)``,
   ``quantize_weights(w, global_scale) -> (b, b_scale)``,
   ``dequantize(q, q_scale, m_indptr=None, global_scale=None, out_dtype=torch.bfloat16) -> Tensor``,
-  ``global_scale_from_amax(x, m_indptr=None, per_group=True) -> Tensor`` and
-  ``alpha_from_global_scales(gsf_a, gsf_b) -> Tensor``: ``nvfp4_driver.quantize``'s functions, with
-  the global scales as float32 tensors.
+  ``global_scale_from_amax(x, m_indptr=None, per_group=True) -> Tensor``,
+  ``alpha_from_global_scales(gsf_a, gsf_b) -> Tensor``,
+  ``silu_mul_quantize_activations(gate_up, m_indptr, global_scale) -> (a, a_scale)`` and
+  ``silu_mul_global_scale_from_amax(gate_up, m_indptr=None, per_group=True) -> Tensor``:
+  ``nvfp4_driver.quantize``'s functions, with the global scales as float32 tensors.
 
 Each has a fake implementation (shapes and dtypes only, no memory touched), which is what dynamo and
 AOTAutograd run while tracing. The public functions hand calls made under ``torch.compile`` to these
@@ -203,6 +205,48 @@ def _(gsf_a, gsf_b):
     return gsf_a.new_empty((gsf_b.numel() if gsf_a.numel() == 1 else gsf_a.numel(),))
 
 
+@torch.library.custom_op("nvfp4_driver::silu_mul_quantize_activations", mutates_args=())
+def silu_mul_quantize_activations(gate_up: torch.Tensor, m_indptr: Optional[torch.Tensor],
+                                  global_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``nvfp4_driver.quantize.silu_mul_quantize_activations`` (see there): ``(a, a_scale)`` of silu(gate) * up."""
+    return quantize.silu_mul_quantize_activations(gate_up, m_indptr, global_scale)
+
+
+@silu_mul_quantize_activations.register_fake
+def _(gate_up, m_indptr, global_scale):
+    rows, k = _gate_up_shape(gate_up)
+    groups = 1 if m_indptr is None else _groups(m_indptr)
+    _check_global_scale(global_scale, groups)
+    sf_rows = (rows + (SF_ROW_TILE - 1) * groups) // SF_ROW_TILE * SF_ROW_TILE  # as for quantize_activations
+    return (gate_up.new_empty((rows, k // 2), dtype=torch.uint8),
+            gate_up.new_empty((sf_rows, k // SF_VEC), dtype=torch.uint8))
+
+
+@torch.library.custom_op("nvfp4_driver::silu_mul_global_scale_from_amax", mutates_args=())
+def silu_mul_global_scale_from_amax(gate_up: torch.Tensor, m_indptr: Optional[torch.Tensor] = None,
+                                    per_group: bool = True) -> torch.Tensor:
+    """``nvfp4_driver.quantize.silu_mul_global_scale_from_amax`` (see there)."""
+    return quantize.silu_mul_global_scale_from_amax(gate_up, m_indptr, per_group=per_group)
+
+
+@silu_mul_global_scale_from_amax.register_fake
+def _(gate_up, m_indptr=None, per_group=True):
+    _gate_up_shape(gate_up)
+    groups = None if m_indptr is None else _groups(m_indptr)
+    return gate_up.new_empty((groups if per_group and groups is not None else 1,), dtype=torch.float32)
+
+
+def _gate_up_shape(gate_up) -> tuple:
+    """(rows, K) of a (rows, 2K) gate/up input, refused as the real op refuses it."""
+    if gate_up.dtype not in (torch.bfloat16, torch.float16) or gate_up.dim() != 2 or gate_up.shape[1] % 2:
+        raise ValueError(f"gate_up (shape {tuple(gate_up.shape)}, {gate_up.dtype}) must be (rows, 2K) bfloat16 "
+                         f"or float16")
+    k = gate_up.shape[1] // 2
+    _check_k(k, "gate_up.shape[1] / 2")
+    _check_k(2 * k, "gate_up.shape[1]")
+    return gate_up.shape[0], k
+
+
 def _unquantized_shape(x, ndims: tuple[int, ...]) -> tuple:
     if x.dtype not in (torch.bfloat16, torch.float16, torch.float32) or x.dim() not in ndims:
         want = " or ".join(f"{n}-D" for n in ndims)
@@ -271,6 +315,17 @@ def traced_alpha_from_global_scales(gsf_a, gsf_b, stream):
     return torch.ops.nvfp4_driver.alpha_from_global_scales(gsf_a, gsf_b)
 
 
+def traced_silu_mul_quantize_activations(gate_up, m_indptr, global_scale, stream):
+    _no_stream(stream)
+    return torch.ops.nvfp4_driver.silu_mul_quantize_activations(gate_up, m_indptr,
+                                                                _scale_tensor(global_scale, gate_up))
+
+
+def traced_silu_mul_global_scale_from_amax(gate_up, m_indptr, per_group, stream):
+    _no_stream(stream)
+    return torch.ops.nvfp4_driver.silu_mul_global_scale_from_amax(gate_up, m_indptr, per_group)
+
+
 def compile_hooks():
     """``(is_compiling, {public function: its traced form})``, asked for by ``nvfp4_driver.torch_hooks``."""
     is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
@@ -283,4 +338,6 @@ def compile_hooks():
         "dequantize": traced_dequantize,
         "global_scale_from_amax": traced_global_scale_from_amax,
         "alpha_from_global_scales": traced_alpha_from_global_scales,
+        "silu_mul_quantize_activations": traced_silu_mul_quantize_activations,
+        "silu_mul_global_scale_from_amax": traced_silu_mul_global_scale_from_amax,
     }

@@ -201,6 +201,16 @@ def reference_backend() -> dict:
     def alpha_from_global_scales(ga, gb):
         return torch.from_numpy((np.float32(1) / (_np(ga) * _np(gb))).astype(np.float32))
 
+    def silu_mul(gate_up):  # h of the fused kernels, as the float32 values of gate_up's dtype
+        dtype = "float16" if gate_up.dtype == torch.float16 else "bfloat16"
+        return torch.from_numpy(R.silu_mul(_np(gate_up), dtype)).to(gate_up.dtype)
+
+    def silu_mul_global_scale_from_amax(gate_up, m_indptr=None, *, per_group=True):
+        return global_scale_from_amax(silu_mul(gate_up))
+
+    def silu_mul_quantize_activations(gate_up, m_indptr, gs):
+        return quantize_activations(silu_mul(gate_up), m_indptr, gs)
+
     def group_gemm_nvfp4_nt_groupwise(a, b, a_scale, b_scale, m_indptr, alpha=None):
         out = R.group_gemm(a.numpy(), b.numpy(), a_scale.numpy(), b_scale.numpy(), m_indptr.cpu().numpy(),
                            None if alpha is None else alpha.numpy())
@@ -208,4 +218,6 @@ def reference_backend() -> dict:
 
     return dict(global_scale_from_amax=global_scale_from_amax, quantize_weights=quantize_weights,
                 quantize_activations=quantize_activations, alpha_from_global_scales=alpha_from_global_scales,
+                silu_mul_global_scale_from_amax=silu_mul_global_scale_from_amax,
+                silu_mul_quantize_activations=silu_mul_quantize_activations,
                 group_gemm_nvfp4_nt_groupwise=group_gemm_nvfp4_nt_groupwise)

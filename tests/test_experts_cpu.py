@@ -151,10 +151,12 @@ def test_from_bf16_checks_that_the_weights_agree():
         NVFP4Experts.from_bf16(torch.zeros(2, 256, 128), torch.zeros(2, 128, 64))
 
 
+@pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("static", [False, True])
-def test_forward_traces_as_one_graph(static):
+def test_forward_traces_as_one_graph(static, fused):
     """torch.compile(fullgraph=True) over the layer (meta tensors: tracing only): every nvfp4_driver
-    call becomes its torch.library op, and nothing breaks the graph."""
+    call becomes its torch.library op, and nothing breaks the graph; SiLU * up is the fused ops or
+    torch's, as the layer's fuse_silu_mul says."""
     graphs = []
 
     def backend(gm, example_inputs):
@@ -169,6 +171,7 @@ def test_forward_traces_as_one_graph(static):
         if static else {}
     layer = NVFP4Experts(meta((e, 2 * i, h // 2)), meta((e, 2 * i, h // 16)), meta((e,), torch.float32),
                          meta((e, h, i // 2)), meta((e, h, i // 16)), meta((e,), torch.float32), **scales)
+    layer.fuse_silu_mul = fused
     torch._dynamo.reset()
     out = torch.compile(layer, backend=backend, fullgraph=True)(meta((33, h), torch.bfloat16),
                                                                meta((33, 4), torch.int64), meta((33, 4), torch.float32))
@@ -176,8 +179,9 @@ def test_forward_traces_as_one_graph(static):
     (gm,) = graphs
     targets = [str(n.target).removesuffix(".default") for n in gm.graph.nodes if n.op == "call_function"]
     ours = sorted(t for t in targets if t.startswith("nvfp4_driver."))
+    second = "nvfp4_driver.silu_mul_" if fused else "nvfp4_driver."  # the down GEMM's quantization
     dynamic = [] if static else ["nvfp4_driver.alpha_from_global_scales"] * 2 + \
-        ["nvfp4_driver.global_scale_from_amax"] * 2
+        ["nvfp4_driver.global_scale_from_amax", second + "global_scale_from_amax"]
     assert ours == sorted(dynamic + ["nvfp4_driver.group_gemm_nvfp4_nt_groupwise"] * 2 +
-                          ["nvfp4_driver.quantize_activations"] * 2), ours
+                          ["nvfp4_driver.quantize_activations", second + "quantize_activations"]), ours
     torch._dynamo.reset()

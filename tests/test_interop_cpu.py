@@ -128,7 +128,7 @@ def test_ops_are_registered_once_torch_is_imported():
 
     assert torch_hooks.is_compiling is not None and set(torch_hooks.traced_forms) == {
         "group_gemm", "quantize_activations", "quantize_weights", "dequantize", "global_scale_from_amax",
-        "alpha_from_global_scales"}
+        "alpha_from_global_scales", "silu_mul_quantize_activations", "silu_mul_global_scale_from_amax"}
     assert hasattr(torch.ops.nvfp4_driver, "group_gemm_nvfp4_nt_groupwise")
     assert hasattr(torch.ops.nvfp4_driver, "group_gemm_nvfp4_nt_groupwise_out")
 

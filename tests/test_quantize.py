@@ -110,10 +110,11 @@ def test_cpu_tensors_are_refused_by_name():
 
 
 def test_every_quantizer_symbol_has_every_target():
-    """The family the ops launch from: 11 symbols, each built for every target the GEMM uses."""
+    """The family the ops launch from: 15 symbols, each built for every target the GEMM uses."""
     kernels = {n: e for n, e in variants.manifest()["kernels"].items() if e["family"] == "quantize"}
     ops = {"quantize_rows", "dequantize_rows", "amax_rows"}
     want = {f"nvfp4_{op}_{t}" for op in ops for t in ("bf16", "f16", "f32")}
+    want |= {f"nvfp4_silu_mul_{op}_{t}" for op in ("quantize_rows", "amax_rows") for t in ("bf16", "f16")}
     want |= {"nvfp4_global_scale_from_amax", "nvfp4_alpha_from_global_scales"}
     assert set(kernels) == want
     # One name from the build table to Python: the manifest's op and dtype are the symbol's pieces.

@@ -13,7 +13,8 @@ from nvfp4_driver import layout, quantize, torch_hooks, torch_ops  # noqa: F401 
 
 ROOT = Path(__file__).resolve().parents[1]
 OPS = ("group_gemm_nvfp4_nt_groupwise", "group_gemm_nvfp4_nt_groupwise_out", "quantize_activations",
-       "quantize_weights", "dequantize", "global_scale_from_amax", "alpha_from_global_scales")
+       "quantize_weights", "dequantize", "global_scale_from_amax", "alpha_from_global_scales",
+       "silu_mul_quantize_activations", "silu_mul_global_scale_from_amax")
 
 
 def run_python(code: str) -> str:

@@ -142,18 +142,28 @@ def silu_and_mul_nvfp4_quantize(input, global_scale, sf_vec_size: int = 16, is_s
                                 is_sf_8x4_layout: bool = False, enable_pdl=None):
     """FlashInfer's ``silu_and_mul_nvfp4_quantize``: ``h = silu(input[..., :K]) * input[..., K:]``, then NVFP4.
 
-    As in FlashInfer, ``h`` is computed in float32 and rounded to the input dtype before quantizing
-    (torch ops on the GPU, then our quantizer). ``input`` [..., 2K] bfloat16/float16, contiguous;
-    leading dimensions are rows. Returns ``(x_q [M, K/2] uint8, sf)`` with sf as in :func:`fp4_quantize`.
+    As in FlashInfer, ``h`` is computed in float32 and rounded to the input dtype before quantizing.
+    ``input`` [..., 2K] bfloat16/float16, contiguous; leading dimensions are rows. Where K % 64 == 0 and
+    the input is 16-byte aligned, one kernel does it all (``quantize.silu_mul_quantize_activations``,
+    h never stored); otherwise torch ops compute h and our quantizer pads K to 64 (:func:`fp4_quantize`).
+    Both give the same bytes. Returns ``(x_q [M, K/2] uint8, sf)`` with sf as in :func:`fp4_quantize`.
     """
     torch = _torch()
     _check_vec_size(sf_vec_size)
+    if is_sf_8x4_layout:
+        _unsupported("is_sf_8x4_layout", is_sf_8x4_layout, "scales come in the 128x4 or the linear layout")
     if not input.is_contiguous():
         raise ValueError("input must be row-major contiguous ([..., 2K]: gate then up)")
     if input.dim() < 1 or input.shape[-1] % 2 or (input.shape[-1] // 2) % SF_VEC:
         raise ValueError(f"input.shape={tuple(input.shape)} needs a last dimension 2K with K % 16 == 0")
     k = input.shape[-1] // 2
     x = input.reshape(-1, 2 * k)
+    if k % _QUANT_K == 0 and x.dtype in (torch.bfloat16, torch.float16) and x.data_ptr() % 16 == 0:
+        rows = x.shape[0]
+        x_q, sf = _quantize.silu_mul_quantize_activations(x, None, _global_scale(torch, global_scale, x.device, False))
+        if not is_sf_swizzled_layout:  # the kernel writes the 128x4 layout; FlashInfer's linear one is row-major
+            sf = deinterleave_scales(sf, rows, sf.shape[1]).contiguous()
+        return x_q, sf
     h = (torch.nn.functional.silu(x[:, :k].float()) * x[:, k:].float()).to(input.dtype)
     return fp4_quantize(h, global_scale, sf_vec_size, False, is_sf_swizzled_layout, is_sf_8x4_layout,
                         enable_pdl=enable_pdl)
