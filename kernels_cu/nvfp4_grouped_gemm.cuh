@@ -33,7 +33,9 @@ struct GemmConfig {
   // 16-token tiles are latency-bound: two blocks per SM (at most 128 registers a thread at 256
   // threads) keep more warps in flight. Wider tiles need their registers for the MMA fragments
   // (32 tokens spill at 128), and so does sm_80's longer scale conversion (nvfp4_decode.cuh).
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 890
+#if defined(NVFP4_MIN_BLOCKS)
+  static constexpr int MIN_BLOCKS = NVFP4_MIN_BLOCKS;
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 890
   static constexpr int MIN_BLOCKS = 1;
 #else
   static constexpr int MIN_BLOCKS = TM == 16 && THREADS <= 256 ? 2 : 1;
@@ -83,14 +85,19 @@ struct TileSource {
 };
 
 // The cp.async copies of one thread, k tile by k tile, into the pipeline stages (layout above).
-// Everything that does not change along K -- which rows and columns this thread copies, their
-// 64-bit source rows, the swizzled offsets of its scale words -- is worked out once per block;
-// a k tile then only adds a constant to each source address (the scale words of the next k tile
-// lie (TK / 64) * 512 bytes further in SPEC §3's layout).
+// Everything that does not change along K -- which rows and columns this thread copies, where its
+// rows start, the swizzled offsets of its scale words -- is worked out once per block; a k tile
+// then only adds an offset (the scale words of the next k tile lie (TK / 64) * 512 bytes further in
+// SPEC §3's layout). A thread's weight rows are ROWS_PER_PASS apart, so one row address and a stride
+// name them all: fewer registers than a pointer per row, which the 16-token tiles need. (Token rows
+// keep a pointer each: with 128-token tiles of 64 threads, 16 of them, the stride's products spill.)
 //
-// Reads past K (K=384 with TILE_K=256), past N, or past a_scale are zero-filled: zero data times
-// zero scale contributes exactly 0. Rows past the group end are clamped to its last row: real
-// data whose results are never stored.
+// Copies that must read nothing -- weight rows past N, scale words past a_scale or past N,
+// anything past K (K = 384 with TILE_K = 256) -- use cp.async's source size 0: they fill zeros and
+// read nothing (zero data times zero scale contributes exactly 0). Token rows past the group end
+// are clamped to its last row: real data whose results are never stored. Addresses stay inside the
+// operand where it is cheap (k offset 0, the operand's base for a scale word); a weight row past N
+// is only named, never read.
 template <class C, int THREADS>
 struct StageLoader {
   static constexpr int CPR = C::CHUNKS_PER_ROW, ROWS_PER_PASS = THREADS / CPR;
@@ -100,27 +107,30 @@ struct StageLoader {
   static constexpr int SA_WORDS = C::SF_WORDS * C::TM, SB_WORDS = C::SF_WORDS * C::TN;
   static constexpr int SA_PASSES = (SA_WORDS + THREADS - 1) / THREADS;
   static constexpr int SB_PASSES = (SB_WORDS + THREADS - 1) / THREADS;
+  static_assert(A_PASSES <= 32 && B_PASSES <= 32 && SA_PASSES <= 32 && SB_PASSES <= 32, "one bit a pass");
   static constexpr int SF_STEP = C::TK / 64 * 512;
+  static constexpr bool K_TAIL = C::TK > 128;  // K % 128 == 0: only a 256-wide k tile can pass K
 
   const TileSource& src;
   int tid, col;
-  const uint8_t* a_row[A_PASSES];
-  const uint8_t* b_row[B_PASSES];    // nullptr: a row past N
+  const uint8_t* a_row[A_PASSES];  // rows past the group end are clamped to its last (never stored)
+  const uint8_t* b_row;   // pass 0's row; pass p's is ROWS_PER_PASS * p rows further
+  int64_t b_step;         // ROWS_PER_PASS rows of `b`
+  uint32_t b_live;        // bit p: pass p's row is below N
   const uint8_t* sa_word[SA_PASSES]; // k tile 0's word; nullptr: a row past a_scale
   const uint8_t* sb_word[SB_PASSES]; // nullptr: a row past N (with tile_n 256, also past N_pad)
   int sa_col[SA_PASSES], sb_col[SB_PASSES];  // the word's first scale column within a k tile
 
   __device__ __forceinline__ StageLoader(const TileSource& s, int t) : src(s), tid(t), col(t % CPR) {
+    const int r0 = t / CPR;
 #pragma unroll
-    for (int p = 0; p < A_PASSES; ++p) {
-      const int64_t row = min(s.tile.row_begin + t / CPR + p * ROWS_PER_PASS, s.tile.row_end - 1);
-      a_row[p] = s.a + row * s.row_bytes;
-    }
+    for (int p = 0; p < A_PASSES; ++p)
+      a_row[p] = s.a + min(s.tile.row_begin + r0 + p * ROWS_PER_PASS, s.tile.row_end - 1) * s.row_bytes;
+    b_step = static_cast<int64_t>(ROWS_PER_PASS) * s.row_bytes;
+    b_row = s.b_group + (s.n0 + r0) * s.row_bytes;
+    b_live = 0;
 #pragma unroll
-    for (int p = 0; p < B_PASSES; ++p) {
-      const int64_t row = s.n0 + t / CPR + p * ROWS_PER_PASS;
-      b_row[p] = row < s.n ? s.b_group + row * s.row_bytes : nullptr;
-    }
+    for (int p = 0; p < B_PASSES; ++p) b_live |= static_cast<uint32_t>(s.n0 + r0 + p * ROWS_PER_PASS < s.n) << p;
 #pragma unroll
     for (int p = 0; p < SA_PASSES; ++p) {
       const int i = t + p * THREADS, w = i / C::TM;
@@ -143,32 +153,32 @@ struct StageLoader {
     uint8_t* s_sa = s_b + C::STAGE_B;
     uint8_t* s_sb = s_sa + C::STAGE_SA;
     const int64_t k_byte = static_cast<int64_t>(kt) * C::ROW_BYTES + col * 16;
-    const bool k_ok = k_byte < src.row_bytes;
+    const bool k_ok = !K_TAIL || k_byte < src.row_bytes;
+    const int64_t k_off = k_ok ? k_byte : 0;
 #pragma unroll
     for (int p = 0; p < A_PASSES; ++p) {
       const int r = tid / CPR + p * ROWS_PER_PASS;
       if (C::TM % ROWS_PER_PASS == 0 || r < C::TM)
-        cp_async_16(s_a + r * C::ROW_PITCH + col * 16, k_ok ? a_row[p] + k_byte : src.a, k_ok);
+        cp_async_16(s_a + r * C::ROW_PITCH + col * 16, a_row[p] + k_off, k_ok);
     }
 #pragma unroll
     for (int p = 0; p < B_PASSES; ++p) {
       const int r = tid / CPR + p * ROWS_PER_PASS;
-      const bool ok = k_ok && b_row[p] != nullptr;
       if (C::TN % ROWS_PER_PASS == 0 || r < C::TN)
-        cp_async_16(s_b + r * C::ROW_PITCH + col * 16, ok ? b_row[p] + k_byte : src.b, ok);
+        cp_async_16(s_b + r * C::ROW_PITCH + col * 16, b_row + p * b_step + k_off, k_ok && (b_live >> p & 1));
     }
     const int sf_col0 = kt * (C::TK / kSfVec);
     const int64_t sf_step = static_cast<int64_t>(kt) * SF_STEP;
 #pragma unroll
     for (int p = 0; p < SA_PASSES; ++p) {
       const int i = tid + p * THREADS;
-      const bool ok = sa_word[p] != nullptr && sf_col0 + sa_col[p] < src.sf_k;
+      const bool ok = sa_word[p] != nullptr && (!K_TAIL || sf_col0 + sa_col[p] < src.sf_k);
       if (SA_WORDS % THREADS == 0 || i < SA_WORDS) cp_async_4(s_sa + i * 4, ok ? sa_word[p] + sf_step : src.a_scale, ok);
     }
 #pragma unroll
     for (int p = 0; p < SB_PASSES; ++p) {
       const int i = tid + p * THREADS;
-      const bool ok = sb_word[p] != nullptr && sf_col0 + sb_col[p] < src.sf_k;
+      const bool ok = sb_word[p] != nullptr && (!K_TAIL || sf_col0 + sb_col[p] < src.sf_k);
       if (SB_WORDS % THREADS == 0 || i < SB_WORDS) cp_async_4(s_sb + i * 4, ok ? sb_word[p] + sf_step : src.b_scale, ok);
     }
   }

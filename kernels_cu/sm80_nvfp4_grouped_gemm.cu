@@ -75,24 +75,23 @@ struct MathSm80 {
       // Both operands place the same k elements in the same MMA k slots (a permutation of k within
       // the half, which the sum does not see): decoded register 2t -> slots 2q..2q+1, register
       // 2t+1 -> slots 8+2q..8+2q+1 of MMA step t.
-      uint32_t p_frag[C::P_TILES][2][4];
       uint32_t q_frag[C::Q_TILES][4];
-#pragma unroll
-      for (int i = 0; i < C::P_TILES; ++i)
-#pragma unroll
-        for (int r = 0; r < 2; ++r)
-          load_decoded<C>(s.p_data, p_base + i * 16 + r * 8 + grp, kc, h, q,
-                          h ? __high2half2(p_scale[i][r]) : __low2half2(p_scale[i][r]), p_frag[i][r]);
 #pragma unroll
       for (int j = 0; j < C::Q_TILES; ++j)
         load_decoded<C>(s.q_data, q_base + j * 8 + grp, kc, h, q,
                         h ? __high2half2(q_scale[j]) : __low2half2(q_scale[j]), q_frag[j]);
+      // One P fragment decoded at a time, right before its MMAs: 8 decoded registers live instead
+      // of 8 per P fragment, which is what lets the 16-token tiles keep 3 blocks on an SM.
 #pragma unroll
-      for (int t = 0; t < 2; ++t)
+      for (int i = 0; i < C::P_TILES; ++i) {
+        uint32_t p_frag[2][4];
 #pragma unroll
-        for (int i = 0; i < C::P_TILES; ++i) {
-          const uint32_t a_regs[4] = {p_frag[i][0][2 * t], p_frag[i][1][2 * t], p_frag[i][0][2 * t + 1],
-                                      p_frag[i][1][2 * t + 1]};
+        for (int r = 0; r < 2; ++r)
+          load_decoded<C>(s.p_data, p_base + i * 16 + r * 8 + grp, kc, h, q,
+                          h ? __high2half2(p_scale[i][r]) : __low2half2(p_scale[i][r]), p_frag[r]);
+#pragma unroll
+        for (int t = 0; t < 2; ++t) {
+          const uint32_t a_regs[4] = {p_frag[0][2 * t], p_frag[1][2 * t], p_frag[0][2 * t + 1], p_frag[1][2 * t + 1]};
 #pragma unroll
           for (int j = 0; j < C::Q_TILES; ++j) {
             if (NVFP4_DIAG_SKIP & 2) {
@@ -103,6 +102,7 @@ struct MathSm80 {
             mma_f16_16x8x16(acc[i][j], a_regs, q_frag[j][2 * t], q_frag[j][2 * t + 1]);
           }
         }
+      }
     }
   }
 };
