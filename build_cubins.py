@@ -157,10 +157,12 @@ FAMILIES = {
     # kernel's data movement on an H100.
     "sm120": _gemm_family("sm120_nvfp4_grouped_gemm.cu", ("sm_120a", "sm_121a", "twin_sm_90", "standin_sm_90")),
     # The native kernel, warp-specialized (nvfp4_grouped_gemm_ws.cuh): a TMA producer warp, mbarrier
-    # hand-overs, a persistent grid. 1,024 B of alignment slack and 256 B of mbarriers besides the stages.
+    # hand-overs, a persistent grid. Besides the stages: 1,024 B of alignment slack, 256 B of mbarriers
+    # and a 512-byte epilogue slice per consumer warp.
     "sm120ws": FamilyBuild(source="sm120ws_nvfp4_grouped_gemm.cu",
                            targets=("sm_120a", "sm_121a", "twin_sm_90", "standin_sm_90"), threads=_ws_threads,
-                           stage_bytes=_ws_stage_bytes, max_stages=4, fixed_smem=lambda v: 1024 + 256,
+                           stage_bytes=_ws_stage_bytes, max_stages=4,
+                           fixed_smem=lambda v: 1024 + 256 + 512 * (_ws_threads(v) // 32 - 1),
                            smem_budget=_ws_smem_budget, blocks_per_sm=_ws_blocks_per_sm),
 }
 # Builds of another target's kernel for sm_90, by the macro that makes them: they stand in for

@@ -47,8 +47,10 @@ struct WsConfig {
   static constexpr int STAGE_B = TN * ROW_BYTES;
   static constexpr int STAGE_SF = SF_QUADS * 512;  // one 128-row scale block's k tile
   static constexpr int STAGE_BYTES = STAGE_A + STAGE_B + 2 * STAGE_SF;
-  // Slack to align the dynamic shared memory to 1024 B at run time, then the 2 x STAGES barriers.
-  static constexpr int SMEM_BYTES = STAGES * STAGE_BYTES + 1024 + 256;
+  // Slack to align the dynamic shared memory to 1024 B at run time, the 2 x STAGES barriers (256 B),
+  // then each consumer warp's 512-byte epilogue slice.
+  static constexpr int EPILOGUE_BYTES = CONSUMER_WARPS * 512;
+  static constexpr int SMEM_BYTES = STAGES * STAGE_BYTES + 1024 + 256 + EPILOGUE_BYTES;
   static constexpr int P_TILES = SWAP ? WARP_N / 16 : WARP_M / 16;
   static constexpr int Q_TILES = SWAP ? WARP_M / 8 : WARP_N / 8;
   static_assert(TM <= 128 && TN <= 128 && 128 % TM == 0 && 128 % TN == 0,
@@ -95,6 +97,43 @@ struct GemmMaps {
   const CUtensorMap* sb;  // uint8 (16, 32, sf_k/4, G*N_pad/128), box (16, 32, TK/64, 1)
 };
 
+// The epilogue of one warp through its own 512-byte slice of shared memory: 8 output rows x 32
+// columns of 2-byte values at a time (16-byte chunk c of row r stored at chunk c ^ ((r >> 1) & 3),
+// so the fragments' 4-byte writes and the 16-byte reads both hit 32 distinct banks), then one
+// 16-byte store a lane: 4 lanes cover a row's 64 contiguous bytes. N % 8 == 0, so a chunk of 8
+// columns lies wholly inside or outside the output.
+__device__ __forceinline__ int epilogue_offset(int row, int col) {  // bytes; col in 0..31
+  return row * 64 + ((((col >> 3) ^ (row >> 1)) & 3) << 4) + (col & 7) * 2;
+}
+
+__device__ __forceinline__ uint32_t pack_out(float v0, float v1, int out_dtype) {
+  if (out_dtype == kOutF16) {
+    const __half2 h = __floats2half2_rn(v0, v1);
+    return *reinterpret_cast<const uint32_t*>(&h);
+  }
+  const __nv_bfloat162 h = __floats2bfloat162_rn(v0, v1);
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
+
+__device__ __forceinline__ uint16_t pack_one(float v, int out_dtype) {
+  if (out_dtype == kOutF16) {
+    const __half h = __float2half_rn(v);
+    return *reinterpret_cast<const uint16_t*>(&h);
+  }
+  const __nv_bfloat16 h = __float2bfloat16_rn(v);
+  return *reinterpret_cast<const uint16_t*>(&h);
+}
+
+// Lane's chunk of the slice (row lane/4, columns 8*(lane%4)..+8) to out[row0 + row][col0 + ...].
+__device__ __forceinline__ void store_slice(const uint8_t* slice, void* out, int64_t row0, int64_t row_end,
+                                            int64_t col0, int n, int lane) {
+  const int r = lane >> 2, c = lane & 3;
+  const uint4 v = *reinterpret_cast<const uint4*>(slice + epilogue_offset(r, 8 * c));
+  const int64_t row = row0 + r, col = col0 + 8 * c;
+  if (row < row_end && col < n)
+    *reinterpret_cast<uint4*>(static_cast<uint16_t*>(out) + row * n + col) = v;
+}
+
 constexpr int kWsRasterBand = 8;
 
 template <class C, class Math>
@@ -106,6 +145,7 @@ __device__ __forceinline__ void grouped_gemm_ws(const int32_t* __restrict__ m_in
   uint8_t* smem = smem_raw + ((1024 - (smem_address(smem_raw) & 1023)) & 1023);
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + STAGES * C::STAGE_BYTES);
   uint64_t* empty = full + STAGES;
+  uint8_t* epilogue = smem + STAGES * C::STAGE_BYTES + 256;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
 
   if (threadIdx.x == 0) {
@@ -202,6 +242,43 @@ __device__ __forceinline__ void grouped_gemm_ws(const int32_t* __restrict__ m_in
     // Epilogue (the producer is already loading the next tile): accumulator element v of
     // fragment (i, j) sits at P row lane/4 (+8 for v >= 2) and Q column 2*(lane%4) + (v & 1).
     const float scale = alpha != nullptr ? __ldg(alpha + tile.group) : 1.f;
+    if ((reinterpret_cast<uintptr_t>(out) & 15) == 0) {
+      // 16-byte stores through this warp's slice, 8 output rows at a time.
+      uint8_t* slice = epilogue + (warp << 9);
+      if (!C::SWAP) {  // P = output rows: fragment (i, h) is 8 rows x the warp's 32 columns
+#pragma unroll
+        for (int i = 0; i < C::P_TILES; ++i)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+#pragma unroll
+            for (int j = 0; j < C::Q_TILES; ++j)
+              *reinterpret_cast<uint32_t*>(slice + epilogue_offset(grp, j * 8 + 2 * quad_lane)) =
+                  pack_out(acc[i][j][2 * h] * scale, acc[i][j][2 * h + 1] * scale, out_dtype);
+            __syncwarp();
+            store_slice(slice, out, tile.row_begin + p_base + i * 16 + h * 8, tile.row_end, n0 + q_base, n, lane);
+            __syncwarp();  // the slice is read before the next fragment overwrites it
+          }
+      } else {  // Q = output rows: fragment column j is 8 rows x the warp's 32 columns (P rows)
+#pragma unroll
+        for (int j = 0; j < C::Q_TILES; ++j) {
+#pragma unroll
+          for (int i = 0; i < C::P_TILES; ++i)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+              const int col = i * 16 + h * 8 + grp;
+              *reinterpret_cast<uint16_t*>(slice + epilogue_offset(2 * quad_lane, col)) =
+                  pack_one(acc[i][j][2 * h] * scale, out_dtype);
+              *reinterpret_cast<uint16_t*>(slice + epilogue_offset(2 * quad_lane + 1, col)) =
+                  pack_one(acc[i][j][2 * h + 1] * scale, out_dtype);
+            }
+          __syncwarp();
+          store_slice(slice, out, tile.row_begin + q_base + j * 8, tile.row_end, n0 + p_base, n, lane);
+          __syncwarp();
+        }
+      }
+      continue;
+    }
+    // `out` only 4-byte aligned (a view): each lane stores its own values.
 #pragma unroll
     for (int i = 0; i < C::P_TILES; ++i)
 #pragma unroll

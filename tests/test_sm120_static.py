@@ -83,9 +83,12 @@ def test_warp_specialized_instruction_stream(tool, name, target):
     fragment loads (one LDSM.x4 per 16-row P fragment and per pair of 8-column Q fragments, per 64-K
     chunk), exactly one mbarrier wait (the full stage) and no block-wide barrier; the producer's k
     loop issues the four bulk-tensor copies of a stage (a, b and both scale blocks) behind its own
-    mbarrier wait; the block holds the blocks per SM its persistent grid counts on."""
+    mbarrier wait; the epilogue leaves through shared memory with 16-byte stores; the block holds
+    the blocks per SM its persistent grid counts on."""
     entry = MANIFEST["kernels"][name]
     c = sass_census.census(tool, name, target, entry)
+    sass = cuobjdump.sass(tool, CUBINS / entry["targets"][target]["file"])
+    assert "STG.E.128" in sass and "LDS.128" in sass
     warp_m = min(entry["tile_m"], 64)
     per_step = warp_m * 32 // (16 * 8)
     p_frags, q_pairs = (2, warp_m // 16) if entry["swap_ab"] else (warp_m // 16, 2)
