@@ -6,7 +6,11 @@
 //
 //   out[m, n] = alpha[g] * sum_k e2m1(a[m,k]) sa(m,k/16) * e2m1(b[g,n,k]) sb(g,n,k/16)
 //
-// A family supplies its `Math` policy (how one 64-K chunk of a stage becomes MMAs); the tile,
+// A family supplies its `Math` policy: `PFragments<C>`, `load_p` (the P operand's fragments and
+// scales of one 64-K chunk) and `mma` (that chunk's Q fragments and MMAs). The P fragments of the
+// next chunk are loaded before the current chunk's MMAs issue, the next stage's first chunk
+// included (its full barrier is waited for there), so the ldmatrix latency at a stage boundary
+// hides behind the last chunk's MMAs (where registers allow: WsConfig::PREFETCH_NEXT_STAGE). The tile,
 // warp tiling and epilogue follow nvfp4_grouped_gemm.cuh (64 x 32 warp tiles, P = the MMA's M
 // side, Q its N side, swapped with SWAP).
 //
@@ -53,6 +57,11 @@ struct WsConfig {
   static constexpr int SMEM_BYTES = STAGES * STAGE_BYTES + 1024 + 256 + EPILOGUE_BYTES;
   static constexpr int P_TILES = SWAP ? WARP_N / 16 : WARP_M / 16;
   static constexpr int Q_TILES = SWAP ? WARP_M / 8 : WARP_N / 8;
+  // The next stage's first P fragments are loaded before the last chunk's MMAs where the registers
+  // allow: two sets of P fragments (5 words per 16 rows) beside the accumulators. Nine warps leave
+  // 168 registers a thread (a scheduler's 16 K registers over its 3 warps), which 4 P tiles and 64
+  // accumulators exceed (ptxas spills); those cuts prefetch within the stage only.
+  static constexpr bool PREFETCH_NEXT_STAGE = P_TILES <= 2;
   static_assert(TM <= 128 && TN <= 128 && 128 % TM == 0 && 128 % TN == 0,
                 "a tile's scale rows lie in one 128-row scale block");
   static_assert(STAGE_A % 1024 == 0 && STAGE_B % 1024 == 0, "every operand starts on a swizzle repeat");
@@ -224,19 +233,44 @@ __device__ __forceinline__ void grouped_gemm_ws(const int32_t* __restrict__ m_in
 #pragma unroll
         for (int v = 0; v < 4; ++v) acc[i][j][v] = 0.f;
 
-    for (int kt = 0; kt < k_tiles; ++kt) {
-      mbar_wait(&full[stage], phase);
-      const uint8_t* s_a = smem + stage * C::STAGE_BYTES;
+    auto view_of = [&](int st) {
+      const uint8_t* s_a = smem + st * C::STAGE_BYTES;
       const uint8_t* s_b = s_a + C::STAGE_A;
       const uint32_t* s_sa = reinterpret_cast<const uint32_t*>(s_b + C::STAGE_B);
       const uint32_t* s_sb = s_sa + C::STAGE_SF / 4;
-      const WsStageView view = C::SWAP ? WsStageView{s_b, s_a, s_sb, s_sa, b_row0, a_row0}
-                                       : WsStageView{s_a, s_b, s_sa, s_sb, a_row0, b_row0};
+      return C::SWAP ? WsStageView{s_b, s_a, s_sb, s_sa, b_row0, a_row0}
+                     : WsStageView{s_a, s_b, s_sa, s_sb, a_row0, b_row0};
+    };
+    // Two sets of P fragments taking turns: chunk kc computes from set kc % 2 while set (kc+1) % 2
+    // is loaded; a stage has an even number of chunks, so the next stage's chunk 0 lands in set 0
+    // again and no fragment is ever copied between registers.
+    static_assert((TK / 64) % 2 == 0, "the P fragment sets alternate per chunk");
+    typename Math::template PFragments<C> frag[2];
+    if (C::PREFETCH_NEXT_STAGE) {
+      mbar_wait(&full[stage], phase);
+      Math::template load_p<C>(frag[0], view_of(stage), p_base, 0, lane);
+    }
+    for (int kt = 0; kt < k_tiles; ++kt) {
+      const WsStageView view = view_of(stage);
+      const int next_stage = stage + 1 == STAGES ? 0 : stage + 1;
+      const uint32_t next_phase = next_stage == 0 ? phase ^ 1 : phase;
+      if (!C::PREFETCH_NEXT_STAGE) {
+        mbar_wait(&full[stage], phase);
+        Math::template load_p<C>(frag[0], view, p_base, 0, lane);
+      }
 #pragma unroll
-      for (int kc = 0; kc < TK / 64; ++kc) Math::template chunk<C>(acc, view, p_base, q_base, kc, lane);
+      for (int kc = 0; kc < TK / 64; ++kc) {
+        if (kc + 1 < TK / 64) {
+          Math::template load_p<C>(frag[(kc + 1) & 1], view, p_base, kc + 1, lane);
+        } else if (C::PREFETCH_NEXT_STAGE && kt + 1 < k_tiles) {
+          mbar_wait(&full[next_stage], next_phase);
+          Math::template load_p<C>(frag[0], view_of(next_stage), p_base, 0, lane);
+        }
+        Math::template mma<C>(acc, frag[kc & 1], view, q_base, kc, lane);
+      }
       __syncwarp();  // every lane's ldmatrix of this stage has returned
       if (lane == 0) mbar_arrive(&empty[stage]);
-      if (++stage == STAGES) stage = 0, phase ^= 1;
+      stage = next_stage, phase = next_phase;
     }
 
     // Epilogue (the producer is already loading the next tile): accumulator element v of

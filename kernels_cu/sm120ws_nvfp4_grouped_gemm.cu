@@ -28,25 +28,38 @@ struct MathSm120Ws {
   // reads a scale byte as byte & 0x7F, so the words are masked before the MMA sees them.
   static constexpr uint32_t kScaleMask = 0x7F7F7F7Fu;
 
-  // One 64-K chunk (kc: its index in the stage, also its scale quad). Fragment words as in
-  // sm120_nvfp4_grouped_gemm.cu; the chunk's two 16-byte halves of a row are chunks 2kc, 2kc+1 of
-  // the swizzled row. P (16 rows): lane l addresses row l % 8 + 8 * ((l / 8) % 2), half l / 16.
-  // Q (two 8-row fragments per ldmatrix): row l % 8 of fragment l / 16, half (l / 8) % 2.
+  // The P operand of one 64-K chunk (kc: its index in the stage, also its scale quad): fragment
+  // words as in sm120_nvfp4_grouped_gemm.cu, the chunk's two 16-byte halves of a row being chunks
+  // 2kc, 2kc+1 of the swizzled row. Loaded one chunk ahead of its MMAs (the body's loop), across
+  // the stage boundary too.
   template <class C>
-  static __device__ __forceinline__ void chunk(float (&acc)[C::P_TILES][C::Q_TILES][4], const WsStageView& s,
-                                               int p_base, int q_base, int kc, int lane) {
-    static_assert(C::Q_TILES % 2 == 0, "Q fragments are loaded in pairs");
+  struct PFragments {
+    uint32_t a[C::P_TILES][4], sf[C::P_TILES];
+  };
+
+  // P (16 rows): lane l addresses row l % 8 + 8 * ((l / 8) % 2), half l / 16.
+  template <class C>
+  static __device__ __forceinline__ void load_p(PFragments<C>& f, const WsStageView& s, int p_base, int kc,
+                                                int lane) {
     const int g = lane >> 2, p = lane & 3, l8 = lane & 7;
-    uint32_t a[C::P_TILES][4], sfa[C::P_TILES];
 #pragma unroll
     for (int i = 0; i < C::P_TILES; ++i) {
       const int row = p_base + i * 16 + l8 + ((lane >> 3) & 1) * 8;
-      ldmatrix_x4(a[i], s.p_data + swizzled_chunk<C>(row, 2 * kc + (lane >> 4)));
+      ldmatrix_x4(f.a[i], s.p_data + swizzled_chunk<C>(row, 2 * kc + (lane >> 4)));
       // thread-id-a = 0: lane 4g carries row g's 4 scales, lane 4g+1 row g+8's (lanes 4g+2/3 are
       // not read; they load row g+8's too, which keeps the load uniform).
       const int sf_row = s.p_sf_row0 + p_base + i * 16 + g + ((p & 1) ? 8 : 0);
-      sfa[i] = s.p_sf[sf_word(sf_row, kc)] & kScaleMask;
+      f.sf[i] = s.p_sf[sf_word(sf_row, kc)] & kScaleMask;
     }
+  }
+
+  // The chunk's MMAs: Q fragments (two 8-row fragments per ldmatrix: row l % 8 of fragment l / 16,
+  // half (l / 8) % 2) and their scales, each pair loaded as its MMAs need it.
+  template <class C>
+  static __device__ __forceinline__ void mma(float (&acc)[C::P_TILES][C::Q_TILES][4], const PFragments<C>& f,
+                                             const WsStageView& s, int q_base, int kc, int lane) {
+    static_assert(C::Q_TILES % 2 == 0, "Q fragments are loaded in pairs");
+    const int g = lane >> 2, l8 = lane & 7;
 #pragma unroll
     for (int j = 0; j < C::Q_TILES; j += 2) {
       uint32_t b4[4];
@@ -58,7 +71,7 @@ struct MathSm120Ws {
         // thread-id-b = 0: lane 4g carries column g's 4 scales (the others are not read).
         const uint32_t sfb = s.q_sf[sf_word(s.q_sf_row0 + q_base + (j + h) * 8 + g, kc)] & kScaleMask;
 #pragma unroll
-        for (int i = 0; i < C::P_TILES; ++i) mma_nvf4_16x8x64<0, 0>(acc[i][j + h], a[i], b, sfa[i], sfb);
+        for (int i = 0; i < C::P_TILES; ++i) mma_nvf4_16x8x64<0, 0>(acc[i][j + h], f.a[i], b, f.sf[i], sfb);
       }
     }
   }
