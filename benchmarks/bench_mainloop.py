@@ -94,11 +94,11 @@ def main(argv=None) -> int:
         rows = shape.cum_m / shape.experts
         cuts += [t for t in (TOKEN_TILES if rows <= 64 else WIDE_TILES) if t not in cuts]
         extra = [Tiles(*(int(x) for x in c.rstrip("s").split("x")), c.endswith("s")) for c in args.cuts.split(",") if c]
-        ws_cuts = registry.family_cuts(variants.Family.SM120WS.value)
-        kernels = [("standin", variants.variant_for(fam, t, "standin_sm_90"), t == cuts[0] and (fam is variants.Family.SM120WS) == (t in ws_cuts))
-                   for t in cuts + extra
-                   for fam in (variants.Family.SM120WS, variants.Family.SM120)
-                   if fam is variants.Family.SM120 or t in ws_cuts]
+        # both native main loops where a cut has both; "auto" marks the one sm_12x would run
+        ws, cp = variants.Family.SM120WS, variants.Family.SM120
+        ws_cuts = registry.family_cuts(ws.value)
+        kernels = [("standin", variants.variant_for(fam, t, "standin_sm_90"), t == cuts[0] and (fam is ws) == (t in ws_cuts))
+                   for t in cuts + extra for fam in (ws, cp) if fam is cp or t in ws_cuts]
         hv = variants.select_variant(problem, None, capability)
         kernels += [("hopper", hv, False)] + [("hopper", variants.variant_for(variants.Family.SM80, t, "sm_90"), False)
                                               for t in extra]

@@ -38,18 +38,28 @@ struct MathSm120Ws {
   };
 
   // P (16 rows): lane l addresses row l % 8 + 8 * ((l / 8) % 2), half l / 16.
+  // Scales: thread-id-a = 0, so lane 4g carries row g's 4 scales and lane 4g+1 row g+8's (lanes
+  // 4g+2/3 are not read; they load row g+8's too, which keeps the load uniform). SPEC §3 puts rows
+  // r and r+32 of a 128-row block side by side (words r%32*4 + r/32), so where a warp's P fragments
+  // i and i+2 are such rows with r/32 even (tokens on P, 128-row tiles: warp rows 0-63 or 64-127)
+  // one 8-byte load serves both.
   template <class C>
   static __device__ __forceinline__ void load_p(PFragments<C>& f, const WsStageView& s, int p_base, int kc,
                                                 int lane) {
     const int g = lane >> 2, p = lane & 3, l8 = lane & 7;
+    constexpr bool kPairedScales = !C::SWAP && C::TM == 128 && C::P_TILES == 4;
 #pragma unroll
     for (int i = 0; i < C::P_TILES; ++i) {
       const int row = p_base + i * 16 + l8 + ((lane >> 3) & 1) * 8;
       ldmatrix_x4(f.a[i], s.p_data + swizzled_chunk<C>(row, 2 * kc + (lane >> 4)));
-      // thread-id-a = 0: lane 4g carries row g's 4 scales, lane 4g+1 row g+8's (lanes 4g+2/3 are
-      // not read; they load row g+8's too, which keeps the load uniform).
       const int sf_row = s.p_sf_row0 + p_base + i * 16 + g + ((p & 1) ? 8 : 0);
-      f.sf[i] = s.p_sf[sf_word(sf_row, kc)] & kScaleMask;
+      if (!kPairedScales) {
+        f.sf[i] = s.p_sf[sf_word(sf_row, kc)] & kScaleMask;
+      } else if (i < 2) {  // row sf_row (r/32 = 0 or 2: p_sf_row0 = 0, p_base = 0 or 64) and sf_row + 32
+        const uint2 both = *reinterpret_cast<const uint2*>(s.p_sf + sf_word(sf_row, kc));
+        f.sf[i] = both.x & kScaleMask;
+        f.sf[i + 2] = both.y & kScaleMask;
+      }
     }
   }
 

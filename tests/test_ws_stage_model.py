@@ -144,8 +144,13 @@ def test_stage_to_fragments(tiles, short):
                                                   kc * 64 + mma_layouts.a_element(lane, 8 * reg + j)[1]) for j in range(8))
                             assert got[lane][reg] == want, (kt, warp, kc, i, lane, reg)
                         g, p = lane >> 2, lane & 3
-                        r = p_row0 + p_base + i * 16 + g + (8 if p & 1 else 0)
-                        word = int.from_bytes(p_sf[4 * sf_word(r, kc):][:4], "little") & 0x7F7F7F7F
+                        if not swap and tm == 128:  # load_p's paired scales: one 8-byte load for i and i + 2
+                            base = sf_word(p_row0 + p_base + (i % 2) * 16 + g + (8 if p & 1 else 0), kc)
+                            assert base % 2 == 0  # the 8-byte load is aligned
+                            index = base + i // 2
+                        else:
+                            index = sf_word(p_row0 + p_base + i * 16 + g + (8 if p & 1 else 0), kc)
+                        word = int.from_bytes(p_sf[4 * index:][:4], "little") & 0x7F7F7F7F
                         for row, kb, byte in SFA_READ[lane]:
                             assert (word >> (8 * byte)) & 0xFF == p_scale(p_base + i * 16 + row, kc * 4 + kb) & 0x7F
                 for j in range(0, q_tiles, 2):
