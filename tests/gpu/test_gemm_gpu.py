@@ -220,6 +220,25 @@ def test_scales_not_16_byte_aligned(rng, record_ulps, offset, kernel_path):
     check(p, out.view(torch.int16).cpu().numpy().view(np.uint16), "bfloat16", record_ulps)
 
 
+@pytest.mark.parametrize("tiles", [dict(tile_m=16, tile_n=128, tile_k=128, swap_ab=True),
+                                   dict(tile_m=128, tile_n=128, tile_k=128, swap_ab=False)])
+def test_out_only_4_byte_aligned(rng, record_ulps, tiles):
+    """An out that starts 4 bytes into its allocation: the warp-specialized epilogue's 16-byte stores
+    cannot serve it and its per-lane stores do; nothing outside the view is written."""
+    p = testing.random_problem(rng, [37, 0, 1, 130], n=136, k=256, row_offset=1)
+    args = [to_gpu(x) for x in (p.a, p.b, p.a_scale, p.b_scale, p.m_indptr)]
+    poison = np.int16(np.uint16(testing.POISON_BITS["bfloat16"]).view(np.int16))
+    flat = torch.empty(p.cum_m * p.n + 4, dtype=torch.bfloat16, device="cuda")
+    flat.view(torch.int16).fill_(poison)
+    out = flat[2:2 + p.cum_m * p.n].view(p.cum_m, p.n)  # 2 bf16 = 4 bytes in
+    assert out.data_ptr() % 16 == 4
+    nd.group_gemm_nvfp4_nt_groupwise(*args, alpha=to_gpu(p.alpha), out=out, **tiles)
+    torch.cuda.synchronize()
+    check(p, out.view(torch.int16).cpu().numpy().view(np.uint16), "bfloat16", record_ulps)
+    edges = flat.view(torch.int16).cpu().numpy()
+    assert (edges[:2] == poison).all() and (edges[2 + p.cum_m * p.n:] == poison).all()
+
+
 def test_ptx_path(rng, record_ulps, monkeypatch, kernel_path):
     if kernel_path == "twin":
         pytest.skip("the PTX is the portable kernel's")
