@@ -41,6 +41,13 @@ GROUPED_GEMM_PARAMS = (
     ("k", "i32"), ("num_groups", "i32"), ("out_dtype", "i32"),
 )
 
+# The warp-specialized kernels (sm120ws) take the same parameters and then the four tensor maps
+# their TMA copies read ("tmap": a CUtensorMap, 128 bytes, 64-byte aligned, passed by value);
+# nvfp4_driver/tensor_maps.py encodes them per call.
+GROUPED_GEMM_TMA_PARAMS = GROUPED_GEMM_PARAMS + (
+    ("tmap_a", "tmap"), ("tmap_b", "tmap"), ("tmap_sa", "tmap"), ("tmap_sb", "tmap"),
+)
+
 # Shared memory a block may ask for on every GPU we target: sm_86/sm_89/sm_120 allow 99 KiB
 # (101,376 B) of dynamic shared memory per block; we keep a little under it.
 SMEM_BUDGET = 98_304
@@ -70,6 +77,7 @@ class FamilyBuild:
     flags: tuple[str, ...] = ()  # nvcc flags of this family only (hashed with the sources)
     fixed_smem: callable = lambda v: 0  # kernel -> shared memory besides the pipeline stages
     smem_budget: int = 0                # 0: SMEM_BUDGET (every target); more where the family's targets allow
+    blocks_per_sm: callable = lambda v: 0  # kernel -> blocks per SM of a persistent grid (0: not persistent)
 
 
 def gemm_warp_n(v: GemmKernel) -> int:
@@ -113,6 +121,30 @@ def _sm90a_smem(v: GemmKernel) -> int:
     return 1024 + 2 * v.tile_n * 128
 
 
+SM120_SMEM_PER_SM = 102_400  # sm_120 / sm_121: 100 KiB of shared memory per SM, 1 KiB of it reserved per block
+
+
+def _ws_blocks_per_sm(v: GemmKernel) -> int:
+    """The persistent grid's blocks per SM (sm120ws): two for token tiles, whose stages fit half an
+    sm_120 SM, one for 128-row tiles."""
+    return 2 if v.tile_m < 128 else 1
+
+
+def _ws_threads(v: GemmKernel) -> int:
+    """Consumer warps of 64 x 32 (tile_m < 64: tile_m x 32) output tiles, plus the producer warp."""
+    return 32 * (v.tile_m // min(v.tile_m, 64)) * (v.tile_n // 32) + 32
+
+
+def _ws_stage_bytes(v: GemmKernel) -> int:
+    """One stage of nvfp4_grouped_gemm_ws.cuh: unpadded fp4 rows, and the k tile of one 128-row
+    scale block for each operand."""
+    return (v.tile_m + v.tile_n) * v.tile_k // 2 + 2 * (v.tile_k // 64) * 512
+
+
+def _ws_smem_budget(v: GemmKernel) -> int:
+    return min(SMEM_BUDGET, SM120_SMEM_PER_SM // _ws_blocks_per_sm(v) - 1024)
+
+
 FAMILIES = {
     "sm80": _gemm_family("sm80_nvfp4_grouped_gemm.cu", ("sm_80", "sm_90", "compute_80")),
     # Hopper's wgmma with the decode overlapped (sm_90a cubins run on compute capability 9.0 only).
@@ -124,6 +156,14 @@ FAMILIES = {
     # MMA replaced by a cheap op that consumes every operand (-DNVFP4_STANDIN), which times the
     # kernel's data movement on an H100.
     "sm120": _gemm_family("sm120_nvfp4_grouped_gemm.cu", ("sm_120a", "sm_121a", "twin_sm_90", "standin_sm_90")),
+    # The native kernel, warp-specialized (nvfp4_grouped_gemm_ws.cuh): a TMA producer warp, mbarrier
+    # hand-overs, a persistent grid. Besides the stages: 1,024 B of alignment slack, 256 B of mbarriers
+    # and a 512-byte epilogue slice per consumer warp.
+    "sm120ws": FamilyBuild(source="sm120ws_nvfp4_grouped_gemm.cu",
+                           targets=("sm_120a", "sm_121a", "twin_sm_90", "standin_sm_90"), threads=_ws_threads,
+                           stage_bytes=_ws_stage_bytes, max_stages=4,
+                           fixed_smem=lambda v: 1024 + 256 + 512 * (_ws_threads(v) // 32 - 1),
+                           smem_budget=_ws_smem_budget, blocks_per_sm=_ws_blocks_per_sm),
 }
 # Builds of another target's kernel for sm_90, by the macro that makes them: they stand in for
 # hardware we lack, for tests and benchmarks; no GPU is ever dispatched to them.
@@ -141,6 +181,11 @@ GEMM_KERNELS = tuple(
     for swap in swaps
     if tm == 128 or tn == 128
 ) + tuple(GemmKernel("sm90a", 128, tn, 128, False) for tn in (128, 256))  # prefill cuts: tokens on wgmma's M
+# The warp-specialized native kernel serves the cuts the automatic choice takes on sm_12x and
+# FlashInfer's 128 x 128 ones; the others (tile_n 32/64, the wider token tiles' tile_k 256, whose
+# two stages would not fit two blocks per SM) stay on the sm120 kernel.
+GEMM_KERNELS += tuple(GemmKernel("sm120ws", 128, 128, tk, swap) for tk in (128, 256) for swap in (False, True)) + tuple(
+    GemmKernel("sm120ws", tm, 128, 128, True) for tm in (16, 32, 64)) + (GemmKernel("sm120ws", 16, 128, 256, True),)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,15 +281,20 @@ def stages(v: Kernel) -> int:
     fam = FAMILIES[v.family]
     if not fam.max_stages:
         return 0
-    budget = (fam.smem_budget or SMEM_BUDGET) - fam.fixed_smem(v)
+    budget = _budget(fam, v) - fam.fixed_smem(v)
     return max(2, min(fam.max_stages, budget // fam.stage_bytes(v)))
+
+
+def _budget(fam: FamilyBuild, v: Kernel) -> int:
+    budget = fam.smem_budget(v) if callable(fam.smem_budget) else fam.smem_budget
+    return budget or SMEM_BUDGET
 
 
 def launch_config(v: Kernel) -> dict:
     fam = FAMILIES[v.family]
     n_stages = stages(v)
     smem = n_stages * fam.stage_bytes(v) + fam.fixed_smem(v) if n_stages else 0
-    budget = fam.smem_budget or SMEM_BUDGET
+    budget = _budget(fam, v)
     if smem > budget:
         raise SystemExit(f"{v.name}: {n_stages} stages need {smem} B of shared memory > {budget}")
     return {"threads": fam.threads(v), "stages": n_stages, "smem_bytes": smem}
@@ -349,12 +399,17 @@ def manifest_entry(v: Kernel) -> dict:
     if isinstance(v, ProbeKernel):
         return {"family": v.family, "source": FAMILIES[v.family].source, **launch_config(v), "abi": "probe",
                 "params": [{"name": n, "type": t} for n, t in PROBE_PARAMS]}
-    return {
+    entry = {
         "family": v.family, "source": FAMILIES[v.family].source, "tile_m": v.tile_m, "tile_n": v.tile_n,
         "tile_k": v.tile_k, "swap_ab": v.swap_ab, "warps_k": gemm_warps_k(v), "warp_n": gemm_warp_n(v),
         **launch_config(v), "abi": "grouped_gemm",
         "params": [{"name": n, "type": t} for n, t in GROUPED_GEMM_PARAMS],
     }
+    persistent = FAMILIES[v.family].blocks_per_sm(v)
+    if persistent:  # a persistent grid of SMs x blocks_per_sm, and the tensor maps after the common arguments
+        entry.update(blocks_per_sm=persistent, abi="grouped_gemm_tma",
+                     params=[{"name": n, "type": t} for n, t in GROUPED_GEMM_TMA_PARAMS])
+    return entry
 
 
 def load_manifest() -> dict:

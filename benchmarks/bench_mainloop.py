@@ -4,11 +4,13 @@
 
 Per shape (bench_moe.py's table and inputs), kernels launched directly (no automatic choice, no host checks):
 
-- ``standin <cut>``: the native Blackwell kernel built for sm_90 with its MMA replaced by a cheap op that
-  consumes every fragment and scale register (``standin_sm_90`` in the manifest). It runs the native
-  kernel's loads, index math and stores on this Hopper card, so its time is the native main loop's data
-  movement. Cuts: the sm_12x automatic one and every token tile (few rows per group) or the 128-row
-  tiles (many rows). It is not a Blackwell result.
+- ``standin <family> <cut>``: the native Blackwell kernel built for sm_90 with its MMA replaced by a cheap
+  op that consumes every fragment and scale register (``standin_sm_90`` in the manifest). It runs the
+  native kernel's loads, index math and stores on this Hopper card, so its time is the native main loop's
+  data movement. Both native main loops where a cut has both: ``sm120`` (cp.async, a barrier per k tile)
+  and ``sm120ws`` (TMA producer warp, mbarriers, persistent grid; what sm_12x runs for its cuts). Cuts:
+  the sm_12x automatic one and every token tile (few rows per group) or the 128-row tiles (many rows).
+  It is not a Blackwell result.
 - ``hopper <symbol>``: the kernel a compute capability 9.0 GPU runs for the shape.
 
 With ``--compare DIR[,DIR...]`` (directories of cubins and their manifest.json, e.g. an older build or
@@ -44,14 +46,17 @@ def spec_from(manifest: dict, symbol: str, target: registry.Target, folder: Path
 
 
 def launcher(run: ShapeRun, problem: Problem, variant: variants.Variant, spec: driver.KernelSpec):
+    """The op's own launch of ``variant`` (from ``spec``'s file): its arguments, and for the TMA
+    kernels their tensor maps (encoded once, then cached) and persistent grid."""
     import torch
 
-    grid = variants.grid(problem, variant)
     stream = torch.cuda.current_stream().cuda_stream
     plan = plans.Plan(problem, variant.tiles, run.a_scale.numel(), config.Flags())  # the op's own arguments
     args = plan.args(run.a.data_ptr(), run.b.data_ptr(), run.a_scale.data_ptr(), run.b_scale.data_ptr(),
                      run.m_indptr.data_ptr(), run.alpha.data_ptr(), run.out.data_ptr())
-    return lambda: driver.launch(spec, 0, grid, stream, args), grid
+    kernel, grid = plans.launcher(problem, variant, plan.a_scale_rows, 0, driver.device_info(0).sm_count, spec)
+    real = getattr(kernel, "grid", grid)  # a TmaGemmLaunch's persistent grid
+    return lambda: kernel.launch(grid, stream, args), real
 
 
 def main(argv=None) -> int:
@@ -89,8 +94,11 @@ def main(argv=None) -> int:
         rows = shape.cum_m / shape.experts
         cuts += [t for t in (TOKEN_TILES if rows <= 64 else WIDE_TILES) if t not in cuts]
         extra = [Tiles(*(int(x) for x in c.rstrip("s").split("x")), c.endswith("s")) for c in args.cuts.split(",") if c]
-        kernels = [("standin", variants.variant_for(variants.Family.SM120, t, "standin_sm_90"), t == cuts[0])
-                   for t in cuts + extra]
+        # both native main loops where a cut has both; "auto" marks the one sm_12x would run
+        ws, cp = variants.Family.SM120WS, variants.Family.SM120
+        ws_cuts = registry.family_cuts(ws.value)
+        kernels = [("standin", variants.variant_for(fam, t, "standin_sm_90"), t == cuts[0] and (fam is ws) == (t in ws_cuts))
+                   for t in cuts + extra for fam in (ws, cp) if fam is cp or t in ws_cuts]
         hv = variants.select_variant(problem, None, capability)
         kernels += [("hopper", hv, False)] + [("hopper", variants.variant_for(variants.Family.SM80, t, "sm_90"), False)
                                               for t in extra]

@@ -49,13 +49,14 @@ def main():
         ours = launcher(problem, variant, run)
         spec = variants.kernel_spec(variant)
         old_spec = dataclasses.replace(spec, file=str(args.baseline.resolve() / spec.file))
-        g = variants.grid(problem, variant)
         stream = torch.cuda.current_stream().cuda_stream
-        new_t, old_t = [], []
         plan = plans.Plan(problem, variant.tiles, run.a_scale.numel(), config.Flags())
         launch_args = plan.args(run.a.data_ptr(), run.b.data_ptr(), run.a_scale.data_ptr(), run.b_scale.data_ptr(),
                                 run.m_indptr.data_ptr(), run.alpha.data_ptr(), run.out.data_ptr())
-        old = lambda: driver.launch(old_spec, 0, g, stream, launch_args)  # noqa: E731
+        kernel, g = plans.launcher(problem, variant, plan.a_scale_rows, 0, driver.device_info(0).sm_count,
+                                   spec=old_spec)
+        old = lambda: kernel.launch(g, stream, launch_args)  # noqa: E731
+        new_t, old_t = [], []
         for _ in range(args.rounds):
             old_t.append(time_us(old, iters=20))
             new_t.append(time_us(ours, iters=20))

@@ -26,13 +26,13 @@ from nvfp4_driver.problem import Problem  # noqa: E402
 def launcher(problem, variant, run):
     a, b, a_scale, b_scale, m_indptr, alpha, out = (run.a, run.b, run.a_scale, run.b_scale, run.m_indptr,
                                                     run.alpha, run.out)
-    spec = variants.kernel_spec(variant)
-    g = variants.grid(problem, variant)
     stream = torch.cuda.current_stream().cuda_stream
     plan = plans.Plan(problem, variant.tiles, a_scale.numel(), config.Flags())  # the op's own arguments
     args = plan.args(a.data_ptr(), b.data_ptr(), a_scale.data_ptr(), b_scale.data_ptr(), m_indptr.data_ptr(),
                      alpha.data_ptr(), out.data_ptr())
-    return lambda: driver.launch(spec, 0, g, stream, args)
+    # the op's launcher: the TMA kernels' tensor maps and persistent grid included
+    kernel, g = plans.launcher(problem, variant, plan.a_scale_rows, 0, driver.device_info(0).sm_count)
+    return lambda: kernel.launch(g, stream, args)
 
 
 def main():

@@ -305,34 +305,72 @@ def param_layout(drv, fn, symbol: str) -> list[tuple[int, int]]:
     raise RuntimeError(f"{symbol}: the driver reports more than {_MAX_PARAMS} parameters")
 
 
-_SIZES = {"ptr": 8, "i64": 8, "i32": 4, "f32": 4}
+# "tmap": a CUtensorMap passed by value (``__grid_constant__``): 128 bytes, 64-byte aligned.
+_SIZES = {"ptr": 8, "i64": 8, "i32": 4, "f32": 4, "tmap": 128}
+_ALIGN = {"ptr": 8, "i64": 8, "i32": 4, "f32": 4, "tmap": 16}  # in an image's list; see layout_mismatch
 
 
 def expected_layout(param_types: tuple[str, ...]) -> list[tuple[int, int]]:
-    """(offset, size) of each parameter of this type list, each aligned to its size (the C ABI)."""
+    """(offset, size) of each parameter of this type list, each aligned as the C ABI aligns it."""
     layout, offset = [], 0
     for t in param_types:
-        size = _SIZES[t]
-        offset = (offset + size - 1) // size * size
+        size, align = _SIZES[t], _ALIGN[t]
+        offset = (offset + align - 1) // align * align
         layout.append((offset, size))
         offset += size
     return layout
 
 
+def layout_mismatch(param_types: tuple[str, ...], declared: list[tuple[int, int]]) -> str | None:
+    """Why ``declared`` ((offset, size) per parameter, as an image reports them) is not a parameter
+    list of ``param_types``, or None. Up to the first tensor map every offset is the C ABI's; a map's
+    offset is the compiler's, which aligns maps in the constant bank whose parameter base differs by
+    architecture (the same list puts its first map at 112 on sm_90 and 128 on sm_120): from there on
+    the sizes, the order and that no parameter overlaps the one before are checked."""
+    want = expected_layout(param_types)
+    if len(declared) != len(want):
+        return f"{len(declared)} parameters, not {len(want)}"
+    end = 0
+    for i, (t, (off, size), (want_off, want_size)) in enumerate(zip(param_types, declared, want)):
+        free = "tmap" in param_types[: i + 1]
+        if size != want_size or (not free and off != want_off) or (free and (off < end or off % _ALIGN[t])):
+            return f"parameter {i} ({t}) at {off} of {size} bytes, expected {want_off} of {want_size}"
+        end = off + size
+    return None
+
+
 def check_abi(spec: KernelSpec, declared: list[tuple[int, int]]) -> None:
     """Raise RuntimeError unless the image's parameters (``declared``, from :func:`param_layout`) are
     exactly the manifest's: a kernel with a parameter more or less would read garbage."""
-    want = expected_layout(spec.param_types)
-    if declared != want:
+    why = layout_mismatch(spec.param_types, declared)
+    if why is not None:
+        want = expected_layout(spec.param_types)
         raise RuntimeError(f"{spec.symbol} in {spec.file} declares {len(declared)} parameters {declared} but the "
-                           f"manifest lists {len(want)} ({', '.join(spec.param_types)}: {want}); the cubins and "
-                           f"manifest.json disagree: run build_cubins.py")
+                           f"manifest lists {len(want)} ({', '.join(spec.param_types)}: {want}): {why}; the "
+                           f"cubins and manifest.json disagree: run build_cubins.py")
 
 
-# Every parameter gets an 8-byte slot in one buffer and kernelParams[i] points at slot i; the driver
-# copies each parameter's own size from there. struct.pack_into fills the slots in one C call, where
-# cuda.bindings' (values, ctypes types) form builds a ctypes object per argument.
-_PACK = {"ptr": "Q", "i64": "q", "i32": "i4x", "f32": "f4x"}
+# Every parameter gets a slot in one buffer, 8 bytes (a tensor map: 128, 64-byte aligned), and
+# kernelParams[i] points at slot i; the driver copies each parameter's own size from there.
+# struct.pack_into fills the slots in one C call, where cuda.bindings' (values, ctypes types) form
+# builds a ctypes object per argument.
+_PACK = {"ptr": "Q", "i64": "q", "i32": "i", "f32": "f", "tmap": "128s"}
+
+
+def _slots(param_types: tuple[str, ...]) -> tuple[list[int], int, str]:
+    """(offset of each parameter's slot, buffer size, struct format that fills them)."""
+    offsets, fmt, offset = [], "<", 0
+    for t in param_types:
+        align = 64 if t == "tmap" else 8  # the map's own alignment in host memory
+        start = (offset + align - 1) // align * align
+        fmt += f"{start - offset}x" if start > offset else ""
+        offsets.append(start)
+        fmt += _PACK[t]
+        offset = start + _SIZES[t]
+        if offset % 8:
+            fmt += f"{8 - offset % 8}x"
+            offset += 8 - offset % 8
+    return offsets, offset, fmt
 
 
 class PreparedKernel:
@@ -343,34 +381,37 @@ class PreparedKernel:
     one buffer per thread can be reused by every launch of that thread, and threads never share one.
     """
 
-    __slots__ = ("spec", "ordinal", "fn", "ctx", "ctx_id", "_pack", "_local", "_symbol")
+    __slots__ = ("spec", "ordinal", "fn", "ctx", "ctx_id", "_pack", "_local", "_symbol", "_slot_offsets",
+                 "_slot_bytes")
 
     def __init__(self, spec: KernelSpec, ordinal: int):
         self.spec, self.ordinal = spec, ordinal
         self.fn = function(spec, ordinal)
         self.ctx = primary_context(ordinal)
         self.ctx_id = int(self.ctx)
-        self._pack = struct.Struct("<" + "".join(_PACK[t] for t in spec.param_types)).pack_into
+        self._slot_offsets, self._slot_bytes, fmt = _slots(spec.param_types)
+        self._pack = struct.Struct(fmt).pack_into
         self._local = threading.local()
         self._symbol = spec.symbol
 
     def _buffers(self):
         n = len(self.spec.param_types)
-        storage = ctypes.create_string_buffer(8 * n)
-        base = ctypes.addressof(storage)
-        params = (ctypes.c_void_p * n)(*(base + 8 * i for i in range(n)))
+        storage = ctypes.create_string_buffer(self._slot_bytes + 64)
+        skip = -ctypes.addressof(storage) % 64  # a tensor map's slot is 64-byte aligned, like the map itself
+        base = ctypes.addressof(storage) + skip
+        params = (ctypes.c_void_p * n)(*(base + off for off in self._slot_offsets))
         # The int address is what cuLaunchKernel takes; storage and params stay alive with it.
-        buffers = self._local.buffers = (storage, params, ctypes.addressof(params))
+        buffers = self._local.buffers = (storage, params, ctypes.addressof(params), skip)
         return buffers
 
     def launch(self, grid: tuple[int, int, int], stream: int, args: tuple) -> None:
         """Launch on ``stream`` (an int CUstream handle) with ``args`` in the manifest's order."""
         try:
-            storage, _params, params_addr = self._local.buffers
+            storage, _params, params_addr, skip = self._local.buffers
         except AttributeError:
-            storage, _params, params_addr = self._buffers()
+            storage, _params, params_addr, skip = self._buffers()
         try:
-            self._pack(storage, 0, *args)
+            self._pack(storage, skip, *args)
         except struct.error as exc:
             raise TypeError(f"{self._symbol} takes ({', '.join(self.spec.param_types)}), got {args!r}: "
                             f"{exc}") from None

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import sys
 
-from . import driver, registry
+from . import driver, registry, tensor_maps
 from .config import Flags
 from .problem import Problem
-from .variants import grid, kernel_spec, select_variant
+from .variants import Family, grid, kernel_spec, select_variant, tile_counts, variant_for
 
 NAMES = ("a", "b", "a_scale", "b_scale", "m_indptr", "alpha", "out")  # the GEMM's arrays, in launch order
 _OUT_DTYPE_CODE = {"bfloat16": 0, "float16": 1}
@@ -18,7 +18,7 @@ _MAX_PLANS = 4096  # distinct metadata kept; a serving loop sees one per batch s
 class Plan:
     """A validated problem, cut and NVFP4_DRIVER_* setting; the kernel and grid per GPU, made lazily."""
 
-    __slots__ = ("problem", "tiles", "flags", "a_scale_nbytes", "args_type", "tail", "_kernels")
+    __slots__ = ("problem", "tiles", "flags", "a_scale_nbytes", "a_scale_rows", "args_type", "tail", "_kernels")
 
     @property
     def ptr_sizes(self) -> dict:
@@ -32,7 +32,7 @@ class Plan:
         self.problem, self.tiles, self.flags, self.a_scale_nbytes = problem, tiles, flags, a_scale_nbytes
         # The kernel bounds its a_scale reads by rows, and the swizzle spreads a row's bytes over its
         # whole 128-row block: only whole blocks inside the tensor may be read, so round down.
-        rows = a_scale_nbytes // (128 * p.sf_k) * 128
+        rows = self.a_scale_rows = a_scale_nbytes // (128 * p.sf_k) * 128
         # The kernel's scalar parameters, named as in its ABI; the arrays' addresses come per call.
         constants = {"cum_m": p.cum_m, "a_scale_rows": rows, "n": p.n, "k": p.k, "num_groups": p.num_groups,
                      "out_dtype": _OUT_DTYPE_CODE[p.out_dtype]}
@@ -51,16 +51,32 @@ class Plan:
         return self.args_type._make((a, b, a_scale, b_scale, m_indptr, alpha, out) + self.tail)
 
     def kernel(self, ordinal: int) -> tuple:
-        """(PreparedKernel, grid) on GPU ``ordinal``."""
+        """(launcher, grid) on GPU ``ordinal``: a PreparedKernel, or for the TMA kernels a
+        tensor_maps.TmaGemmLaunch; either takes ``launch(grid, stream, self.args(...))``."""
         found = self._kernels.get(ordinal)
         if found is None:
             info = driver.device_info(ordinal)
             f = self.flags
             variant = select_variant(self.problem, self.tiles, info.capability, force_ptx=f.force_ptx, twin=f.twin,
                                      portable=f.portable, log=f.log)
-            found = self._kernels[ordinal] = (driver.prepared(kernel_spec(variant), ordinal),
-                                              grid(self.problem, variant))
+            found = self._kernels[ordinal] = launcher(self.problem, variant, self.a_scale_rows, ordinal,
+                                                      info.sm_count)
         return found
+
+
+def launcher(problem: Problem, variant, a_scale_rows: int, ordinal: int, sm_count: int, spec=None) -> tuple:
+    """(launcher, grid) of ``variant`` on GPU ``ordinal``; ``spec``: another build of it (benchmarks).
+    A TMA kernel's launcher adds the tensor maps, and falls back to the same cut of the sm120 kernel
+    where the maps cannot serve (tensor_maps.py)."""
+    spec = spec or kernel_spec(variant)
+    kernel, launch_grid = driver.prepared(spec, ordinal), grid(problem, variant, sm_count)
+    if variant.entry.abi != "grouped_gemm_tma":
+        return kernel, launch_grid
+    old = variant_for(Family.SM120, variant.tiles, variant.target)
+    rows, cols = tile_counts(problem, variant.tiles)
+    tma = tensor_maps.TmaGemmLaunch(kernel, launch_grid, driver.prepared(kernel_spec(old), ordinal),
+                                    grid(problem, old), problem, variant.tiles, a_scale_rows, rows * cols)
+    return tma, launch_grid
 
 
 array_plans: dict = {}    # DeviceArray metadata key -> Plan

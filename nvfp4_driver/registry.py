@@ -75,13 +75,13 @@ class Target:
 
 class Param(NamedTuple):
     name: str
-    type: str  # "ptr" | "i64" | "i32" | "f32"
+    type: str  # "ptr" | "i64" | "i32" | "f32" | "tmap" (a CUtensorMap by value)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # one object per manifest entry: identity is equality
 class KernelEntry:
     name: str                     # the extern "C" symbol, its files' stem and its manifest key
-    family: str                   # "sm80" | "sm90a" | "sm120" | "probe" | "quantize": one source file
+    family: str                   # "sm80" | "sm90a" | "sm120" | "sm120ws" | "probe" | "quantize": one source file
     source: str
     threads: int
     smem_bytes: int
@@ -91,6 +91,7 @@ class KernelEntry:
     tiles: Tiles | None = None    # GEMM kernels: the cut
     op: str | None = None         # quantizer kernels: the operation ("quantize_rows", ...)
     dtype: str | None = None      # row quantizer kernels: the unquantized side ("bf16", "f16", "f32")
+    blocks_per_sm: int = 0        # persistent GEMM kernels: blocks per SM of their grid; 0: one block per tile
 
     def spec(self, target: Target, folder: Path | None = None) -> KernelSpec:
         """What the launcher needs to run this kernel's ``target`` build (the one place that makes a
@@ -135,7 +136,7 @@ def read_entries(kernels: Mapping[str, dict]) -> dict[str, KernelEntry]:
             name=name, family=e["family"], source=e["source"], threads=e["threads"], smem_bytes=e["smem_bytes"],
             abi=e["abi"], params=tuple(Param(p["name"], p["type"]) for p in e["params"]),
             files={Target.parse(t): b["file"] for t, b in e["targets"].items()},
-            tiles=tiles, op=e.get("op"), dtype=e.get("dtype"))
+            tiles=tiles, op=e.get("op"), dtype=e.get("dtype"), blocks_per_sm=e.get("blocks_per_sm", 0))
     return out
 
 
@@ -145,7 +146,7 @@ def _gemm_index() -> dict[tuple[str, Tiles], KernelEntry]:
 
 
 def gemm(family: str, tiles: Tiles) -> KernelEntry:
-    """The grouped-GEMM kernel of ``family`` ("sm80", "sm90a", "sm120") compiled for ``tiles``."""
+    """The grouped-GEMM kernel of ``family`` ("sm80", "sm90a", "sm120", "sm120ws") compiled for ``tiles``."""
     found = _gemm_index().get((family, tiles))
     if found is None:
         raise UnsupportedGpuError(f"the {family} family has no kernel for {tiles} in the manifest")

@@ -18,6 +18,7 @@ class Family(enum.Enum):
     SM80 = "sm80"    # portable: fp4 decoded to fp16 in registers, mma.sync; sm_80 and newer
     SM90A = "sm90a"  # Hopper: fp4 decoded to fp16, wgmma overlapped with the decode; sm_90a (9.0 only)
     SM120 = "sm120"  # native Blackwell FP4: block-scaled mma.sync; sm_120a, sm_121a (and its sm_90 twin)
+    SM120WS = "sm120ws"  # the same, warp-specialized: TMA producer warp, mbarriers, persistent grid
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,10 +100,11 @@ def auto_tiles(problem: Problem, wgmma: bool = True, native: bool = False) -> Ti
     per group: at 64 rows it ran 1.3x faster than the 64-token tile; at an average of 32 rows split
     unevenly (as routing does) the 32-token tile was as fast or 10% faster (H200).
 
-    The native Blackwell kernel (``native``: the sm120 family, its twin included) takes tile_k 128
-    for many rows: 4 pipeline stages fit its 99 KB where tile_k 256 fits 2, and its sm_90 stand-in
-    moved DeepSeek-V3 up E=32 m=1024 15-20% faster that way (H200; docs/sm120.md). That is data
-    movement only: the FP4 MMA's own time is unmeasured.
+    The native Blackwell kernel (``native``: the sm120 family, its twin included) takes tile_k 128:
+    for many rows, 4 pipeline stages fit its 99 KB where tile_k 256 fits 2, and its sm_90 stand-in
+    moved DeepSeek-V3 up E=32 m=1024 15-20% faster that way (H200; docs/sm120.md); for few rows,
+    the warp-specialized kernel (sm120ws) holds 3-4 stages of tile_k 128 in half an SM, two blocks
+    per SM. That is data movement only: the FP4 MMA's own time is unmeasured.
     """
     rows = problem.cum_m / max(problem.num_groups, 1)
     if wgmma and rows > 32:
@@ -110,7 +112,7 @@ def auto_tiles(problem: Problem, wgmma: bool = True, native: bool = False) -> Ti
     if rows > 64:
         return Tiles(128, 128, 128 if native else 256, False)
     tile_m = 16 if rows <= 16 else 32 if rows <= 32 else 64
-    return Tiles(tile_m, 128, 256, True)
+    return Tiles(tile_m, 128, 128 if native else 256, True)
 
 
 def select_variant(problem: Problem, tiles: Tiles | None, capability: tuple[int, int],
@@ -136,6 +138,8 @@ def select_variant(problem: Problem, tiles: Tiles | None, capability: tuple[int,
     validate(problem, tiles)
     if wgmma and tiles in wgmma_cuts():
         family, target = Family.SM90A, WGMMA
+    elif family is Family.SM120 and tiles in registry.family_cuts(Family.SM120WS.value):
+        family = Family.SM120WS  # the warp-specialized kernel serves this cut (same targets)
     elif tiles not in registry.family_cuts(family.value):
         raise UnsupportedGpuError(
             f"tile_n=256 runs on the Hopper wgmma kernel only (compute capability 9.0, without "
@@ -180,14 +184,25 @@ def is_compute_capability_supported(cc) -> bool:
     return True
 
 
-def grid(problem: Problem, variant: Variant) -> tuple[int, int, int]:
-    """The launch grid from shapes alone (no m_indptr read): row tiles x column tiles.
+def tile_counts(problem: Problem, tiles: Tiles) -> tuple[int, int]:
+    """(row tiles, column tiles) from shapes alone (no m_indptr read). Rows: the most tiles of
+    tile_m rows any m_indptr with m_indptr[G] <= cum_m can need, the sum of ceilings
+    sum_g ceil(rows_g / tile_m) <= (cum_m + (tile_m - 1) * G) // tile_m."""
+    tm = tiles.tile_m
+    return (problem.cum_m + (tm - 1) * problem.num_groups) // tm, -(-problem.n // tiles.tile_n)
 
-    Rows: the most tiles of tile_m rows any m_indptr with m_indptr[G] <= cum_m can need, the sum
-    of ceilings sum_g ceil(rows_g / tile_m) <= (cum_m + (tile_m - 1) * G) // tile_m.
-    """
-    tm = variant.tiles.tile_m
-    return ((problem.cum_m + (tm - 1) * problem.num_groups) // tm, -(-problem.n // variant.tiles.tile_n), 1)
+
+def grid(problem: Problem, variant: Variant, sm_count: int | None = None) -> tuple[int, int, int]:
+    """The launch grid: row tiles x column tiles, one block each; for a persistent kernel
+    (``blocks_per_sm`` in its entry) ``sm_count`` x blocks_per_sm blocks, or fewer when there are
+    fewer tiles, each walking the tiles with a stride of the grid."""
+    rows, cols = tile_counts(problem, variant.tiles)
+    per_sm = variant.entry.blocks_per_sm
+    if not per_sm:
+        return rows, cols, 1
+    if sm_count is None:
+        raise ValueError(f"{variant.symbol} runs on a persistent grid: grid() needs the GPU's sm_count")
+    return min(rows * cols, sm_count * per_sm), 1, 1
 
 
 def probe_spec(capability: tuple[int, int], force_ptx: bool | None = None) -> KernelSpec:

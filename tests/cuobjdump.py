@@ -66,5 +66,7 @@ def resource_usage(tool: str, cubin: Path) -> dict:
     return dict(zip(("registers", "stack", "shared", "local"), map(int, m.groups())))
 
 
+@functools.lru_cache(maxsize=64)
 def sass(tool: str, cubin: Path) -> str:
+    """``--dump-sass`` of a cubin, kept: the static tests read each native cubin several times."""
     return _run(tool, "--dump-sass", str(cubin))

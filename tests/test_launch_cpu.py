@@ -43,7 +43,8 @@ class FakeDriver:
     def cuLaunchKernel(self, fn, gx, gy, gz, bx, by, bz, smem, stream, params, extra):
         # Read every argument back through the void** the driver would read.
         ptrs = (ctypes.c_void_p * len(self.types)).from_address(params)
-        values = tuple(_READ[t].from_address(ptrs[i]).value for i, t in enumerate(self.types))
+        values = tuple(ctypes.string_at(ptrs[i], 128) if t == "tmap" else _READ[t].from_address(ptrs[i]).value
+                       for i, t in enumerate(self.types))
         self.calls.append(("launch", fn, (gx, gy, gz), (bx, by, bz), smem, stream, values, extra))
         return (1,) if self.fail_launch else (0,)
 
@@ -161,3 +162,21 @@ def test_flags_follow_the_environment(monkeypatch):
     assert config.flags() == config.Flags(force_ptx=True, log=True)
     monkeypatch.setenv("NVFP4_DRIVER_PORTABLE", "1")
     assert config.flags() == config.Flags(force_ptx=True, log=True, portable=True) and config.flags().portable
+
+def test_tensor_map_parameters_get_aligned_128_byte_slots(fake_driver):
+    """A CUtensorMap parameter (the TMA kernels' "tmap") sits 64-byte aligned in the parameter space
+    after the scalars, and its 128 bytes reach the launch unchanged."""
+    types = ("ptr", "i32", "tmap", "i32", "tmap")
+    assert driver.expected_layout(types) == [(0, 8), (8, 4), (16, 128), (144, 4), (160, 128)]
+    # what sm_90 and sm_120 images report for the same list (their parameter bases differ)
+    assert driver.layout_mismatch(types, [(0, 8), (8, 4), (16, 128), (144, 4), (160, 128)]) is None
+    assert driver.layout_mismatch(types, [(0, 8), (8, 4), (128, 128), (256, 4), (384, 128)]) is None
+    assert "parameter 1" in driver.layout_mismatch(types, [(0, 8), (12, 4), (16, 128), (144, 4), (160, 128)])
+    assert "parameter 3" in driver.layout_mismatch(types, [(0, 8), (8, 4), (16, 128), (136, 4), (160, 128)])
+    kernel = make_kernel(types, fake_driver)
+    maps = (bytes(range(128)), bytes(range(128, 256)))
+    kernel.launch((1, 1, 1), 0, (0x1234, 7, maps[0], -3, maps[1]))
+    params = kernel._local.buffers[1]
+    assert all(p % 64 == 0 for p in (params[2], params[4]))
+    (launch,) = [c for c in fake_driver.calls if c[0] == "launch"]
+    assert launch[6] == (0x1234, 7, maps[0], -3, maps[1])

@@ -1,7 +1,10 @@
 """Static checks of the native Blackwell cubins (no Blackwell GPU needed): the block-scaled FP4
 MMA is in every GEMM kernel's SASS, its steady-state loop has the shape the census in
-docs/sm120-census.md records (one k tile of OMMAs fed by ldmatrix, the next stage's cp.async copies),
-nothing touches local memory, the resources fit sm_120, and that census is the committed cubins'."""
+docs/sm120-census.md records (one k tile of OMMAs fed by ldmatrix; the sm120 kernels' next stage
+by cp.async behind one block-wide barrier, the warp-specialized sm120ws kernels' stages by a producer
+warp's bulk-tensor copies behind mbarriers, with no block-wide barrier in the consumers' loop),
+nothing touches local memory, the resources fit sm_120 (blocks per SM included), and that census is
+the committed cubins'."""
 import json
 from pathlib import Path
 
@@ -13,6 +16,8 @@ import sass_census
 CUBINS = Path(__file__).resolve().parents[1] / "nvfp4_driver" / "cubins"
 MANIFEST = json.loads((CUBINS / "manifest.json").read_text())
 SM120 = sorted(name for name, e in MANIFEST["kernels"].items() if e.get("family") == "sm120")
+SM120WS = sorted(name for name, e in MANIFEST["kernels"].items() if e.get("family") == "sm120ws")
+NATIVE = SM120WS + SM120
 OMMA = "OMMA.SF.16864.F32.E2M1.E2M1.UE4M3.4X"
 SM120_SMEM_PER_BLOCK = 101_376  # cudaDevAttrMaxSharedMemoryPerBlockOptin on sm_120 / sm_121
 
@@ -27,12 +32,17 @@ def tool():
 
 def test_every_tile_option_has_native_builds():
     assert len(SM120) == 18  # 12 FlashInfer cuts (tile_m 128) + 6 token tiles
-    for name in SM120:
+    assert len(SM120WS) == 8  # 128 x 128 x {128, 256} x swap_ab, token tiles of tile_k 128, and 16 x 128 x 256
+    for name in NATIVE:
         assert set(MANIFEST["kernels"][name]["targets"]) == {"sm_120a", "sm_121a", "twin_sm_90", "standin_sm_90"}
+    cuts = {(e["tile_m"], e["tile_n"], e["tile_k"], e["swap_ab"]) for e in map(MANIFEST["kernels"].get, SM120)}
+    for name in SM120WS:  # every warp-specialized cut has its sm120 kernel: the launch's fallback
+        e = MANIFEST["kernels"][name]
+        assert (e["tile_m"], e["tile_n"], e["tile_k"], e["swap_ab"]) in cuts
 
 
 @pytest.mark.parametrize("target", ["sm_120a", "sm_121a"])
-@pytest.mark.parametrize("name", SM120)
+@pytest.mark.parametrize("name", NATIVE)
 def test_native_sass(tool, name, target):
     entry = MANIFEST["kernels"][name]
     cubin = CUBINS / entry["targets"][target]["file"]
@@ -66,6 +76,33 @@ def test_native_steady_state_loop(tool, name, target):
     assert c.per_omma < 16, f"{c.per_omma:.2f} instructions per OMMA in the steady-state loop"
 
 
+@pytest.mark.parametrize("target", ["sm_120a", "sm_121a"])
+@pytest.mark.parametrize("name", SM120WS)
+def test_warp_specialized_instruction_stream(tool, name, target):
+    """The warp-specialized kernels: the consumers' k-tile loop holds the k tile's OMMAs, ldmatrix
+    fragment loads (one LDSM.x4 per 16-row P fragment and per pair of 8-column Q fragments, per 64-K
+    chunk), exactly one mbarrier wait (the full stage) and no block-wide barrier; the producer's k
+    loop issues the four bulk-tensor copies of a stage (a, b and both scale blocks) behind its own
+    mbarrier wait; the epilogue leaves through shared memory with 16-byte stores; the block holds
+    the blocks per SM its persistent grid counts on."""
+    entry = MANIFEST["kernels"][name]
+    c = sass_census.census(tool, name, target, entry)
+    sass = cuobjdump.sass(tool, CUBINS / entry["targets"][target]["file"])
+    assert "STG.E.128" in sass and "LDS.128" in sass
+    warp_m = min(entry["tile_m"], 64)
+    per_step = warp_m * 32 // (16 * 8)
+    p_frags, q_pairs = (2, warp_m // 16) if entry["swap_ab"] else (warp_m // 16, 2)
+    assert c.loop_omma == entry["tile_k"] // 64 * per_step, c
+    assert c.loop_ldsm == entry["tile_k"] // 64 * (p_frags + q_pairs), c
+    assert c.loop_waits == 1 and c.loop_bar_sync == 0, c
+    assert c.loop_copies == 4 and c.tma == 4, c
+    assert c.bar_sync == 1, c  # the one before the warps take their roles
+    assert c.local == 0
+    assert c.per_omma < 10, f"{c.per_omma:.2f} instructions per OMMA in the steady-state loop"
+    assert c.blocks_per_sm >= entry["blocks_per_sm"], c
+    assert entry["threads"] == 32 * (entry["tile_m"] // warp_m) * (entry["tile_n"] // 32) + 32
+
+
 def test_census_doc_is_current(tool):
     doc = Path(__file__).resolve().parents[1] / "docs" / "sm120-census.md"
     table = sass_census.table(tool)
@@ -73,16 +110,19 @@ def test_census_doc_is_current(tool):
         "docs/sm120-census.md is stale: python tests/sass_census.py > docs/sm120-census.md")
 
 
-@pytest.mark.parametrize("name", SM120)
+@pytest.mark.parametrize("name", NATIVE)
 def test_standin_has_no_mma_and_the_same_loads(tool, name):
     """The stand-in is the native kernel for sm_90 with the MMA swapped for integer ops: no MMA of any
-    kind, the same cp.async copies and ldmatrix loads."""
+    kind, the same copies (cp.async, or the bulk-tensor copies and mbarrier waits) and ldmatrix loads,
+    and no local memory."""
     sass = cuobjdump.sass(tool, CUBINS / MANIFEST["kernels"][name]["targets"]["standin_sm_90"]["file"])
     assert "code for sm_90" in sass
-    assert not any(op in sass for op in ("OMMA", "HMMA", "HGMMA")) and "LDGSTS" in sass and "LDSM" in sass
+    copies = ("UTMALDG", "SYNCS.PHASECHK") if name in SM120WS else ("LDGSTS",)
+    assert not any(op in sass for op in ("OMMA", "HMMA", "HGMMA")) and all(op in sass for op in copies + ("LDSM",))
+    assert not any(op in sass for op in ("LDL", "STL"))
 
 
-@pytest.mark.parametrize("name", SM120)
+@pytest.mark.parametrize("name", NATIVE)
 def test_twin_has_no_fp4_mma(tool, name):
     """The twin is sm_90 code: the software model replaces the one instruction sm_90 lacks."""
     sass = cuobjdump.sass(tool, CUBINS / MANIFEST["kernels"][name]["targets"]["twin_sm_90"]["file"])

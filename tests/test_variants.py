@@ -139,14 +139,18 @@ def test_auto_tiles(cum_m, groups, expect):
     assert select_variant(p, None, (9, 0), force_ptx=False, twin=False).tiles.tile_m == expect.tile_m
 
 
-def test_native_kernel_takes_tile_k_128_for_many_rows():
+def test_native_kernel_takes_the_warp_specialized_k128_cuts():
     many = problem(num_groups=32, cum_m=32 * 1024, n=4096, k=7168)
     few = problem(num_groups=256, cum_m=256 * 8, n=4096, k=7168)
     assert variants.auto_tiles(many, wgmma=False, native=True) == Tiles(128, 128, 128, False)
-    assert variants.auto_tiles(few, wgmma=False, native=True) == Tiles(16, 128, 256, True)
+    assert variants.auto_tiles(few, wgmma=False, native=True) == Tiles(16, 128, 128, True)
     for cap, twin in (((12, 0), False), ((12, 1), False), ((9, 0), True)):
-        v = select_variant(many, None, cap, force_ptx=False, twin=twin, portable=False)
-        assert (v.family, v.tiles.tile_k) == (Family.SM120, 128)
+        for p in (many, few):
+            v = select_variant(p, None, cap, force_ptx=False, twin=twin, portable=False)
+            assert (v.family, v.tiles.tile_k, v.entry.abi) == (Family.SM120WS, 128, "grouped_gemm_tma")
+        # an explicit cut the warp-specialized kernel lacks stays on the sm120 kernel
+        v = select_variant(many, Tiles(128, 64, 256, False), cap, force_ptx=False, twin=twin, portable=False)
+        assert (v.family, v.target) == (Family.SM120, variants.target_for(cap, twin=twin)[1])
     v = select_variant(many, None, (8, 9), force_ptx=False, twin=False, portable=False)  # the portable kernel
     assert (v.family, v.tiles.tile_k) == (Family.SM80, 256)
 

@@ -176,16 +176,67 @@ def test_dispatch_follows_the_path(kernel_path):
     kernel: NVFP4_DRIVER_PORTABLE), as a build this GPU can load, machine code wherever one loads."""
     cap = torch.cuda.get_device_capability()
     v = variants.select_variant(variants.Problem(2, 64, 256, 10, "bfloat16"), variants.Tiles(), cap)
-    if kernel_path == "twin":
-        assert (v.family, v.target.name) == (variants.Family.SM120, "twin_sm_90")
+    if kernel_path == "twin":  # FlashInfer's default cut is one the warp-specialized kernel serves
+        assert (v.family, v.target.name) == (variants.Family.SM120WS, "twin_sm_90")
         return
     native = cap in ((12, 0), (12, 1))
-    assert v.family is (variants.Family.SM120 if native else variants.Family.SM80)
+    assert v.family is (variants.Family.SM120WS if native else variants.Family.SM80)
     built = variants.manifest()["kernels"][v.symbol]["targets"]
     target = v.target.name
     assert target in built and runs_on(target, cap), (target, cap)
     cubins = [t for t in built if t.startswith("sm_") and runs_on(t, cap)]
     assert target.startswith("sm_") == bool(cubins), (target, cubins)  # PTX only where no cubin loads
+
+
+@pytest.mark.parametrize("tiles", [dict(tile_m=16, tile_n=128, tile_k=128, swap_ab=True),
+                                   dict(tile_m=128, tile_n=128, tile_k=128, swap_ab=False)])
+def test_persistent_grid_walks_many_tiles(rng, record_ulps, tiles):
+    """Many more tiles than the persistent grid has blocks (the sm120ws kernels on the twin: 2 x 132
+    blocks of 16-token tiles, 132 of 128-row tiles): every block's stride loop, the producer running
+    into the next tile, empty groups interleaved."""
+    group_rows = rng.integers(0, 24, size=300) if tiles["tile_m"] == 16 else [300, 0, 1, 140, 77]
+    n = 1024 if tiles["tile_m"] == 16 else 4096
+    p = testing.random_problem(rng, [int(r) for r in group_rows], n=n, k=256, row_offset=3, trailing_rows=5)
+    bits, _ = run_case(p, "bfloat16", **tiles)
+    check(p, bits, "bfloat16", record_ulps)
+
+
+@pytest.mark.parametrize("offset", [4, 8])
+def test_scales_not_16_byte_aligned(rng, record_ulps, offset, kernel_path):
+    """Scale tensors 4- or 8-byte aligned (the op accepts 4; TMA needs 16): the warp-specialized
+    cuts fall back to the sm120 kernel of the same cut; the answer is the same."""
+    p = testing.random_problem(rng, [37, 0, 130], n=136, k=384, row_offset=1)
+    args = [to_gpu(x) for x in (p.a, p.b, p.a_scale, p.b_scale, p.m_indptr)]
+    views = []
+    for x in args[2:4]:
+        flat = torch.empty(x.numel() + offset, dtype=torch.uint8, device="cuda")
+        flat[offset:].copy_(x.reshape(-1))
+        views.append(flat[offset:].view(x.shape))
+    out = torch.empty((p.cum_m, p.n), dtype=torch.bfloat16, device="cuda")
+    out.view(torch.int16).fill_(np.int16(np.uint16(testing.POISON_BITS["bfloat16"]).view(np.int16)))
+    nd.group_gemm_nvfp4_nt_groupwise(args[0], args[1], views[0], views[1], args[4], alpha=to_gpu(p.alpha), out=out,
+                                     tile_m=128, tile_n=128, tile_k=128, swap_ab=False)
+    torch.cuda.synchronize()
+    check(p, out.view(torch.int16).cpu().numpy().view(np.uint16), "bfloat16", record_ulps)
+
+
+@pytest.mark.parametrize("tiles", [dict(tile_m=16, tile_n=128, tile_k=128, swap_ab=True),
+                                   dict(tile_m=128, tile_n=128, tile_k=128, swap_ab=False)])
+def test_out_only_4_byte_aligned(rng, record_ulps, tiles):
+    """An out that starts 4 bytes into its allocation: the warp-specialized epilogue's 16-byte stores
+    cannot serve it and its per-lane stores do; nothing outside the view is written."""
+    p = testing.random_problem(rng, [37, 0, 1, 130], n=136, k=256, row_offset=1)
+    args = [to_gpu(x) for x in (p.a, p.b, p.a_scale, p.b_scale, p.m_indptr)]
+    poison = np.int16(np.uint16(testing.POISON_BITS["bfloat16"]).view(np.int16))
+    flat = torch.empty(p.cum_m * p.n + 4, dtype=torch.bfloat16, device="cuda")
+    flat.view(torch.int16).fill_(poison)
+    out = flat[2:2 + p.cum_m * p.n].view(p.cum_m, p.n)  # 2 bf16 = 4 bytes in
+    assert out.data_ptr() % 16 == 4
+    nd.group_gemm_nvfp4_nt_groupwise(*args, alpha=to_gpu(p.alpha), out=out, **tiles)
+    torch.cuda.synchronize()
+    check(p, out.view(torch.int16).cpu().numpy().view(np.uint16), "bfloat16", record_ulps)
+    edges = flat.view(torch.int16).cpu().numpy()
+    assert (edges[:2] == poison).all() and (edges[2 + p.cum_m * p.n:] == poison).all()
 
 
 def test_ptx_path(rng, record_ulps, monkeypatch, kernel_path):
