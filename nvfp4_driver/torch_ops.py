@@ -54,11 +54,17 @@ group_gemm_nvfp4_nt_groupwise = torch.library.custom_op("nvfp4_driver::group_gem
 # tensors, CPython 3.11, 2026-12-03; docs/perf-notes.md). The op has no gradient (codes, scales, indices)
 # and returns fresh memory, so neither wrapper has anything to do; tracing (the fake kernel) is unchanged.
 # The _out form keeps custom_op's kernels: its ADInplaceOrView kernel bumps out's version counter.
+# Torch releases that refuse a second Python kernel for a key custom_op filled (2.11 on the H200 image
+# says "not allowed since there's already a kernel registered from python") keep custom_op's path.
 _EAGER = torch.library.Library("nvfp4_driver", "FRAGMENT")
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="(?s).*Overriding a previously registered kernel")
-    _EAGER.impl("group_gemm_nvfp4_nt_groupwise", _gemm, "CUDA")
-    _EAGER.impl("group_gemm_nvfp4_nt_groupwise", torch.library.fallthrough_kernel, "Autograd")
+    try:
+        _EAGER.impl("group_gemm_nvfp4_nt_groupwise", _gemm, "CUDA")
+        _EAGER.impl("group_gemm_nvfp4_nt_groupwise", torch.library.fallthrough_kernel, "Autograd")
+        EAGER_SHORTCUT = True
+    except RuntimeError:
+        EAGER_SHORTCUT = False
 
 
 @group_gemm_nvfp4_nt_groupwise.register_fake
