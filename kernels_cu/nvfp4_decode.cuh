@@ -34,13 +34,16 @@ __device__ __forceinline__ __half ue4m3_to_f16_soft(uint32_t byte) {
 
 // Two scale bytes, in bits 0..7 and 8..15 of `pair` -> fp16x2 {s0, s1}: one conversion serves
 // two data words whose blocks share a scale word (MathSm80 takes them with .H0_H0 / .H1_H1).
+// FOLD_ABS drops the sign bit after the conversion (|x| is exact, and NaN stays NaN): ptxas folds
+// the absolute value into the HMUL2 that applies the scale, where masking the bytes first costs a
+// LOP3. The wgmma kernel keeps the mask (with the fold it ran 2% slower: docs/perf-notes.md, v0.5).
+template <bool FOLD_ABS = true>
 __device__ __forceinline__ __half2 ue4m3x2_to_f16x2(uint32_t pair) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
-  // The sign bit is dropped after the conversion (|x| is exact, and NaN stays NaN): the absolute
-  // value folds into the HMUL2 that applies the scale, where masking the bytes cost an instruction.
   uint32_t h2;
-  asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(h2) : "h"(static_cast<unsigned short>(pair)));
-  return __habs2(*reinterpret_cast<const __half2*>(&h2));
+  asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(h2) : "h"(static_cast<unsigned short>(FOLD_ABS ? pair : pair & 0x7F7Fu)));
+  const __half2 v = *reinterpret_cast<const __half2*>(&h2);
+  return FOLD_ABS ? __habs2(v) : v;
 #else
   return __halves2half2(ue4m3_to_f16_soft(pair), ue4m3_to_f16_soft(pair >> 8));
 #endif
@@ -49,8 +52,9 @@ __device__ __forceinline__ __half2 ue4m3x2_to_f16x2(uint32_t pair) {
 // The scales of lane quad q's words in a row's scale word (four 16-element blocks, 64 k): word q
 // (elements 8q..8q+7) of 32-element half h lies in block 2h + q/2, so -> {s(q/2), s(2 + q/2)};
 // the caller takes half h's with __low2half2 / __high2half2.
+template <bool FOLD_ABS = true>
 __device__ __forceinline__ __half2 lane_scales(uint32_t sf_word, int q) {
-  return ue4m3x2_to_f16x2(__byte_perm(sf_word, 0u, (q >> 1) | ((2 + (q >> 1)) << 4)));
+  return ue4m3x2_to_f16x2<FOLD_ABS>(__byte_perm(sf_word, 0u, (q >> 1) | ((2 + (q >> 1)) << 4)));
 }
 
 // Four packed bytes (elements e0..e7, e_i in nibble i) times one scale, times 2^-14 ->

@@ -91,6 +91,9 @@ struct TileSource {
 // SPEC §3's layout). A thread's weight rows are ROWS_PER_PASS apart, so one row address and a stride
 // name them all: fewer registers than a pointer per row, which the 16-token tiles need. (Token rows
 // keep a pointer each: with 128-token tiles of 64 threads, 16 of them, the stride's products spill.)
+// ROW_POINTERS keeps the v0.4 loader instead -- a pointer per weight row, nullptr past N, every bound
+// tested per copy -- for the wgmma kernel, which ran 2% slower on the prefill shapes with the strided
+// one though its loop has fewer instructions (docs/perf-notes.md, v0.5).
 //
 // Copies that must read nothing -- weight rows past N, scale words past a_scale or past N,
 // anything past K (K = 384 with TILE_K = 256) -- use cp.async's source size 0: they fill zeros and
@@ -98,7 +101,7 @@ struct TileSource {
 // are clamped to its last row: real data whose results are never stored. Addresses stay inside the
 // operand where it is cheap (k offset 0, the operand's base for a scale word); a weight row past N
 // is only named, never read.
-template <class C, int THREADS>
+template <class C, int THREADS, bool ROW_POINTERS = false>
 struct StageLoader {
   static constexpr int CPR = C::CHUNKS_PER_ROW, ROWS_PER_PASS = THREADS / CPR;
   static_assert(THREADS % CPR == 0, "each thread copies one 16-byte column of its rows");
@@ -109,13 +112,13 @@ struct StageLoader {
   static constexpr int SB_PASSES = (SB_WORDS + THREADS - 1) / THREADS;
   static_assert(A_PASSES <= 32 && B_PASSES <= 32 && SA_PASSES <= 32 && SB_PASSES <= 32, "one bit a pass");
   static constexpr int SF_STEP = C::TK / 64 * 512;
-  static constexpr bool K_TAIL = C::TK > 128;  // K % 128 == 0: only a 256-wide k tile can pass K
+  static constexpr bool K_TAIL = ROW_POINTERS || C::TK > 128;  // K % 128 == 0: only a 256-wide k tile can pass K
 
   const TileSource& src;
   int tid, col;
   const uint8_t* a_row[A_PASSES];  // rows past the group end are clamped to its last (never stored)
-  const uint8_t* b_row;   // pass 0's row; pass p's is ROWS_PER_PASS * p rows further
-  int64_t b_step;         // ROWS_PER_PASS rows of `b`
+  const uint8_t* b_row[ROW_POINTERS ? B_PASSES : 1];  // pass 0's row (ROW_POINTERS: each pass's, nullptr past N)
+  int64_t b_step;         // ROWS_PER_PASS rows of `b`: pass p's row is p steps past pass 0's
   uint32_t b_live;        // bit p: pass p's row is below N
   const uint8_t* sa_word[SA_PASSES]; // k tile 0's word; nullptr: a row past a_scale
   const uint8_t* sb_word[SB_PASSES]; // nullptr: a row past N (with tile_n 256, also past N_pad)
@@ -124,13 +127,23 @@ struct StageLoader {
   __device__ __forceinline__ StageLoader(const TileSource& s, int t) : src(s), tid(t), col(t % CPR) {
     const int r0 = t / CPR;
 #pragma unroll
-    for (int p = 0; p < A_PASSES; ++p)
-      a_row[p] = s.a + min(s.tile.row_begin + r0 + p * ROWS_PER_PASS, s.tile.row_end - 1) * s.row_bytes;
-    b_step = static_cast<int64_t>(ROWS_PER_PASS) * s.row_bytes;
-    b_row = s.b_group + (s.n0 + r0) * s.row_bytes;
-    b_live = 0;
+    for (int p = 0; p < A_PASSES; ++p) {
+      const int64_t row = min(s.tile.row_begin + t / CPR + p * ROWS_PER_PASS, s.tile.row_end - 1);
+      a_row[p] = s.a + row * s.row_bytes;
+    }
+    if constexpr (ROW_POINTERS) {
 #pragma unroll
-    for (int p = 0; p < B_PASSES; ++p) b_live |= static_cast<uint32_t>(s.n0 + r0 + p * ROWS_PER_PASS < s.n) << p;
+      for (int p = 0; p < B_PASSES; ++p) {
+        const int64_t row = s.n0 + t / CPR + p * ROWS_PER_PASS;
+        b_row[p] = row < s.n ? s.b_group + row * s.row_bytes : nullptr;
+      }
+    } else {
+      b_step = static_cast<int64_t>(ROWS_PER_PASS) * s.row_bytes;
+      b_row[0] = s.b_group + (s.n0 + r0) * s.row_bytes;
+      b_live = 0;
+#pragma unroll
+      for (int p = 0; p < B_PASSES; ++p) b_live |= static_cast<uint32_t>(s.n0 + r0 + p * ROWS_PER_PASS < s.n) << p;
+    }
 #pragma unroll
     for (int p = 0; p < SA_PASSES; ++p) {
       const int i = t + p * THREADS, w = i / C::TM;
@@ -159,13 +172,19 @@ struct StageLoader {
     for (int p = 0; p < A_PASSES; ++p) {
       const int r = tid / CPR + p * ROWS_PER_PASS;
       if (C::TM % ROWS_PER_PASS == 0 || r < C::TM)
-        cp_async_16(s_a + r * C::ROW_PITCH + col * 16, a_row[p] + k_off, k_ok);
+        cp_async_16(s_a + r * C::ROW_PITCH + col * 16, ROW_POINTERS ? (k_ok ? a_row[p] + k_byte : src.a) : a_row[p] + k_off,
+                    k_ok);
     }
 #pragma unroll
     for (int p = 0; p < B_PASSES; ++p) {
       const int r = tid / CPR + p * ROWS_PER_PASS;
-      if (C::TN % ROWS_PER_PASS == 0 || r < C::TN)
-        cp_async_16(s_b + r * C::ROW_PITCH + col * 16, b_row + p * b_step + k_off, k_ok && (b_live >> p & 1));
+      if constexpr (ROW_POINTERS) {
+        const bool ok = k_ok && b_row[p] != nullptr;
+        if (C::TN % ROWS_PER_PASS == 0 || r < C::TN)
+          cp_async_16(s_b + r * C::ROW_PITCH + col * 16, ok ? b_row[p] + k_byte : src.b, ok);
+      } else if (C::TN % ROWS_PER_PASS == 0 || r < C::TN) {
+        cp_async_16(s_b + r * C::ROW_PITCH + col * 16, b_row[0] + p * b_step + k_off, k_ok && (b_live >> p & 1));
+      }
     }
     const int sf_col0 = kt * (C::TK / kSfVec);
     const int64_t sf_step = static_cast<int64_t>(kt) * SF_STEP;

@@ -79,7 +79,7 @@ __device__ __forceinline__ void decode_b_tile(const uint8_t* s_b, const uint32_t
     const int row = u % C::TN, blk = u / C::TN;  // consecutive lanes: consecutive rows, no bank conflicts
     const uint4 w = *reinterpret_cast<const uint4*>(s_b + row * C::Raw::ROW_PITCH + half * 32 + blk * 16);
     const uint32_t sf = s_sb[half * C::TN + row];  // scale word of this 64-K half: blocks 0..3
-    const __half2 s01 = ue4m3x2_to_f16x2(sf >> (16 * blk));  // blocks 2*blk and 2*blk + 1
+    const __half2 s01 = ue4m3x2_to_f16x2<false>(sf >> (16 * blk));  // blocks 2*blk and 2*blk + 1
     const __half2 s0 = __low2half2(s01), s1 = __high2half2(s01);
     uint32_t r[4][4];
     decode_word(w.x, s0, r[0]);
@@ -105,7 +105,7 @@ __device__ __forceinline__ void decode_a_frags(const uint8_t* s_a, const uint32_
   const int p = lane & 3;
   __half2 scales[2];  // rows g and g + 8: the scales of word p in blk 0 and 1 (lane_scales)
 #pragma unroll
-  for (int h = 0; h < 2; ++h) scales[h] = lane_scales(s_sa[half * C::TM + row0 + h * 8], p);
+  for (int h = 0; h < 2; ++h) scales[h] = lane_scales<false>(s_sa[half * C::TM + row0 + h * 8], p);
 #pragma unroll
   for (int blk = 0; blk < 2; ++blk) {
     uint32_t r[2][4];
@@ -153,7 +153,7 @@ __device__ __forceinline__ void grouped_gemm_wgmma(const uint8_t* __restrict__ a
   const uint8_t* b_group = b + static_cast<int64_t>(g) * n * row_bytes;
   const uint8_t* sb_group = b_scale + static_cast<int64_t>(g) * n_pad * sf_k;
   const TileSource src{a, b, a_scale, b_scale, b_group, sb_group, tile, n0, n, row_bytes, sf_k, a_scale_rows};
-  const StageLoader<Raw, C::THREADS> loader(src, threadIdx.x);
+  const StageLoader<Raw, C::THREADS, true> loader(src, threadIdx.x);  // the v0.4 loader: faster here
   const int k_tiles = k / C::TK;  // K % 128 == 0 (SPEC §2)
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int a_row0 = warp * 16 + (lane >> 2);  // warpgroup warp / 4 owns tokens 64*(warp/4) ..
