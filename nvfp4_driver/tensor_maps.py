@@ -99,8 +99,11 @@ class TmaGemmLaunch:
         maps = self._recent.get(key)
         if maps is None:
             s = self.shapes
-            maps = (encode(a, *s["a"]), encode(b, *s["b"]), encode(a_scale, *s["a_scale"]),
-                    encode(b_scale, *s["b_scale"]))
+            # cuTensorMapEncodeTiled wants a current context (CUDA_ERROR_INVALID_CONTEXT otherwise: a
+            # caller with no torch, as selftest, has none); only a miss pays for the guard.
+            with driver._ContextGuard(self.kernel.ordinal):
+                maps = (encode(a, *s["a"]), encode(b, *s["b"]), encode(a_scale, *s["a_scale"]),
+                        encode(b_scale, *s["b_scale"]))
             if len(self._recent) >= 64:
                 self._recent.clear()
             self._recent[key] = maps
