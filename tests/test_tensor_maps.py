@@ -1,6 +1,7 @@
 """The TMA kernels' host side without a GPU: the four tensor maps' shapes (what the kernel's copies
 may read, SPEC §3's scale blocks as 16-byte lines), their cache, the launch that appends them to
 the grouped-GEMM arguments, and the fallback to the sm120 kernel where TMA cannot serve."""
+import contextlib
 import pytest
 
 from nvfp4_driver import plans, registry, tensor_maps, variants
@@ -26,6 +27,8 @@ def test_map_shapes_cover_exactly_the_tensors():
 
 
 class FakeKernel:
+    ordinal = 0
+
     def __init__(self):
         self.calls = []
 
@@ -42,6 +45,8 @@ def fake_encode(monkeypatch):
         return bytes([len(seen)]) * 128
 
     monkeypatch.setattr(tensor_maps, "encode", encode)
+    # no driver here: the primary-context guard around the encoding is a no-op
+    monkeypatch.setattr(tensor_maps.driver, "_ContextGuard", lambda ordinal: contextlib.nullcontext())
     return seen
 
 
