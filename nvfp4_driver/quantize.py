@@ -449,18 +449,12 @@ def global_scale_from_amax(x, m_indptr=None, *, per_group: bool = True, stream=N
         arrays["m_indptr"] = M
         rows, indptr_ptr, groups, group_rows = X.shape[0], M.ptr, M.shape[0] - 1, 0
         count = groups if per_group else 1
-    ordinal = _device(arrays, X)
-    out, O = outputs.allocate(X, (count,), "float32")
-    if count == 0:
-        return out
-    handle = streams.resolve_stream(stream, arrays)
-    _zero_words(O.ptr, count, ordinal, handle)
-    if rows:
-        _launch_rows("amax_rows", _DTYPE_TAG[X.dtype], ordinal, rows, k, handle,
-                     x=X.ptr, amax_bits=O.ptr, m_indptr=indptr_ptr, rows=rows, k=k, num_groups=groups,
-                     group_rows=group_rows, per_group=int(per_group))
-    _launch("global_scale_from_amax", None, ordinal, (-(-count // _SCALAR_BLOCK), 1, 1), handle, scale=O.ptr, n=count)
-    return out
+    def amax(ordinal, amax_ptr, handle):
+        if rows:
+            _launch_rows("amax_rows", _DTYPE_TAG[X.dtype], ordinal, rows, k, handle,
+                         x=X.ptr, amax_bits=amax_ptr, m_indptr=indptr_ptr, rows=rows, k=k, num_groups=groups,
+                         group_rows=group_rows, per_group=int(per_group))
+    return _scales_from(amax, X, arrays, count, stream)
 
 
 def silu_mul_global_scale_from_amax(gate_up, m_indptr=None, *, per_group: bool = True, stream=None):
@@ -491,16 +485,24 @@ def silu_mul_global_scale_from_amax(gate_up, m_indptr=None, *, per_group: bool =
         arrays["m_indptr"] = M
         indptr_ptr, groups = M.ptr, M.shape[0] - 1
         count = groups if per_group else 1
+    def amax(ordinal, amax_ptr, handle):
+        if rows:
+            _launch_rows("silu_mul_amax_rows", _DTYPE_TAG[X.dtype], ordinal, rows, 2 * k, handle,
+                         gate_up=X.ptr, amax_bits=amax_ptr, m_indptr=indptr_ptr, rows=rows, k=k, num_groups=groups,
+                         group_rows=0, per_group=int(per_group and m_indptr is not None))
+    return _scales_from(amax, X, arrays, count, stream)
+
+
+def _scales_from(amax, X, arrays: dict, count: int, stream):
+    """The (count,) float32 global scales: zeroed accumulators, ``amax(ordinal, ptr, stream)`` (an amax
+    kernel's launch into them, as bit patterns), then global_scale_from_amax in place."""
     ordinal = _device(arrays, X)
     out, O = outputs.allocate(X, (count,), "float32")
     if count == 0:
         return out
     handle = streams.resolve_stream(stream, arrays)
     _zero_words(O.ptr, count, ordinal, handle)
-    if rows:
-        _launch_rows("silu_mul_amax_rows", _DTYPE_TAG[X.dtype], ordinal, rows, 2 * k, handle,
-                     gate_up=X.ptr, amax_bits=O.ptr, m_indptr=indptr_ptr, rows=rows, k=k, num_groups=groups,
-                     group_rows=0, per_group=int(per_group and m_indptr is not None))
+    amax(ordinal, O.ptr, handle)
     _launch("global_scale_from_amax", None, ordinal, (-(-count // _SCALAR_BLOCK), 1, 1), handle, scale=O.ptr, n=count)
     return out
 
