@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench_moe import ShapeRun, floor_us, select_shapes  # noqa: E402
 from benchmarks.common import gpu_banner, measure_ceilings, require_cuda, time_us  # noqa: E402
 from benchmarks.sweep_tiles import launcher  # noqa: E402
-from nvfp4_driver import config, driver, plans, variants  # noqa: E402
+from nvfp4_driver import variants  # noqa: E402
 from nvfp4_driver.problem import Problem  # noqa: E402
 
 
@@ -49,13 +49,7 @@ def main():
         ours = launcher(problem, variant, run)
         spec = variants.kernel_spec(variant)
         old_spec = dataclasses.replace(spec, file=str(args.baseline.resolve() / spec.file))
-        stream = torch.cuda.current_stream().cuda_stream
-        plan = plans.Plan(problem, variant.tiles, run.a_scale.numel(), config.Flags())
-        launch_args = plan.args(run.a.data_ptr(), run.b.data_ptr(), run.a_scale.data_ptr(), run.b_scale.data_ptr(),
-                                run.m_indptr.data_ptr(), run.alpha.data_ptr(), run.out.data_ptr())
-        kernel, g = plans.launcher(problem, variant, plan.a_scale_rows, 0, driver.device_info(0).sm_count,
-                                   spec=old_spec)
-        old = lambda: kernel.launch(g, stream, launch_args)  # noqa: E731
+        old = launcher(problem, variant, run, spec=old_spec)
         new_t, old_t = [], []
         for _ in range(args.rounds):
             old_t.append(time_us(old, iters=20))

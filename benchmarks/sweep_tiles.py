@@ -23,7 +23,9 @@ from nvfp4_driver import config, driver, plans, registry, variants  # noqa: E402
 from nvfp4_driver.problem import Problem  # noqa: E402
 
 
-def launcher(problem, variant, run):
+def launcher(problem, variant, run, spec=None):
+    """A no-argument launch of ``variant`` on ``run``'s tensors, as the op launches it; ``spec``: another
+    build of the same kernel (benchmarks/compare_builds.py)."""
     a, b, a_scale, b_scale, m_indptr, alpha, out = (run.a, run.b, run.a_scale, run.b_scale, run.m_indptr,
                                                     run.alpha, run.out)
     stream = torch.cuda.current_stream().cuda_stream
@@ -31,7 +33,7 @@ def launcher(problem, variant, run):
     args = plan.args(a.data_ptr(), b.data_ptr(), a_scale.data_ptr(), b_scale.data_ptr(), m_indptr.data_ptr(),
                      alpha.data_ptr(), out.data_ptr())
     # the op's launcher: the TMA kernels' tensor maps and persistent grid included
-    kernel, g = plans.launcher(problem, variant, plan.a_scale_rows, 0, driver.device_info(0).sm_count)
+    kernel, g = plans.launcher(problem, variant, plan.a_scale_rows, 0, driver.device_info(0).sm_count, spec=spec)
     return lambda: kernel.launch(g, stream, args)
 
 
