@@ -33,9 +33,7 @@ struct GemmConfig {
   // 16-token tiles are latency-bound: two blocks per SM (at most 128 registers a thread at 256
   // threads) keep more warps in flight. Wider tiles need their registers for the MMA fragments
   // (32 tokens spill at 128), and so does sm_80's longer scale conversion (nvfp4_decode.cuh).
-#if defined(NVFP4_MIN_BLOCKS)
-  static constexpr int MIN_BLOCKS = NVFP4_MIN_BLOCKS;
-#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 890
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 890
   static constexpr int MIN_BLOCKS = 1;
 #else
   static constexpr int MIN_BLOCKS = TM == 16 && THREADS <= 256 ? 2 : 1;

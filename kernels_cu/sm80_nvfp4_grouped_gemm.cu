@@ -80,8 +80,9 @@ struct MathSm80 {
       for (int j = 0; j < C::Q_TILES; ++j)
         load_decoded<C>(s.q_data, q_base + j * 8 + grp, kc, h, q,
                         h ? __high2half2(q_scale[j]) : __low2half2(q_scale[j]), q_frag[j]);
-      // One P fragment decoded at a time, right before its MMAs: 8 decoded registers live instead
-      // of 8 per P fragment, which is what lets the 16-token tiles keep 3 blocks on an SM.
+      // One P fragment decoded at a time, right before its MMAs: the source order keeps 8 decoded
+      // registers live instead of 8 per P fragment (ptxas schedules as it likes: the 16-token tile
+      // went 121 -> 118 registers, still 2 blocks an SM; 3 spilled, docs/perf-notes.md v0.4, v0.5).
 #pragma unroll
       for (int i = 0; i < C::P_TILES; ++i) {
         uint32_t p_frag[2][4];
