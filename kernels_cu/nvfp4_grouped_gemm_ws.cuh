@@ -102,8 +102,8 @@ __device__ __forceinline__ BlockTile linear_tile(int t, int m_tiles, int n_tiles
 struct GemmMaps {
   const CUtensorMap* a;   // uint8 (K/2, cum_m), box (TK/2, TM), swizzled
   const CUtensorMap* b;   // uint8 (K/2, N, G), box (TK/2, TN, 1), swizzled
-  const CUtensorMap* sa;  // uint8 (16, 32, sf_k/4, a_scale_rows/128), box (16, 32, TK/64, 1)
-  const CUtensorMap* sb;  // uint8 (16, 32, sf_k/4, G*N_pad/128), box (16, 32, TK/64, 1)
+  const CUtensorMap* sa;  // uint8 (256, sf_k/2, a_scale_rows/128), box (256, TK/32, 1): 256-byte lines
+  const CUtensorMap* sb;  // uint8 (256, sf_k/2, G*N_pad/128), box (256, TK/32, 1)
 };
 
 // The epilogue of one warp through its own 512-byte slice of shared memory: 8 output rows x 32
@@ -202,8 +202,8 @@ __device__ __forceinline__ void grouped_gemm_ws(const int32_t* __restrict__ m_in
           mbar_arrive_expect_tx(&full[stage], C::STAGE_BYTES);
           tma_load_2d(s_a, maps.a, &full[stage], kt * C::ROW_BYTES, row);
           tma_load_3d(s_b, maps.b, &full[stage], kt * C::ROW_BYTES, n0, tile.group);
-          tma_load_4d(s_sa, maps.sa, &full[stage], 0, 0, kt * C::SF_QUADS, sa_block);
-          tma_load_4d(s_sb, maps.sb, &full[stage], 0, 0, kt * C::SF_QUADS, sb_block);
+          tma_load_3d(s_sa, maps.sa, &full[stage], 0, kt * (TK / 32), sa_block);
+          tma_load_3d(s_sb, maps.sb, &full[stage], 0, kt * (TK / 32), sb_block);
         }
         __syncwarp();
         if (++stage == STAGES) stage = 0, phase ^= 1;

@@ -11,9 +11,11 @@ The maps (``nvfp4_grouped_gemm_ws.cuh`` reads them):
 
 - ``a``: uint8 (K/2, cum_m), box (tile_k/2, tile_m), swizzled (64 B for tile_k 128, 128 B for 256).
 - ``b``: uint8 (K/2, N, G), box (tile_k/2, tile_n, 1), swizzled alike.
-- ``a_scale`` / ``b_scale`` as 16-byte lines of SPEC §3's 128x4 layout: uint8 (16, 32, sf_k/4, blocks)
-  with strides (16, 512, 128*sf_k) and box (16, 32, tile_k/64, 1), i.e. one 128-row block's k tile
-  of (tile_k/64) * 512 contiguous bytes. ``a_scale`` counts only its whole 128-row blocks
+- ``a_scale`` / ``b_scale`` as 256-byte lines of SPEC §3's 128x4 layout: uint8 (256, sf_k/2, blocks)
+  with strides (256, 128*sf_k) and box (256, tile_k/32, 1), i.e. one 128-row block's k tile of
+  (tile_k/64) * 512 contiguous bytes. The TMA unit works row by row of a box, so the widest rows
+  it takes (256 elements) move the scales in 4-8 rows a stage; as 16-byte lines they took 64-128,
+  as many as the weight tile itself. ``a_scale`` counts only its whole 128-row blocks
   (``a_scale_rows``, what the other kernels bound their reads by), so nothing past the tensor is
   read and the copies zero-fill the rest, as they do past sf_k (K = 384 with tile_k 256).
 
@@ -62,14 +64,14 @@ def gemm_map_shapes(problem, tiles, a_scale_rows: int) -> dict:
     p, t = problem, tiles
     row = p.k // 2
     span = t.tile_k // 2  # one swizzle span per stage row: 64 or 128 bytes
-    quads = p.sf_k // 4
-    sf_box = (16, 32, t.tile_k // 64, 1)
-    sf_strides = (16, 512, 128 * p.sf_k)
+    lines = p.sf_k // 2  # 256-byte lines of one 128-row scale block (128 * sf_k bytes)
+    sf_box = (256, t.tile_k // 32, 1)
+    sf_strides = (256, 128 * p.sf_k)
     return {
         "a": ((row, p.cum_m), (row,), (span, t.tile_m), span),
         "b": ((row, p.n, p.num_groups), (row, p.n * row), (span, t.tile_n, 1), span),
-        "a_scale": ((16, 32, quads, a_scale_rows // 128), sf_strides, sf_box, 0),
-        "b_scale": ((16, 32, quads, p.num_groups * p.n_pad // 128), sf_strides, sf_box, 0),
+        "a_scale": ((256, lines, a_scale_rows // 128), sf_strides, sf_box, 0),
+        "b_scale": ((256, lines, p.num_groups * p.n_pad // 128), sf_strides, sf_box, 0),
     }
 
 

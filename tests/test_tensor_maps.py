@@ -1,5 +1,5 @@
 """The TMA kernels' host side without a GPU: the four tensor maps' shapes (what the kernel's copies
-may read, SPEC §3's scale blocks as 16-byte lines), their cache, the launch that appends them to
+may read, SPEC §3's scale blocks as 256-byte lines), their cache, the launch that appends them to
 the grouped-GEMM arguments, and the fallback to the sm120 kernel where TMA cannot serve."""
 import contextlib
 import pytest
@@ -16,14 +16,15 @@ def test_map_shapes_cover_exactly_the_tensors():
     assert shapes["a"] == ((row, 300), (row,), (128, 16), 128)            # 128 B rows: 128B swizzle
     assert shapes["b"] == ((row, 136, 3), (row, 136 * row), (128, 128, 1), 128)
     sf_k = 384 // 16
-    # (16 bytes, 32 lines, sf_k/4 quads, whole 128-row blocks); a box = tile_k/64 quads of one block
-    assert shapes["a_scale"] == ((16, 32, sf_k // 4, 5), (16, 512, 128 * sf_k), (16, 32, 4, 1), 0)
-    assert shapes["b_scale"] == ((16, 32, sf_k // 4, 3 * 256 // 128), (16, 512, 128 * sf_k), (16, 32, 4, 1), 0)
+    # (256 bytes, sf_k/2 lines, whole 128-row blocks); a box = tile_k/32 lines = tile_k/64 quads of one block
+    assert shapes["a_scale"] == ((256, sf_k // 2, 5), (256, 128 * sf_k), (256, 8, 1), 0)
+    assert shapes["b_scale"] == ((256, sf_k // 2, 3 * 256 // 128), (256, 128 * sf_k), (256, 8, 1), 0)
     k128 = tensor_maps.gemm_map_shapes(p, Tiles(128, 128, 128, False), a_scale_rows=640)
-    assert k128["a"][2:] == ((64, 128), 64) and k128["a_scale"][2] == (16, 32, 2, 1)  # 64B swizzle
-    # the scale map's strides walk SPEC §3: line l of quad w of block b is byte b*128*sf_k + w*512 + 16*l
+    assert k128["a"][2:] == ((64, 128), 64) and k128["a_scale"][2] == (256, 4, 1)  # 64B swizzle
+    # the scale map's strides walk SPEC §3: line l of block b is byte b*128*sf_k + 256*l, a block is
+    # 128*sf_k contiguous bytes, and the blocks end where a_scale's whole blocks end
     d, s, _, _ = shapes["a_scale"]
-    assert d[0] * d[1] == 512 and s[2] * d[3] == 640 * sf_k  # the blocks end where a_scale's whole blocks end
+    assert d[0] * d[1] == s[1] == 128 * sf_k and s[1] * d[2] == 640 * sf_k
 
 
 class FakeKernel:

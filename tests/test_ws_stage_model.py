@@ -105,8 +105,10 @@ def test_stage_to_fragments(tiles, short):
         sa_src = a_scale.reshape(sf_dims(shapes["a_scale"][0]))
         sb_src = b_scale.reshape(sf_dims(shapes["b_scale"][0]))
         quads = tk // 64
-        s_sa = tma_box(sa_src, (sf_row >> 7, kt * quads, 0, 0), (1, quads, 32, 16)).tobytes()
-        s_sb = tma_box(sb_src, (group * (n_pad // 128) + (n0 >> 7), kt * quads, 0, 0), (1, quads, 32, 16)).tobytes()
+        sf_box = sf_dims(shapes["a_scale"][2])  # (1, lines, 256): the kernel asks for line kt * TK/32
+        assert shapes["b_scale"][2] == shapes["a_scale"][2] and sf_box[2] * sf_box[1] == quads * 512
+        s_sa = tma_box(sa_src, (sf_row >> 7, kt * (tk // 32), 0), sf_box).tobytes()
+        s_sb = tma_box(sb_src, (group * (n_pad // 128) + (n0 >> 7), kt * (tk // 32), 0), sf_box).tobytes()
         assert len(s_sa) == quads * 512
 
         # what the MMA must see, from the SPEC tensors (zero past K, N, cum_m, a_scale's whole blocks)
