@@ -204,21 +204,28 @@ def quantize_activations(x, m_indptr, global_scale, *, stream=None):
     if traced is not None:
         return traced(x, m_indptr, global_scale, stream)
     X = _unquantized(x, "x", (2,))
-    rows, k = X.shape
+    k = X.shape[1]
     _check_k(k, "x.shape[1]")
     M = _indptr(m_indptr)
-    groups = M.shape[0] - 1
     arrays = {"x": X, "m_indptr": M}
+    return _quantize_rows("quantize_rows", "x", X, k, k, arrays, M.ptr, M.shape[0] - 1, 0, global_scale, stream)
+
+
+def _quantize_rows(op: str, source: str, X, k: int, width: int, arrays: dict, indptr_ptr: int, groups: int,
+                   group_rows: int, global_scale, stream):
+    """``(a, a_scale)`` allocated in X's framework for X's rows, and ``op`` launched to fill them
+    (``source`` names its input parameter, ``width`` the elements of one input row)."""
+    rows = X.shape[0]
     gs_ptr, gs_stride, gs_value = _global_scale(global_scale, groups, arrays)
     sf_rows = a_scale_rows_upper_bound(rows, groups)
     ordinal = _device(arrays, X)
     a, A = outputs.allocate(X, (rows, k // 2), "uint8")
     a_scale, S = outputs.allocate(X, (sf_rows, k // SF_VEC), "uint8")
     if max(rows, sf_rows):
-        _launch_rows("quantize_rows", _DTYPE_TAG[X.dtype], ordinal, max(rows, sf_rows), k,
+        _launch_rows(op, _DTYPE_TAG[X.dtype], ordinal, max(rows, sf_rows), width,
                      streams.resolve_stream(stream, arrays),
-                     x=X.ptr, q=A.ptr, q_scale=S.ptr, global_scale=gs_ptr, m_indptr=M.ptr, rows=rows,
-                     sf_rows=sf_rows, k=k, num_groups=groups, group_rows=0, gs_stride=gs_stride,
+                     **{source: X.ptr}, q=A.ptr, q_scale=S.ptr, global_scale=gs_ptr, m_indptr=indptr_ptr, rows=rows,
+                     sf_rows=sf_rows, k=k, num_groups=groups, group_rows=group_rows, gs_stride=gs_stride,
                      gs_value=gs_value)
     return a, a_scale
 
@@ -387,21 +394,10 @@ def silu_mul_quantize_activations(gate_up, m_indptr, global_scale, *, stream=Non
     if traced is not None:
         return traced(gate_up, m_indptr, global_scale, stream)
     X, k = _gate_up(gate_up)
-    rows = X.shape[0]
     arrays = {"gate_up": X}
-    indptr_ptr, groups, group_rows = _silu_mul_groups(m_indptr, rows, arrays)
-    gs_ptr, gs_stride, gs_value = _global_scale(global_scale, groups, arrays)
-    sf_rows = a_scale_rows_upper_bound(rows, groups)
-    ordinal = _device(arrays, X)
-    a, A = outputs.allocate(X, (rows, k // 2), "uint8")
-    a_scale, S = outputs.allocate(X, (sf_rows, k // SF_VEC), "uint8")
-    if max(rows, sf_rows):
-        _launch_rows("silu_mul_quantize_rows", _DTYPE_TAG[X.dtype], ordinal, max(rows, sf_rows), 2 * k,
-                     streams.resolve_stream(stream, arrays),
-                     gate_up=X.ptr, q=A.ptr, q_scale=S.ptr, global_scale=gs_ptr, m_indptr=indptr_ptr, rows=rows,
-                     sf_rows=sf_rows, k=k, num_groups=groups, group_rows=group_rows, gs_stride=gs_stride,
-                     gs_value=gs_value)
-    return a, a_scale
+    indptr_ptr, groups, group_rows = _silu_mul_groups(m_indptr, X.shape[0], arrays)
+    return _quantize_rows("silu_mul_quantize_rows", "gate_up", X, k, 2 * k, arrays, indptr_ptr, groups, group_rows,
+                          global_scale, stream)
 
 
 # --------------------------------------------------------------------------------- global scales
