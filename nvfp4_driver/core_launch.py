@@ -39,6 +39,12 @@ class CoreKernel:
         drv = driver.driver()
         handle = driver.check(drv.cuLibraryGetKernel(driver.load_library(spec.file), spec.symbol.encode()),
                               f"cuLibraryGetKernel({spec.symbol})")
+        # driver.function raised the limit on the context's CUfunction; a launch by CUkernel is given it on
+        # the kernel too, so it never depends on which handle the driver resolves the launch through.
+        device = driver.check(drv.cuDeviceGet(ordinal), f"cuDeviceGet({ordinal})")
+        driver.check(drv.cuKernelSetAttribute(
+            drv.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, spec.smem_bytes, handle, device),
+            "cuKernelSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)")
         self.kernel = core.Kernel.from_handle(int(handle))
         self.ctx = driver.primary_context(ordinal)
         self.ctx_id = int(self.ctx)

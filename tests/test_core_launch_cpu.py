@@ -39,8 +39,18 @@ class FakeDriver:
         self.calls.append("pop")
         return 0, None
 
+    class CUfunction_attribute:
+        CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8
+
     def cuLibraryGetKernel(self, lib, name):
         return 0, 0xBEEF
+
+    def cuDeviceGet(self, ordinal):
+        return 0, ("device", ordinal)
+
+    def cuKernelSetAttribute(self, attrib, value, kernel, device):
+        self.calls.append(("limit", attrib, value, kernel, device))
+        return (0,)
 
 
 class FakeCore(types.ModuleType):
@@ -98,14 +108,15 @@ def test_arguments_reach_cuda_core_at_the_abi_widths(core):
     assert [type(v) for v in values] == [int, int, np.int32, np.int64, np.float32, np.int32]
     if ParamHolder is not None:  # what cuda.core hands the driver, byte for byte
         assert raw == [struct.pack(_FMT[t], a) for t, a in zip(SPEC.param_types, ARGS)]
-    assert core.drv.calls == ["push", "pop"]  # no context current: the primary one, around the launch only
+    assert core.drv.calls == [("limit", 8, 4096, 0xBEEF, ("device", 0)), "push", "pop"]  # no context current:
+    # the primary one, around the launch only
 
 
 def test_default_stream_and_current_context(core):
     core.drv.current = 0xC0
     kernel = core_launch.CoreKernel(SPEC, 0)
     kernel.launch((1, 1, 1), 0, ARGS)
-    assert core.launches[0][0] == "legacy" and core.drv.calls == []
+    assert core.launches[0][0] == "legacy" and core.drv.calls[1:] == []
     with pytest.raises(TypeError, match=r"my_kernel takes \(ptr, ptr, i32, i64, f32, i32\)"):
         kernel.launch((1, 1, 1), 0, ARGS[:-1])
 
