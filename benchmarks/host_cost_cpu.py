@@ -132,17 +132,30 @@ class FakeCupyArray:
                 "data": (self.data.ptr, False), "version": 3, "strides": None, "stream": 1}
 
 
-class _NumbaPointer:
-    """numba.cuda's MemoryPointer as its arrays use it: the address as a new ctypes value per access."""
+class _DevicePointer:
+    """cuda.bindings' CUdeviceptr as numba-cuda holds it: an address that int() reads."""
 
     __slots__ = ("ptr",)
 
     def __init__(self, ptr):
         self.ptr = ptr
 
+    def __int__(self):
+        return self.ptr
+
+
+class _NumbaPointer:
+    """numba.cuda's MemoryPointer as its arrays use it: ``device_pointer``, and the address as a new
+    ctypes value built from it per access."""
+
+    __slots__ = ("device_pointer",)
+
+    def __init__(self, ptr):
+        self.device_pointer = _DevicePointer(ptr)
+
     @property
     def device_ctypes_pointer(self):
-        return ctypes.c_size_t(self.ptr)
+        return ctypes.c_size_t(int(self.device_pointer))
 
 
 class DeviceNDArrayBase:

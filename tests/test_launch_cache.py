@@ -410,14 +410,26 @@ def test_device_buffer_out_hits_from_the_second_call(gpu, buffers):
 # --- numba.cuda's device arrays, read through their attributes -------------------------------------------
 
 class FakeNumbaPointer:
-    """numba.cuda's MemoryPointer as far as the array uses it: the address as a ctypes value per access."""
+    """numba.cuda's MemoryPointer as far as the array uses it: the address as an int-convertible object,
+    and as a ctypes value built from it per access."""
+
+    def __init__(self, ptr):
+        self.device_pointer = FakeDevicePointer(ptr)
+
+    @property
+    def device_ctypes_pointer(self):
+        p = self.device_pointer  # older numba: already a ctypes value
+        return p if isinstance(p, ctypes.c_void_p) else ctypes.c_size_t(int(p))
+
+
+class FakeDevicePointer:
+    """cuda.bindings' CUdeviceptr: an address that int() reads."""
 
     def __init__(self, ptr):
         self.ptr = ptr
 
-    @property
-    def device_ctypes_pointer(self):
-        return ctypes.c_size_t(self.ptr)
+    def __int__(self):
+        return self.ptr
 
 
 class DeviceNDArrayBase:
@@ -486,7 +498,8 @@ def test_numba_arrays_hit_without_reading_their_interface(gpu):
 
 @pytest.mark.parametrize("index,change", [
     (0, lambda x: setattr(x, "gpu_data", FakeNumbaPointer(BASE + (9 << 32)))),
-    (0, lambda x: setattr(x.gpu_data, "ptr", BASE + (9 << 32))),
+    (0, lambda x: setattr(x.gpu_data, "device_pointer", FakeDevicePointer(BASE + (9 << 32)))),
+    (0, lambda x: setattr(x.gpu_data.device_pointer, "ptr", BASE + (9 << 32))),
     (2, lambda x: setattr(x, "shape", (256, 8))),
     (0, lambda x: setattr(x, "strides", (128, 1))),
     (0, lambda x: setattr(x, "dtype", np.dtype("int8"))),
@@ -523,6 +536,16 @@ def test_numba_subclass_with_its_own_interface_is_read_through_it(gpu):
     assert launch_cache.describe(args[0]) == "cai_key"
 
 
+def test_numba_with_ctypes_pointers_is_read_through_its_interface(gpu):
+    """Older numba's pointer objects are ctypes values, which int() refuses: the CAI dict, not a guess."""
+    args = numba_arrays()
+    for x in args:
+        x.gpu_data.device_pointer = ctypes.c_void_p(int(x.gpu_data.device_pointer))
+    call(args)
+    call(args)
+    assert launch_cache.describe(args[0]) == "cai_key" and len(gpu.slow) == 1
+
+
 def test_real_numba_array_key_matches_its_interface():
     """numba.cuda's own class (no GPU needed over a given pointer): found as Numba's, and its key holds
     every value its CAI dict does."""
@@ -530,7 +553,7 @@ def test_real_numba_array_key_matches_its_interface():
     from numba.cuda.cudadrv import driver as numba_driver
     memory = numba_driver.MemoryPointer(context=None, pointer=ctypes.c_void_p(BASE), size=4096)
     x = da.DeviceNDArray((16, 64), (64, 1), np.uint8, gpu_data=memory)
-    assert launch_cache._is_numba_array(type(x))
+    assert launch_cache._is_numba_array(x)
     ptr, shape, strides, dtype, stream = launch_cache._numba_key(x)
     cai = x.__cuda_array_interface__
     assert (cai["data"][0], cai["shape"], cai["typestr"], cai["stream"]) == (ptr, shape, dtype.str, stream)
