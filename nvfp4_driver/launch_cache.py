@@ -5,8 +5,9 @@ argument, looks the plan up, checks addresses and resolves the device: 25-60 µs
 H200 host, 5-11x the bare launch (docs/perf-notes.md, "Host cost per call for every framework"). A
 repeated call with the same arrays can skip all of it: this module reads from each argument only the
 values its DeviceArray was built from (a *key*, cheaper than the DeviceArray: attributes instead of a
-protocol dict where the object is one we know: DeviceBuffer, CuPy, numba.cuda's device arrays), and keeps, per tuple of keys and call options, the
-launch the general path made: kernel, grid and every argument. A hit replays it.
+protocol dict where the object is one we know: DeviceBuffer, CuPy, numba.cuda's device arrays), and
+keeps, per tuple of keys and call options, the launch the general path made: kernel, grid and every
+argument. A hit replays it.
 
 Why a hit is safe:
 
