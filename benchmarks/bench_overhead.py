@@ -9,8 +9,11 @@ empty probe kernel through our driver layer | the issue-15 target for that ratio
 Frameworks that are not installed (CuPy, Numba, JAX, cuda.core) are skipped with one line each.
 
 Also measured, for issue 15 item 4: cuda.core's ``launch`` of the same probe kernel (the cubin loaded
-with ``ObjectCode.from_cubin``), and the cost of reading one array with cuda.core's ``StridedMemoryView``
-(DLPack and ``__cuda_array_interface__``) against our reader (``tensors.as_device_array``).
+with ``ObjectCode.from_cubin``); the GEMM kernel the op launches for this problem (its spec, grid and
+arguments, taken from the launch cache after one call) through ``PreparedKernel.launch``, through
+cuda.core's ``launch`` with the arguments typed ahead, and through ``core_launch.CoreKernel`` (cuda.core
+with PreparedKernel's interface, typing per call); and the cost of reading one array with cuda.core's
+``StridedMemoryView`` (DLPack and ``__cuda_array_interface__``) against our reader (``tensors.as_device_array``).
 ``--csv`` writes every line, the GPU and the versions, for docs/bench/.
 """
 from __future__ import annotations
@@ -41,6 +44,7 @@ NAMES = ("a", "b", "a_scale", "b_scale", "m_indptr", "alpha")
 BARE = "empty probe: PreparedKernel.launch"
 # Issue 15's targets, as ratios to the bare launch measured in the same run.
 TARGETS = {"torch, out=": 1.5, "torch.ops.nvfp4_driver (custom op, eager)": 2.5,
+           "torch.ops.nvfp4_driver ..._out (custom op, eager, out given)": 2.5,
            "DeviceBuffer (CAI), out=": 2.5, "CuPy, out=": 2.5, "Numba (CAI), out=": 2.5,
            "JAX, DeviceBuffer out=": 2.5}
 
@@ -108,6 +112,9 @@ def main():
     from nvfp4_driver import torch_ops  # noqa: F401
     op = torch.ops.nvfp4_driver.group_gemm_nvfp4_nt_groupwise
     measure("torch.ops.nvfp4_driver (custom op, eager)", lambda: op(t[0], t[1], t[2], t[3], t[4], t[5]))
+    op_out = torch.ops.nvfp4_driver.group_gemm_nvfp4_nt_groupwise_out
+    measure("torch.ops.nvfp4_driver ..._out (custom op, eager, out given)",
+            lambda: op_out(t[0], t[1], t[2], t[3], t[4], t[5], out))
     measure("torch, out=, check_inputs=True (syncs)", lambda: gemm(t[0], t[1], t[2], t[3], t[4], t[5], out=out,
                                                                    check_inputs=True))
 
@@ -117,6 +124,19 @@ def main():
     calls["DeviceBuffer (CAI), out="] = lambda: gemm(b[0], b[1], b[2], b[3], b[4], b[5], out=out_buf)
     measure("DeviceBuffer (CAI), out=", calls["DeviceBuffer (CAI), out="])
     measure("DeviceBuffer, out=, launch cache cleared (general path)", uncached(calls["DeviceBuffer (CAI), out="]))
+    gemm_launch = op_launch(calls["DeviceBuffer (CAI), out="])
+    if gemm_launch is None:
+        print("GEMM kernel launch lines: skipped (no PreparedKernel launch recorded for the op's call: a TMA kernel?)")
+    else:
+        kernel, grid, gemm_args = gemm_launch
+        measure("GEMM kernel: PreparedKernel.launch", lambda: kernel.launch(grid, stream, gemm_args))
+        try:
+            core_gemm, core_kernel = cuda_core_gemm(kernel.spec, grid, gemm_args, stream)
+            measure("GEMM kernel: cuda.core launch (args typed ahead, Stream kept)", core_gemm)
+            measure("GEMM kernel: core_launch.CoreKernel.launch (typed per call)",
+                    lambda: core_kernel.launch(grid, stream, gemm_args))
+        except Exception as exc:  # noqa: BLE001 - any failure of the optional peer is reported, and the rest runs
+            skip("cuda.core GEMM launch", exc)
     ptrs = [x.ptr for x in b]
     kw = dict(num_groups=1, n=p.n, k=p.k, cum_m=p.cum_m, a_scale_nbytes=bufs["a_scale"].nbytes, stream=stream)
     ptr_fn = nd.group_gemm_nvfp4_nt_groupwise_ptr
@@ -166,18 +186,22 @@ def main():
         measure("read Numba: ours (CAI)", lambda: tensors.as_device_array(nb[0], "a"), readers)
     try:
         from cuda.core.utils import StridedMemoryView as SMV
-        measure("read torch tensor: StridedMemoryView.from_dlpack", lambda: SMV.from_dlpack(t[0], None), readers)
+        # stream_ptr=-1: the consumer asks for no synchronisation with the producer's stream (DLPack's
+        # stream=-1, CAI's "no sync"), which is what our reader does too: it records nothing and waits on
+        # nothing, so both sides time a pure read. (None is refused for CUDA tensors as ambiguous.)
+        NO_SYNC = -1
+        measure("read torch tensor: StridedMemoryView.from_dlpack", lambda: SMV.from_dlpack(t[0], NO_SYNC), readers)
         measure("read torch tensor: StridedMemoryView.from_any_interface",
-                lambda: SMV.from_any_interface(t[0], None), readers)
-        measure("read DLPack: StridedMemoryView.from_dlpack", lambda: SMV.from_dlpack(dl, None), readers)
+                lambda: SMV.from_any_interface(t[0], NO_SYNC), readers)
+        measure("read DLPack: StridedMemoryView.from_dlpack", lambda: SMV.from_dlpack(dl, NO_SYNC), readers)
         measure("read DeviceBuffer: StridedMemoryView.from_cuda_array_interface",
-                lambda: SMV.from_cuda_array_interface(b[0], None), readers)
+                lambda: SMV.from_cuda_array_interface(b[0], NO_SYNC), readers)
         if c is not None:
             measure("read CuPy: StridedMemoryView.from_cuda_array_interface",
-                    lambda: SMV.from_cuda_array_interface(c[0], None), readers)
+                    lambda: SMV.from_cuda_array_interface(c[0], NO_SYNC), readers)
         if nb is not None:
             measure("read Numba: StridedMemoryView.from_cuda_array_interface",
-                    lambda: SMV.from_cuda_array_interface(nb[0], None), readers)
+                    lambda: SMV.from_cuda_array_interface(nb[0], NO_SYNC), readers)
     except Exception as exc:  # noqa: BLE001 - the optional peer's failure is reported, the rest runs
         skip("cuda.core StridedMemoryView", exc)
 
@@ -249,6 +273,32 @@ def cuda_core_probe(spec, out_ptr: int, stream: int):
     s = as_stream(stream)
     return (lambda: launch(s, config, kernel, *args),
             lambda: launch(as_stream(stream), config, kernel, *args))
+
+
+def op_launch(call):
+    """(PreparedKernel, grid, arguments) of the launch the op made for ``call`` (a general-path call: its
+    launch cache entry holds them), or None where the op's launcher is not a PreparedKernel."""
+    launch_cache.clear()
+    call()
+    entries = list(launch_cache._entries.values())
+    entry = entries[0] if len(entries) == 1 else None
+    kernel = getattr(getattr(entry, "launch", None), "__self__", None)
+    if not isinstance(kernel, driver.PreparedKernel) or entry.args is None:
+        return None
+    return kernel, entry.grid, entry.args
+
+
+def cuda_core_gemm(spec, grid, args, stream: int):
+    """cuda.core's launch of the op's GEMM kernel with its arguments typed once, ahead (the least cuda.core
+    can cost a call), and a core_launch.CoreKernel of the same spec."""
+    from cuda.core import LEGACY_DEFAULT_STREAM, LaunchConfig, Stream, launch
+
+    from nvfp4_driver import core_launch
+    core_kernel = core_launch.CoreKernel(spec, 0)
+    typed = [core_launch._CONVERT[t](a) for t, a in zip(spec.param_types, args)]
+    config = LaunchConfig(grid=grid, block=(spec.threads, 1, 1), shmem_size=spec.smem_bytes)
+    s = Stream.from_handle(stream) if stream else LEGACY_DEFAULT_STREAM
+    return (lambda: launch(s, config, core_kernel.kernel, *typed)), core_kernel
 
 
 def _cuda_core_version() -> str:

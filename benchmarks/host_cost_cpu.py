@@ -5,9 +5,10 @@
 The driver layer is replaced by stand-ins (one sm_90 GPU; ``cuLaunchKernel`` and the context query
 return at once; the pointer-to-device query is counted, not made), and each framework by a fake
 producer that hands over what the real one does: a ``__cuda_array_interface__`` dict built per access
-(CuPy, Numba, ``DeviceBuffer``), attributes (CuPy's), a DLPack capsule built per call and
+(``DeviceBuffer``; Numba's, after a contiguity walk, as numba-cuda 0.30 builds it), attributes (CuPy's;
+Numba's ``gpu_data``, shape, strides, dtype, stream), a DLPack capsule built per call and
 ``unsafe_buffer_pointer()`` (JAX). So the figures are our Python only: a real producer's own cost
-(CuPy's current-stream query, JAX's ``__dlpack__``, Numba's property) and the driver's come on top,
+(CuPy's current-stream query, JAX's ``__dlpack__``) and the driver's come on top,
 and ``benchmarks/bench_overhead.py`` measures those on the device. Each line: µs per call, the best round of
 back-to-back calls (the host may be shared), the same problem as ``bench_overhead.py`` (one group of 16 rows, N=8,
 K=128), and the driver pointer queries per call (each is four driver calls on the real path).
@@ -131,18 +132,68 @@ class FakeCupyArray:
                 "data": (self.data.ptr, False), "version": 3, "strides": None, "stream": 1}
 
 
-class FakeNumbaArray:
-    """numba.cuda's DeviceNDArray as the op sees it: a CAI v3 dict built per access, no device."""
+class _DevicePointer:
+    """cuda.bindings' CUdeviceptr as numba-cuda holds it: an address that int() reads."""
 
-    __module__ = "numba.cuda.cudadrv.devicearray"
+    __slots__ = ("ptr",)
+
+    def __init__(self, ptr):
+        self.ptr = ptr
+
+    def __int__(self):
+        return self.ptr
+
+
+class _NumbaPointer:
+    """numba.cuda's MemoryPointer as its arrays use it: ``device_pointer``, and the address as a new
+    ctypes value built from it per access."""
+
+    __slots__ = ("device_pointer",)
+
+    def __init__(self, ptr):
+        self.device_pointer = _DevicePointer(ptr)
+
+    @property
+    def device_ctypes_pointer(self):
+        return ctypes.c_size_t(int(self.device_pointer))
+
+
+class DeviceNDArrayBase:
+    """numba.cuda's device array as the op sees it (numba-cuda 0.30): plain attributes (gpu_data, shape,
+    strides, dtype, stream), the address through two properties, and a CAI v3 dict built per access
+    after a contiguity walk over shape and strides."""
 
     def __init__(self, ptr, shape, dtype):
-        self.shape, self.dtype, self._ptr = shape, np.dtype(dtype), ptr
+        self.dtype = np.dtype(dtype)
+        self.shape = shape
+        self.strides = tuple(int(np.prod(shape[i + 1:], dtype=np.int64)) * self.dtype.itemsize
+                             for i in range(len(shape)))
+        self.gpu_data, self.stream = _NumbaPointer(ptr), 0
+
+    @property
+    def device_ctypes_pointer(self):
+        return self.gpu_data.device_ctypes_pointer
 
     @property
     def __cuda_array_interface__(self):
-        return {"shape": self.shape, "strides": None, "data": (self._ptr, False),
-                "typestr": self.dtype.str, "stream": None, "version": 3}
+        size, contiguous = self.dtype.itemsize, True
+        for extent, stride in zip(reversed(self.shape), reversed(self.strides)):
+            if extent > 1 and stride != 0:
+                if size != stride:
+                    contiguous = False
+                    break
+                size *= extent
+        stream = self.stream
+        return {"shape": self.shape, "strides": None if contiguous else tuple(self.strides),
+                "data": (self.device_ctypes_pointer.value or 0, False), "typestr": self.dtype.str,
+                "stream": int(stream) if stream != 0 else None, "version": 3}
+
+
+class FakeNumbaArray(DeviceNDArrayBase):
+    """numba.cuda's DeviceNDArray (the class the op meets)."""
+
+
+DeviceNDArrayBase.__module__ = FakeNumbaArray.__module__ = "numba.cuda.cudadrv.devicearray"
 
 
 class FakeJaxArray:

@@ -5,8 +5,9 @@ argument, looks the plan up, checks addresses and resolves the device: 25-60 µs
 H200 host, 5-11x the bare launch (docs/perf-notes.md, "Host cost per call for every framework"). A
 repeated call with the same arrays can skip all of it: this module reads from each argument only the
 values its DeviceArray was built from (a *key*, cheaper than the DeviceArray: attributes instead of a
-protocol dict where the object is one we know), and keeps, per tuple of keys and call options, the
-launch the general path made: kernel, grid and every argument. A hit replays it.
+protocol dict where the object is one we know: DeviceBuffer, CuPy, numba.cuda's device arrays), and
+keeps, per tuple of keys and call options, the launch the general path made: kernel, grid and every
+argument. A hit replays it.
 
 Why a hit is safe:
 
@@ -74,8 +75,38 @@ def _cupy_key(x) -> tuple:
     return (data.ptr, data.device_id, x.shape, x.strides, x.dtype)
 
 
+def _numba_key(x) -> tuple:
+    # numba.cuda's DeviceNDArray: the attributes its __cuda_array_interface__ property builds the dict
+    # from (the dict costs ~2.4 us a read on the H200 host: a contiguity walk and a stream conversion per
+    # access). All are plain attributes a caller could reassign, so all are read, never trusted: the
+    # address (gpu_data may be replaced), shape, strides, dtype, and the stream as the int the dict would
+    # hold (the object itself would keep the stream alive here). The address is the int of the pointer
+    # object's device_pointer, from which numba's device_ctypes_pointer builds a ctypes value per access
+    # (0.6 of the 0.7 us this read took that way; _is_numba_array checks that both agree).
+    stream = x.stream
+    return (int(x.gpu_data.device_pointer), x.shape, x.strides, x.dtype, int(stream) if stream != 0 else None)
+
+
+def _is_numba_array(x) -> bool:
+    """``x``'s class is numba.cuda's device array class, or a subclass that keeps its
+    ``__cuda_array_interface__`` (what _numba_key reads is then what that property reads), and ``x``'s
+    address reads the same both ways (numba-cuda's pointer objects; older numba's ctypes pointers take
+    the CAI dict instead)."""
+    cls = type(x)
+    for base in cls.__mro__:
+        if base.__name__ == "DeviceNDArrayBase" and base.__module__.startswith(("numba.", "numba_cuda.")):
+            cai = base.__dict__.get("__cuda_array_interface__")
+            if cai is None or getattr(cls, "__cuda_array_interface__", None) is not cai:
+                return False
+            try:
+                return int(x.gpu_data.device_pointer) == (x.device_ctypes_pointer.value or 0)
+            except (AttributeError, TypeError, ValueError):  # int() of a ctypes value raises either
+                return False
+    return False
+
+
 def _cai_key(x):
-    return _cai_values(x.__cuda_array_interface__)  # built per access by Numba: see call_key
+    return _cai_values(x.__cuda_array_interface__)  # built per access by most producers: see call_key
 
 
 def _cai_values(cai):
@@ -107,6 +138,8 @@ def learn(x, arr: DeviceArray) -> None:
         _readers[cls] = (_cupy_key, False)
     elif module.startswith(("jax", "jaxlib")) and hasattr(x, "unsafe_buffer_pointer"):
         _readers[cls] = (_jax_key, True)
+    elif arr.framework == "cai" and arr.device is None and _is_numba_array(x):
+        _readers[cls] = (_numba_key, True)
     elif arr.framework == "cai" and arr.device is None:
         _readers[cls] = (_cai_key, True)
 

@@ -24,7 +24,6 @@ compiler's (``stream=`` is refused) and the GEMM's checked mode is not available
 """
 from __future__ import annotations
 
-import warnings
 from typing import Optional
 
 import torch
@@ -34,58 +33,54 @@ from .dtypes import canonical_out_dtype
 from .layout import SF_ROW_TILE, SF_VEC
 
 
+# The two GEMM ops are defined through torch.library.Library rather than torch.library.custom_op:
+# custom_op's eager dispatch runs a Python autograd kernel, an ADInplaceOrView kernel (the _out form)
+# and a backend wrapper (an output-alias check, a dynamo guard) before the body: 18 and 65 us a call
+# against 5 and 4 for a Python kernel registered straight on the backend key (no-op body, CPU tensors;
+# docs/perf-notes.md, "The GEMM ops defined with torch.library.Library"). The ops carry no gradient
+# (codes, scales, indices in; a fresh or caller-owned output), so autograd falls through; the fake kernel
+# serves Meta, FakeTensor and tracing.
+_LIB = torch.library.Library("nvfp4_driver", "FRAGMENT")
+_LIB.define("group_gemm_nvfp4_nt_groupwise(Tensor a, Tensor b, Tensor a_scale, Tensor b_scale, Tensor m_indptr, "
+            "Tensor? alpha=None, SymInt? tile_m=None, SymInt? tile_n=None, SymInt? tile_k=None, "
+            "bool? swap_ab=None, ScalarType? out_dtype=None) -> Tensor")
+_LIB.define("group_gemm_nvfp4_nt_groupwise_out(Tensor a, Tensor b, Tensor a_scale, Tensor b_scale, "
+            "Tensor m_indptr, Tensor? alpha, Tensor(a6!) out, SymInt? tile_m=None, SymInt? tile_n=None, "
+            "SymInt? tile_k=None, bool? swap_ab=None) -> ()")
 
-def _gemm(a: torch.Tensor, b: torch.Tensor, a_scale: torch.Tensor, b_scale: torch.Tensor,
-          m_indptr: torch.Tensor, alpha: Optional[torch.Tensor] = None,
-          tile_m: Optional[int] = None, tile_n: Optional[int] = None,
-          tile_k: Optional[int] = None, swap_ab: Optional[bool] = None,
-          out_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+
+def _gemm(a, b, a_scale, b_scale, m_indptr, alpha=None, tile_m=None, tile_n=None, tile_k=None, swap_ab=None,
+          out_dtype=None):
     """``nvfp4_driver.group_gemm_nvfp4_nt_groupwise`` with a fresh ``(cum_m, N)`` output (see there)."""
     return ops.group_gemm_nvfp4_nt_groupwise(a, b, a_scale, b_scale, m_indptr, alpha, tile_m, tile_n, tile_k,
                                              swap_ab, out_dtype=out_dtype)
 
 
-group_gemm_nvfp4_nt_groupwise = torch.library.custom_op("nvfp4_driver::group_gemm_nvfp4_nt_groupwise",
-                                                        mutates_args=())(_gemm)
-
-# The op's eager calls on CUDA tensors go straight to _gemm, and autograd falls through. A custom_op's eager
-# dispatch otherwise runs its Python autograd kernel and its backend wrapper (an output-alias check, a dynamo
-# guard) before the body: for a no-op body of this signature, 19.0 us a call against 13.1 us this way (CPU
-# tensors, CPython 3.11, 2026-12-03; docs/perf-notes.md). The op has no gradient (codes, scales, indices)
-# and returns fresh memory, so neither wrapper has anything to do; tracing (the fake kernel) is unchanged.
-# The _out form keeps custom_op's kernels: its ADInplaceOrView kernel bumps out's version counter.
-# Torch releases that refuse a second Python kernel for a key custom_op filled (2.11 on the H200 image
-# says "not allowed since there's already a kernel registered from python") keep custom_op's path.
-_EAGER = torch.library.Library("nvfp4_driver", "FRAGMENT")
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message="(?s).*Overriding a previously registered kernel")
-    try:
-        _EAGER.impl("group_gemm_nvfp4_nt_groupwise", _gemm, "CUDA")
-        _EAGER.impl("group_gemm_nvfp4_nt_groupwise", torch.library.fallthrough_kernel, "Autograd")
-        EAGER_SHORTCUT = True
-    except RuntimeError:
-        EAGER_SHORTCUT = False
+def _gemm_out(a, b, a_scale, b_scale, m_indptr, alpha, out, tile_m=None, tile_n=None, tile_k=None, swap_ab=None):
+    """``nvfp4_driver.group_gemm_nvfp4_nt_groupwise`` into the caller's ``out`` (see there)."""
+    ops.group_gemm_nvfp4_nt_groupwise(a, b, a_scale, b_scale, m_indptr, alpha, tile_m, tile_n, tile_k, swap_ab,
+                                      out=out)
+    # What an ADInplaceOrView kernel would do, without a second trip through the dispatcher: autograd must
+    # see that out changed (a graph that saved it then refuses to backpropagate). Inference tensors have no
+    # version counter (torch releases before 2.13 may refuse the bump) and the dispatcher skips them too.
+    if not out.is_inference():
+        _increment_version(out)
 
 
-@group_gemm_nvfp4_nt_groupwise.register_fake
+_increment_version = torch.autograd.graph.increment_version
+for _name, _body in (("group_gemm_nvfp4_nt_groupwise", _gemm), ("group_gemm_nvfp4_nt_groupwise_out", _gemm_out)):
+    _LIB.impl(_name, _body, "CUDA")
+    _LIB.impl(_name, torch.library.fallthrough_kernel, "Autograd")
+
+
+@torch.library.register_fake("nvfp4_driver::group_gemm_nvfp4_nt_groupwise", lib=_LIB)
 def _(a, b, a_scale, b_scale, m_indptr, alpha=None, tile_m=None, tile_n=None, tile_k=None, swap_ab=None,
       out_dtype=None):
     _check_shapes(a, b, m_indptr)
     return a.new_empty((a.shape[0], b.shape[1]), dtype=out_dtype or torch.bfloat16)
 
 
-@torch.library.custom_op("nvfp4_driver::group_gemm_nvfp4_nt_groupwise_out", mutates_args=("out",))
-def group_gemm_nvfp4_nt_groupwise_out(a: torch.Tensor, b: torch.Tensor, a_scale: torch.Tensor,
-                                      b_scale: torch.Tensor, m_indptr: torch.Tensor, alpha: Optional[torch.Tensor],
-                                      out: torch.Tensor, tile_m: Optional[int] = None,
-                                      tile_n: Optional[int] = None, tile_k: Optional[int] = None,
-                                      swap_ab: Optional[bool] = None) -> None:
-    """``nvfp4_driver.group_gemm_nvfp4_nt_groupwise`` into the caller's ``out`` (see there)."""
-    ops.group_gemm_nvfp4_nt_groupwise(a, b, a_scale, b_scale, m_indptr, alpha, tile_m, tile_n, tile_k, swap_ab,
-                                      out=out)
-
-
-@group_gemm_nvfp4_nt_groupwise_out.register_fake
+@torch.library.register_fake("nvfp4_driver::group_gemm_nvfp4_nt_groupwise_out", lib=_LIB)
 def _(a, b, a_scale, b_scale, m_indptr, alpha, out, tile_m=None, tile_n=None, tile_k=None, swap_ab=None):
     _check_shapes(a, b, m_indptr)
     if out.dim() != 2 or out.shape[1] != b.shape[1]:

@@ -405,3 +405,156 @@ def test_device_buffer_out_hits_from_the_second_call(gpu, buffers):
     assert len(gpu.slow) == 2 and len(gpu.launches) == 4
     for buf in fresh:
         buf.ptr = 0
+
+
+# --- numba.cuda's device arrays, read through their attributes -------------------------------------------
+
+class FakeNumbaPointer:
+    """numba.cuda's MemoryPointer as far as the array uses it: the address as an int-convertible object,
+    and as a ctypes value built from it per access."""
+
+    def __init__(self, ptr):
+        self.device_pointer = FakeDevicePointer(ptr)
+
+    @property
+    def device_ctypes_pointer(self):
+        p = self.device_pointer  # older numba: already a ctypes value
+        return p if isinstance(p, ctypes.c_void_p) else ctypes.c_size_t(int(p))
+
+
+class FakeDevicePointer:
+    """cuda.bindings' CUdeviceptr: an address that int() reads."""
+
+    def __init__(self, ptr):
+        self.ptr = ptr
+
+    def __int__(self):
+        return self.ptr
+
+
+class DeviceNDArrayBase:
+    """numba.cuda's DeviceNDArrayBase: plain attributes, and a CAI dict built from them per access (counted)."""
+
+    reads = 0
+
+    def __init__(self, ptr, shape, dtype, stream=0):
+        self.dtype = np.dtype(dtype)
+        self.shape, self.strides = shape, tuple(int(np.prod(shape[i + 1:])) * self.dtype.itemsize
+                                                for i in range(len(shape)))
+        self.gpu_data, self.stream = FakeNumbaPointer(ptr), stream
+
+    @property
+    def device_ctypes_pointer(self):
+        return self.gpu_data.device_ctypes_pointer
+
+    @property
+    def __cuda_array_interface__(self):
+        DeviceNDArrayBase.reads += 1
+        contiguous = self.strides == tuple(int(np.prod(self.shape[i + 1:])) * self.dtype.itemsize
+                                           for i in range(len(self.shape)))
+        return {"shape": self.shape, "strides": None if contiguous else self.strides,
+                "data": (self.device_ctypes_pointer.value, False), "typestr": self.dtype.str,
+                "stream": int(self.stream) if self.stream != 0 else None, "version": 3}
+
+
+class DeviceNDArray(DeviceNDArrayBase):
+    pass
+
+
+class OwnInterface(DeviceNDArray):
+    """A subclass with its own CAI property: its attributes may not be what it hands over."""
+
+    @property
+    def __cuda_array_interface__(self):
+        return DeviceNDArrayBase.__cuda_array_interface__.fget(self)
+
+
+for _cls in (DeviceNDArrayBase, DeviceNDArray, OwnInterface):
+    _cls.__module__ = "numba.cuda.cudadrv.devicearray"
+
+
+class NumbaStream:
+    def __init__(self, handle):
+        self.handle = handle
+
+    def __int__(self):
+        return self.handle
+
+
+def numba_arrays(cls=DeviceNDArray):
+    return [cls(BASE + (i << 32), *SHAPES[name]) for i, name in enumerate(plans.NAMES)]
+
+
+def test_numba_arrays_hit_without_reading_their_interface(gpu):
+    args = numba_arrays()
+    call(args)
+    assert launch_cache.describe(args[0]) == "numba_key" and len(gpu.slow) == 1
+    DeviceNDArrayBase.reads = 0
+    for _ in range(3):
+        call(args)
+    assert len(gpu.slow) == 1 and DeviceNDArrayBase.reads == 0, "a hit built the CAI dicts"
+    assert gpu.launches[1:] == [gpu.launches[0]] * 3
+
+
+@pytest.mark.parametrize("index,change", [
+    (0, lambda x: setattr(x, "gpu_data", FakeNumbaPointer(BASE + (9 << 32)))),
+    (0, lambda x: setattr(x.gpu_data, "device_pointer", FakeDevicePointer(BASE + (9 << 32)))),
+    (0, lambda x: setattr(x.gpu_data.device_pointer, "ptr", BASE + (9 << 32))),
+    (2, lambda x: setattr(x, "shape", (256, 8))),
+    (0, lambda x: setattr(x, "strides", (128, 1))),
+    (0, lambda x: setattr(x, "dtype", np.dtype("int8"))),
+    (0, lambda x: setattr(x, "stream", NumbaStream(0x5000)))])
+def test_numba_array_with_a_changed_attribute_misses(gpu, index, change):
+    args = numba_arrays()
+    call(args)
+    change(args[index])
+    try:
+        call(args)
+    except ValueError:  # strides (128, 1) over a (16, 64) a: refused by the general path's checks, not replayed
+        pass
+    assert len(gpu.slow) == 2, "a changed attribute hit the old entry"
+    if len(gpu.launches) == 2 and index == 0:
+        launched = gpu.launches[-1]
+        assert launched[2][0] == args[0].device_ctypes_pointer.value
+        assert launched[1] == (0x5000 if isinstance(args[0].stream, NumbaStream) else 0)
+
+
+def test_new_numba_array_at_a_reused_address_misses(gpu):
+    args = numba_arrays()
+    call(args)
+    args[1] = DeviceNDArray(BASE + (1 << 32), *SHAPES["b"])  # the same values, a new object (memory reused)
+    gc.collect()
+    call(args)
+    assert len(gpu.slow) == 2 and len(gpu.queries) == 7 + 1, "the new array was not read and located afresh"
+    call(args)
+    assert len(gpu.slow) == 2
+
+
+def test_numba_subclass_with_its_own_interface_is_read_through_it(gpu):
+    args = numba_arrays(OwnInterface)
+    call(args)
+    assert launch_cache.describe(args[0]) == "cai_key"
+
+
+def test_numba_with_ctypes_pointers_is_read_through_its_interface(gpu):
+    """Older numba's pointer objects are ctypes values, which int() refuses: the CAI dict, not a guess."""
+    args = numba_arrays()
+    for x in args:
+        x.gpu_data.device_pointer = ctypes.c_void_p(int(x.gpu_data.device_pointer))
+    call(args)
+    call(args)
+    assert launch_cache.describe(args[0]) == "cai_key" and len(gpu.slow) == 1
+
+
+def test_real_numba_array_key_matches_its_interface():
+    """numba.cuda's own class (no GPU needed over a given pointer): found as Numba's, and its key holds
+    every value its CAI dict does."""
+    da = pytest.importorskip("numba.cuda.cudadrv.devicearray")
+    from numba.cuda.cudadrv import driver as numba_driver
+    memory = numba_driver.MemoryPointer(context=None, pointer=ctypes.c_void_p(BASE), size=4096)
+    x = da.DeviceNDArray((16, 64), (64, 1), np.uint8, gpu_data=memory)
+    assert launch_cache._is_numba_array(x)
+    ptr, shape, strides, dtype, stream = launch_cache._numba_key(x)
+    cai = x.__cuda_array_interface__
+    assert (cai["data"][0], cai["shape"], cai["typestr"], cai["stream"]) == (ptr, shape, dtype.str, stream)
+    assert strides == (64, 1) and cai["strides"] is None

@@ -176,24 +176,77 @@ def test_traced_forms_refuse_a_stream_and_a_bad_float_scale():
         torch_ops.traced_quantize_activations(x, ind, float("inf"), stream=None)
 
 
-def test_gemm_op_dispatches_straight_to_its_body_on_cuda():
-    """The functional GEMM op's eager CUDA calls skip custom_op's Python autograd kernel and backend wrapper
-    (a kernel of our own for CUDA, a fallthrough for autograd); meta/fake dispatch is custom_op's, and
-    the _out form keeps custom_op's kernels (its ADInplaceOrView kernel bumps out's version counter)."""
-    from nvfp4_driver import torch_ops
-
+def test_gemm_ops_dispatch_straight_to_their_bodies_on_cuda():
+    """Both GEMM ops: our own kernel on CUDA, autograd a fallthrough, Meta from the fake (no custom_op
+    wrappers: they cost ten times the body's dispatch)."""
     def active(name):  # dispatch key -> where its active kernel was registered, and how
         lines = torch._C._dispatch_dump(name).splitlines()
         return {line.split(":")[0]: line for line in lines if ": registered at " in line and "(inactive)" not in line}
 
-    gemm, gemm_out = active("nvfp4_driver::group_gemm_nvfp4_nt_groupwise"), active(
-        "nvfp4_driver::group_gemm_nvfp4_nt_groupwise_out")
     ours = torch_ops.__file__
-    assert ours in gemm["CUDA"] and ours in gemm["Autograd[alias]"] and "fallthrough" in gemm["Autograd[alias]"]
-    assert "custom_ops.py" in gemm["Meta"]
-    assert "CUDA" not in gemm_out and "custom_ops.py" in gemm_out["Autograd[alias]"] and "ADInplaceOrView" in gemm_out
+    for name in ("group_gemm_nvfp4_nt_groupwise", "group_gemm_nvfp4_nt_groupwise_out"):
+        kernels = active(f"nvfp4_driver::{name}")
+        assert ours in kernels["CUDA"] and "fallthrough" in kernels["Autograd[alias]"], kernels
+        assert "custom_ops.py" not in "".join(kernels.values()) and "ADInplaceOrView" not in kernels, kernels
+        assert "Meta" in kernels, kernels
     meta = [torch.empty(s, dtype=d, device="meta") for s, d in (((50, 128), torch.uint8), ((3, 64, 128), torch.uint8),
                                                                 ((640, 16), torch.uint8), ((3, 128, 16), torch.uint8),
                                                                 ((4,), torch.int32))]
     y = torch.ops.nvfp4_driver.group_gemm_nvfp4_nt_groupwise(*meta)
     assert y.device.type == "meta" and tuple(y.shape) == (50, 64)
+
+
+@pytest.fixture
+def gemm_out_on_cpu(monkeypatch):
+    """The _out op's CUDA body registered for CPU tensors too, with the public function stubbed (no GPU):
+    what the dispatcher and the body do around the launch."""
+    calls = []
+    monkeypatch.setattr(torch_ops.ops, "group_gemm_nvfp4_nt_groupwise", lambda *args, out: calls.append(out))
+    lib = torch.library.Library("nvfp4_driver", "IMPL")
+    lib.impl("group_gemm_nvfp4_nt_groupwise_out", torch_ops._gemm_out, "CPU")
+    args = [torch.empty(s, dtype=torch.uint8) for s in ((16, 64), (1, 8, 64), (128, 8), (1, 128, 8))]
+    yield lambda out: torch.ops.nvfp4_driver.group_gemm_nvfp4_nt_groupwise_out(
+        *args, torch.zeros(2, dtype=torch.int32), None, out), calls
+    lib._destroy()
+
+
+def test_gemm_out_op_bumps_the_version_of_out(gemm_out_on_cpu):
+    """Autograd must learn that out was written: a graph that saved out refuses to backpropagate."""
+    call, calls = gemm_out_on_cpu
+    out = torch.ones((16, 8), dtype=torch.bfloat16)
+    x = torch.ones((16, 8), dtype=torch.bfloat16, requires_grad=True)
+    y = (x * out).sum()  # saves out for x's gradient
+    version = out._version
+    call(out)
+    assert calls == [out] and out._version > version
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.backward()
+    with torch.inference_mode():  # no version counter: neither bumped nor refused, inside or outside the mode
+        frozen = torch.ones((16, 8), dtype=torch.bfloat16)
+        call(frozen)
+    call(frozen)
+    assert len(calls) == 3
+
+
+def test_opcheck_passes_on_the_gemm_ops_with_a_cpu_stand_in(monkeypatch):
+    """torch.library.opcheck (schema, fake against real, AOT dispatch) on both GEMM ops, their bodies
+    registered for CPU with the launch stood in by a write of out's shape: the fakes and the schemas'
+    mutation annotations agree with what the bodies do."""
+    def stand_in(a, b, *rest, out=None, out_dtype=None):
+        y = torch.full((a.shape[0], b.shape[1]), 2.0, dtype=out_dtype or torch.bfloat16) if out is None else out
+        return y.fill_(3.0)
+    monkeypatch.setattr(torch_ops.ops, "group_gemm_nvfp4_nt_groupwise", stand_in)
+    lib = torch.library.Library("nvfp4_driver", "IMPL")
+    try:
+        lib.impl("group_gemm_nvfp4_nt_groupwise", torch_ops._gemm, "CPU")
+        lib.impl("group_gemm_nvfp4_nt_groupwise_out", torch_ops._gemm_out, "CPU")
+        args = [torch.zeros(s, dtype=torch.uint8) for s in ((16, 64), (1, 8, 64), (128, 8), (1, 128, 8))]
+        args += [torch.tensor([0, 16], dtype=torch.int32), torch.ones(1)]
+        tests = ("test_schema", "test_faketensor", "test_aot_dispatch_static", "test_aot_dispatch_dynamic")
+        torch.library.opcheck(torch.ops.nvfp4_driver.group_gemm_nvfp4_nt_groupwise.default, (*args, None, None, None,
+                              None, torch.float16), test_utils=tests)
+        out = torch.zeros((16, 8), dtype=torch.bfloat16)
+        torch.library.opcheck(torch.ops.nvfp4_driver.group_gemm_nvfp4_nt_groupwise_out.default, (*args, out),
+                              test_utils=tests)
+    finally:
+        lib._destroy()
