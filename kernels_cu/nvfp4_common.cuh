@@ -121,4 +121,24 @@ __device__ __forceinline__ void store_one(void* out, int64_t index, float v, int
   }
 }
 
+
+// The two values an MMA accumulator fragment gives one lane, (P row p; Q columns qc, qc + 1) of the
+// tile at (row_begin, n0), to `out`: P is the output's rows (one 4-byte store) or, with SWAP, its
+// columns (two 2-byte stores, rows qc and qc + 1). Rows past the group's end and columns past N
+// are not written.
+template <bool SWAP>
+__device__ __forceinline__ void store_fragment_pair(void* out, int64_t row_begin, int64_t row_end, int64_t n0,
+                                                    int n, int p, int qc, float v0, float v1, int out_dtype) {
+  if (!SWAP) {
+    const int64_t row = row_begin + p, col = n0 + qc;
+    if (row < row_end && col < n) store_pair(out, row * n + col, v0, v1, out_dtype);
+  } else {
+    const int64_t row = row_begin + qc, col = n0 + p;
+    if (col < n) {
+      if (row < row_end) store_one(out, row * n + col, v0, out_dtype);
+      if (row + 1 < row_end) store_one(out, (row + 1) * n + col, v1, out_dtype);
+    }
+  }
+}
+
 }  // namespace nvfp4

@@ -323,16 +323,7 @@ __device__ __forceinline__ void grouped_gemm(const uint8_t* __restrict__ a, cons
         const int qc = q_base + j * 8 + 2 * q;
         const float v0 = acc[i][j][2 * h] * Math::ACC_SCALE * scale;
         const float v1 = acc[i][j][2 * h + 1] * Math::ACC_SCALE * scale;
-        if (!C::SWAP) {
-          const int64_t row = tile.row_begin + p, col = n0 + qc;
-          if (row < tile.row_end && col < n) store_pair(out, row * n + col, v0, v1, out_dtype);
-        } else {
-          const int64_t row = tile.row_begin + qc, col = n0 + p;
-          if (col < n) {
-            if (row < tile.row_end) store_one(out, row * n + col, v0, out_dtype);
-            if (row + 1 < tile.row_end) store_one(out, (row + 1) * n + col, v1, out_dtype);
-          }
-        }
+        store_fragment_pair<C::SWAP>(out, tile.row_begin, tile.row_end, n0, n, p, qc, v0, v1, out_dtype);
       }
 }
 
