@@ -128,10 +128,10 @@ def main():
     if gemm_launch is None:
         print("GEMM kernel launch lines: skipped (no PreparedKernel launch recorded for the op's call: a TMA kernel?)")
     else:
-        kernel, grid, gemm_args = gemm_launch
-        measure("GEMM kernel: PreparedKernel.launch", lambda: kernel.launch(grid, stream, gemm_args))
+        gemm_kernel, grid, gemm_args = gemm_launch  # not `kernel`: the probe's lambda above reads that name
+        measure("GEMM kernel: PreparedKernel.launch", lambda: gemm_kernel.launch(grid, stream, gemm_args))
         try:
-            core_gemm, core_kernel = cuda_core_gemm(kernel.spec, grid, gemm_args, stream)
+            core_gemm, core_kernel = cuda_core_gemm(gemm_kernel.spec, grid, gemm_args, stream)
             measure("GEMM kernel: cuda.core launch (args typed ahead, Stream kept)", core_gemm)
             measure("GEMM kernel: core_launch.CoreKernel.launch (typed per call)",
                     lambda: core_kernel.launch(grid, stream, gemm_args))
