@@ -3,6 +3,7 @@ arguments), computed once and kept under a key of that metadata. The checks that
 ``checks.py``; the public functions that use them in ``ops.py``."""
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 from . import driver, registry, tensor_maps
@@ -67,12 +68,14 @@ class Plan:
 def launcher(problem: Problem, variant, a_scale_rows: int, ordinal: int, sm_count: int, spec=None) -> tuple:
     """(launcher, grid) of ``variant`` on GPU ``ordinal``; ``spec``: another build of it (benchmarks).
     A TMA kernel's launcher adds the tensor maps, and falls back to the same cut of the sm120 kernel
-    where the maps cannot serve (tensor_maps.py)."""
+    where the maps cannot serve (tensor_maps.py); for tile_n 256, which that kernel lacks, to its
+    128-column cut (two of its column tiles compute the same sums)."""
     spec = spec or kernel_spec(variant)
     kernel, launch_grid = driver.prepared(spec, ordinal), grid(problem, variant, sm_count)
     if variant.entry.abi != "grouped_gemm_tma":
         return kernel, launch_grid
-    old = variant_for(Family.SM120, variant.tiles, variant.target)
+    old_tiles = variant.tiles if variant.tiles.tile_n <= 128 else dataclasses.replace(variant.tiles, tile_n=128)
+    old = variant_for(Family.SM120, old_tiles, variant.target)
     rows, cols = tile_counts(problem, variant.tiles)
     tma = tensor_maps.TmaGemmLaunch(kernel, launch_grid, driver.prepared(kernel_spec(old), ordinal),
                                     grid(problem, old), problem, variant.tiles, a_scale_rows, rows * cols)

@@ -32,9 +32,11 @@ SHAPES = [
 # None: the automatic cut (what a call without tile arguments runs); then every compiled cut.
 OPTIONS = [None] + sorted(registry.family_cuts(Family.SM80.value),
                           key=lambda t: (t.tile_m != 128, t.tile_m, t.tile_n, t.tile_k, t.swap_ab))
-# Cuts that exist on one kind of GPU only: tile_n 256 is the Hopper wgmma kernel's (on 9.0 the
-# (128, 128, 128, False) cut above runs there too).
+# Cuts that exist on some kinds of GPU only: tile_n 256 is the Hopper wgmma kernel's (on 9.0 the
+# (128, 128, 128, False) cut above runs there too) and the native kernel's (sm_12x and its twin).
 HOPPER_ONLY = sorted(wgmma_cuts() - registry.family_cuts(Family.SM80.value), key=lambda t: t.tile_n)
+NATIVE_ONLY = sorted(registry.family_cuts(Family.SM120WS.value) - registry.family_cuts(Family.SM80.value),
+                     key=lambda t: t.tile_n)
 
 
 def _cancelling(rng) -> testing.RandomProblem:
@@ -118,7 +120,8 @@ def run_selftest(seed: int | None = None, twin: bool = False) -> int:
             p = testing.random_problem(rng, rows, n=n, k=k, row_offset=int(rng.integers(0, 4)))
             bufs = upload(p, device)
             hopper = info.capability == (9, 0) and not (flags.twin or flags.portable or flags.force_ptx)
-            for i, tiles in enumerate(OPTIONS + (HOPPER_ONLY if hopper else [])):
+            native = flags.twin or (info.capability in ((12, 0), (12, 1)) and not flags.force_ptx)
+            for i, tiles in enumerate(OPTIONS + (HOPPER_ONLY if hopper else []) + (NATIVE_ONLY if native else [])):
                 out_dtype = ("bfloat16", "float16")[i % 2]
                 problem = Problem(p.num_groups, p.n, p.k, p.cum_m, out_dtype)
                 variant = select_variant(problem, tiles, info.capability, flags.force_ptx, flags.twin, flags.portable,

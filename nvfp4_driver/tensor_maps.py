@@ -15,7 +15,9 @@ The maps (``nvfp4_grouped_gemm_ws.cuh`` reads them):
   with strides (256, 128*sf_k) and box (256, tile_k/32, 1), i.e. one 128-row block's k tile of
   (tile_k/64) * 512 contiguous bytes. The TMA unit works row by row of a box, so the widest rows
   it takes (256 elements) move the scales in 4-8 rows a stage; as 16-byte lines they took 64-128,
-  as many as the weight tile itself. ``a_scale`` counts only its whole 128-row blocks
+  as many as the weight tile itself. A tile of 256 weight rows takes the k tiles of two consecutive
+  blocks of ``b_scale`` in one box (256, tile_k/32, 2); past the last block it zero-fills, and the
+  rows past N it holds are never stored. ``a_scale`` counts only its whole 128-row blocks
   (``a_scale_rows``, what the other kernels bound their reads by), so nothing past the tensor is
   read and the copies zero-fill the rest, as they do past sf_k (K = 384 with tile_k 256).
 
@@ -66,12 +68,13 @@ def gemm_map_shapes(problem, tiles, a_scale_rows: int) -> dict:
     span = t.tile_k // 2  # one swizzle span per stage row: 64 or 128 bytes
     lines = p.sf_k // 2  # 256-byte lines of one 128-row scale block (128 * sf_k bytes)
     sf_box = (256, t.tile_k // 32, 1)
+    sb_box = (256, t.tile_k // 32, max(1, t.tile_n // 128))  # every 128-row block of the weight tile
     sf_strides = (256, 128 * p.sf_k)
     return {
         "a": ((row, p.cum_m), (row,), (span, t.tile_m), span),
         "b": ((row, p.n, p.num_groups), (row, p.n * row), (span, t.tile_n, 1), span),
         "a_scale": ((256, lines, a_scale_rows // 128), sf_strides, sf_box, 0),
-        "b_scale": ((256, lines, p.num_groups * p.n_pad // 128), sf_strides, sf_box, 0),
+        "b_scale": ((256, lines, p.num_groups * p.n_pad // 128), sf_strides, sb_box, 0),
     }
 
 

@@ -142,9 +142,10 @@ def select_variant(problem: Problem, tiles: Tiles | None, capability: tuple[int,
         family = Family.SM120WS  # the warp-specialized kernel serves this cut (same targets)
     elif tiles not in registry.family_cuts(family.value):
         raise UnsupportedGpuError(
-            f"tile_n=256 runs on the Hopper wgmma kernel only (compute capability 9.0, without "
-            f"NVFP4_DRIVER_PORTABLE, _FORCE_PTX or _TWIN); here the {family.value} kernel ({target}) serves "
-            f"compute capability {capability[0]}.{capability[1]}: use tile_n 32, 64 or 128")
+            f"tile_n=256 runs on the Hopper wgmma kernel (compute capability 9.0, without "
+            f"NVFP4_DRIVER_PORTABLE, _FORCE_PTX or _TWIN) and the native Blackwell kernel (12.0, 12.1, or "
+            f"the twin) only; here the {family.value} kernel ({target}) serves compute capability "
+            f"{capability[0]}.{capability[1]}: use tile_n 32, 64 or 128")
     chosen = Variant(registry.gemm(family.value, tiles), target)
     if log:
         _log(problem, tiles, capability, chosen)
