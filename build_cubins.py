@@ -84,6 +84,8 @@ def gemm_warp_n(v: GemmKernel) -> int:
     """Columns of one warp's tile (nvfp4_grouped_gemm.cuh's WARP_N). The portable kernel's 16-token
     tiles take 64: with weights on the MMA's M side, each warp decodes the tile's 16 tokens again,
     and 64 weight rows a warp halve those repeats against 32 (perf-notes, v0.4)."""
+    if v.family == "sm120ws" and v.tile_n > 128:  # nvfp4_grouped_gemm_ws.cuh: 8 warps, 64 x 64 each
+        return 64
     return 64 if v.family == "sm80" and v.tile_m == 16 and v.tile_k == 256 and v.tile_n % 64 == 0 else 32
 
 
@@ -130,15 +132,22 @@ def _ws_blocks_per_sm(v: GemmKernel) -> int:
     return 2 if v.tile_m < 128 else 1
 
 
+def _ws_consumer_warps(v: GemmKernel) -> int:
+    """Warps of 64 x warp_n (tile_m < 64: tile_m x warp_n) output tiles."""
+    return (v.tile_m // min(v.tile_m, 64)) * (v.tile_n // gemm_warp_n(v))
+
+
 def _ws_threads(v: GemmKernel) -> int:
-    """Consumer warps of 64 x 32 (tile_m < 64: tile_m x 32) output tiles, plus the producer warp."""
-    return 32 * (v.tile_m // min(v.tile_m, 64)) * (v.tile_n // 32) + 32
+    """The consumer warps, plus the producer warp where there is one (tile_n <= 128: the 256-column
+    tile's consumer warp 0 issues the copies, so its 8 warps may take 255 registers a thread)."""
+    return 32 * _ws_consumer_warps(v) + (32 if v.tile_n <= 128 else 0)
 
 
 def _ws_stage_bytes(v: GemmKernel) -> int:
-    """One stage of nvfp4_grouped_gemm_ws.cuh: unpadded fp4 rows, and the k tile of one 128-row
-    scale block for each operand."""
-    return (v.tile_m + v.tile_n) * v.tile_k // 2 + 2 * (v.tile_k // 64) * 512
+    """One stage of nvfp4_grouped_gemm_ws.cuh: unpadded fp4 rows, and the k tile of each 128-row
+    scale block a tile's rows lie in: one for the tokens, tile_n / 128 (at least one) for the weights."""
+    blocks = 1 + max(1, v.tile_n // 128)
+    return (v.tile_m + v.tile_n) * v.tile_k // 2 + blocks * (v.tile_k // 64) * 512
 
 
 def _ws_smem_budget(v: GemmKernel) -> int:
@@ -162,7 +171,7 @@ FAMILIES = {
     "sm120ws": FamilyBuild(source="sm120ws_nvfp4_grouped_gemm.cu",
                            targets=("sm_120a", "sm_121a", "twin_sm_90", "standin_sm_90"), threads=_ws_threads,
                            stage_bytes=_ws_stage_bytes, max_stages=4,
-                           fixed_smem=lambda v: 1024 + 256 + 512 * (_ws_threads(v) // 32 - 1),
+                           fixed_smem=lambda v: 1024 + 256 + 512 * _ws_consumer_warps(v),
                            smem_budget=_ws_smem_budget, blocks_per_sm=_ws_blocks_per_sm),
 }
 # Builds of another target's kernel for sm_90, by the macro that makes them: they stand in for
@@ -186,6 +195,9 @@ GEMM_KERNELS = tuple(
 # two stages would not fit two blocks per SM) stay on the sm120 kernel.
 GEMM_KERNELS += tuple(GemmKernel("sm120ws", 128, 128, tk, swap) for tk in (128, 256) for swap in (False, True)) + tuple(
     GemmKernel("sm120ws", tm, 128, 128, True) for tm in (16, 32, 64)) + (GemmKernel("sm120ws", 16, 128, 256, True),)
+# The prefill cut of 256 weight columns: 25% fewer L2 bytes per FLOP than 128 x 128 (docs/sm120.md's
+# performance model); sm_12x only (the sm120 kernel has no such cut), chosen by name, not automatically.
+GEMM_KERNELS += (GemmKernel("sm120ws", 128, 256, 128, False),)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,7 +12,8 @@
 // included (its full barrier is waited for there), so the ldmatrix latency at a stage boundary
 // hides behind the last chunk's MMAs (where registers allow: WsConfig::PREFETCH_NEXT_STAGE). The tile,
 // warp tiling and epilogue follow nvfp4_grouped_gemm.cuh (64 x 32 warp tiles, P = the MMA's M
-// side, Q its N side, swapped with SWAP).
+// side, Q its N side, swapped with SWAP). The 128 x 256 tile takes 64 x 64 warp tiles and no
+// producer warp: consumer warp 0 issues the copies (WsInlineProducer, for the registers).
 //
 // One stage (bytes; the stage base is 1024-aligned, as the TMA swizzle patterns repeat at 1024):
 //   A  [TM][TK/2]  packed fp4 rows, unpadded; 16-byte chunk c of row r stored at chunk
@@ -21,7 +22,8 @@
 //   B  [TN][TK/2]  the same
 //   SA [TK/64][512] the k tile of the 128-row scale block that holds the tile's rows, exactly as
 //                  SPEC §3 lays it out: word (row r, quad w) at w*128 + (r%32)*4 + r/32
-//   SB [TK/64][512]
+//   SB [SB_BLOCKS][TK/64][512] the same for B: the k tiles of the tile's 128-row scale blocks, one
+//                  after another (two for the 256-row tile)
 // Tensor maps (host: nvfp4_driver/tensor_maps.py) let the copies zero-fill what lies outside a
 // tensor: K past the end (K = 384 with TK = 256), weight rows past N, token rows past cum_m and
 // scale blocks past a_scale's last whole 128-row block, or past sf_k. Token rows past the group's
@@ -37,10 +39,15 @@ template <int TM_, int TN_, int TK_, bool SWAP_, int STAGES_>
 struct WsConfig {
   static constexpr int TM = TM_, TN = TN_, TK = TK_, STAGES = STAGES_;
   static constexpr bool SWAP = SWAP_;
-  static constexpr int WARP_M = TM < 64 ? TM : 64, WARP_N = 32;
+  // 256-column tiles: 64-column warp tiles (128 accumulators a thread) and no producer warp, so 8
+  // warps share the 4 schedulers, 2 each, and a thread may take 255 registers; 16 warps of 64 x 32
+  // plus a producer would leave 96. Warp 0 issues the copies there (WsInlineProducer).
+  static constexpr bool WIDE = TN > 128;
+  static constexpr bool PRODUCER_WARP = !WIDE;
+  static constexpr int WARP_M = TM < 64 ? TM : 64, WARP_N = WIDE ? 64 : 32;
   static constexpr int WARPS_M = TM / WARP_M, WARPS_N = TN / WARP_N;
   static constexpr int CONSUMER_WARPS = WARPS_M * WARPS_N;
-  static constexpr int THREADS = 32 * CONSUMER_WARPS + 32;  // + the producer warp
+  static constexpr int THREADS = 32 * CONSUMER_WARPS + (PRODUCER_WARP ? 32 : 0);
   // Token tiles are sized for two blocks per sm_120 SM (their stages fit 50 KB): twice the warps
   // to cover the latency of each other's loads and stores.
   static constexpr int MIN_BLOCKS = TM < 128 ? 2 : 1;
@@ -50,9 +57,12 @@ struct WsConfig {
   static constexpr int STAGE_A = TM * ROW_BYTES;
   static constexpr int STAGE_B = TN * ROW_BYTES;
   static constexpr int STAGE_SF = SF_QUADS * 512;  // one 128-row scale block's k tile
-  static constexpr int STAGE_BYTES = STAGE_A + STAGE_B + 2 * STAGE_SF;
+  static constexpr int SB_BLOCKS = WIDE ? TN / 128 : 1;  // B's 128-row scale blocks in a tile
+  static constexpr int STAGE_SB = SB_BLOCKS * STAGE_SF;
+  static constexpr int STAGE_BYTES = STAGE_A + STAGE_B + STAGE_SF + STAGE_SB;
   // Slack to align the dynamic shared memory to 1024 B at run time, the 2 x STAGES barriers (256 B),
-  // then each consumer warp's 512-byte epilogue slice.
+  // then each consumer warp's 512-byte epilogue slice (8 rows x 32 columns; 64-column warp tiles
+  // pass through it in two halves).
   static constexpr int EPILOGUE_BYTES = CONSUMER_WARPS * 512;
   static constexpr int SMEM_BYTES = STAGES * STAGE_BYTES + 1024 + 256 + EPILOGUE_BYTES;
   static constexpr int P_TILES = SWAP ? WARP_N / 16 : WARP_M / 16;
@@ -60,10 +70,14 @@ struct WsConfig {
   // The next stage's first P fragments are loaded before the last chunk's MMAs where the registers
   // allow: two sets of P fragments (5 words per 16 rows) beside the accumulators. Nine warps leave
   // 168 registers a thread (a scheduler's 16 K registers over its 3 warps), which 4 P tiles and 64
-  // accumulators exceed (ptxas spills); those cuts prefetch within the stage only.
-  static constexpr bool PREFETCH_NEXT_STAGE = P_TILES <= 2;
-  static_assert(TM <= 128 && TN <= 128 && 128 % TM == 0 && 128 % TN == 0,
-                "a tile's scale rows lie in one 128-row scale block");
+  // accumulators exceed (ptxas spills); those cuts prefetch within the stage only. The wide tile's 8
+  // warps leave 255, and its 4 P tiles and 128 accumulators take 246 with the prefetch (236 without).
+  static constexpr bool PREFETCH_NEXT_STAGE = P_TILES <= 2 || WIDE;
+  static_assert(TM <= 128 && 128 % TM == 0 && (TN <= 128 ? 128 % TN == 0 : TN % 128 == 0),
+                "a tile's scale rows lie in one 128-row scale block, or B's in whole blocks");
+  static_assert(128 % WARP_N == 0, "a warp's Q rows lie in one 128-row scale block");
+  static_assert(!WIDE || (!SWAP && TM == 128), "the wide tile has tokens on P, in 128-row tiles");
+  static_assert(STAGE_BYTES % 1024 == 0, "every stage starts on a swizzle repeat");
   static_assert(STAGE_A % 1024 == 0 && STAGE_B % 1024 == 0, "every operand starts on a swizzle repeat");
   static_assert(2 * STAGES * 8 <= 256, "the barriers fit their slot");
 };
@@ -74,7 +88,9 @@ struct WsStageView {
   const uint8_t* q_data;   // [Q rows][ROW_BYTES]
   const uint32_t* p_sf;    // [SF_QUADS][128] words in SPEC §3's order
   const uint32_t* q_sf;
-  int p_sf_row0, q_sf_row0;  // row of the 128-row scale block that holds P / Q row 0
+  // Row of the 128-row scale block p_sf / q_sf that holds P / Q row 0. Where B spans several blocks
+  // (SB_BLOCKS), q_sf is the block of this warp's Q rows and q_sf_row0 is negative past the first.
+  int p_sf_row0, q_sf_row0;
 };
 
 // Word of (row r of a 128-row scale block, quad w) in a stage's scale block (SPEC §3).
@@ -103,8 +119,30 @@ struct GemmMaps {
   const CUtensorMap* a;   // uint8 (K/2, cum_m), box (TK/2, TM), swizzled
   const CUtensorMap* b;   // uint8 (K/2, N, G), box (TK/2, TN, 1), swizzled
   const CUtensorMap* sa;  // uint8 (256, sf_k/2, a_scale_rows/128), box (256, TK/32, 1): 256-byte lines
-  const CUtensorMap* sb;  // uint8 (256, sf_k/2, G*N_pad/128), box (256, TK/32, 1)
+  const CUtensorMap* sb;  // uint8 (256, sf_k/2, G*N_pad/128), box (256, TK/32, SB_BLOCKS)
 };
+
+// The four copies of k tile kt of one tile into one stage (one lane). Out-of-bounds bytes are
+// zero-filled and still counted: every stage delivers all of its bytes.
+template <class C>
+__device__ __forceinline__ void issue_stage(uint8_t* s_a, uint64_t* full_bar, const GemmMaps& maps, int kt, int row,
+                                            int n0, int group, int sa_block, int sb_block) {
+  uint8_t* s_b = s_a + C::STAGE_A;
+  uint8_t* s_sa = s_b + C::STAGE_B;
+  uint8_t* s_sb = s_sa + C::STAGE_SF;
+  mbar_arrive_expect_tx(full_bar, C::STAGE_BYTES);
+  tma_load_2d(s_a, maps.a, full_bar, kt * C::ROW_BYTES, row);
+  tma_load_3d(s_b, maps.b, full_bar, kt * C::ROW_BYTES, n0, group);
+  tma_load_3d(s_sa, maps.sa, full_bar, 0, kt * (C::TK / 32), sa_block);
+  tma_load_3d(s_sb, maps.sb, full_bar, 0, kt * (C::TK / 32), sb_block);
+}
+
+__device__ __forceinline__ void prefetch_tensor_maps(const GemmMaps& maps) {
+  prefetch_tensor_map(maps.a);
+  prefetch_tensor_map(maps.b);
+  prefetch_tensor_map(maps.sa);
+  prefetch_tensor_map(maps.sb);
+}
 
 // The epilogue of one warp through its own 512-byte slice of shared memory: 8 output rows x 32
 // columns of 2-byte values at a time (16-byte chunk c of row r stored at chunk c ^ ((r >> 1) & 3),
@@ -145,6 +183,85 @@ __device__ __forceinline__ void store_slice(const uint8_t* slice, void* out, int
 
 constexpr int kWsRasterBand = 8;
 
+// The copy stream of a block without a producer warp (C::PRODUCER_WARP false), run by consumer warp
+// 0: the k tiles of the block's tiles in the order the consumers take them, each into the next stage
+// of the ring once every consumer warp has released it, on the producer warp's full/empty protocol.
+//
+// Why it cannot deadlock. Count k steps over the whole stream, across tiles. Warp 0 issues steps
+// 0 .. STAGES-1 before it consumes any, and right after releasing step c it waits until every warp
+// has released step c, then issues step c + STAGES into that stage. So step c was issued before warp
+// 0 began step c - STAGES + 1 <= c: when warp 0 waits after step c, steps 0 .. c have all been
+// issued, and a warp that has not released step c needs only those copies to do so (a consumer
+// waits on nothing else: no block-wide barrier, its own epilogue slice). The refill is part of warp
+// 0's k loop, so the next tile's first steps are issued while warp 0 finishes the current tile's
+// last ones, before its own epilogue; no warp ever waits for warp 0's epilogue. The phases cannot
+// alias: empty[s] completes its next phase only after full[s] completes its next one, which only
+// warp 0's next issue into s can start.
+//
+// The tile after the one being issued is looked up ahead (find_next, a warp-wide scan) outside the
+// k loop, once per consumer tile: the k_tiles refills of one consumer tile cross exactly one tile
+// boundary of the stream (while it lasts), so the k loop only takes the tile found and holds no scan.
+template <class C>
+struct WsInlineProducer {
+  struct Tile {
+    int row, n0, group, sa_block, sb_block;  // issue_stage's coordinates
+  };
+  uint8_t* smem;
+  uint64_t *full, *empty;
+  GemmMaps maps;
+  const int32_t* m_indptr;
+  int64_t cum_m;
+  int num_groups, m_tiles, n_tiles, tiles, k_tiles, n_pad_blocks;
+  int searched;     // the last tile index looked at (-1: none yet)
+  bool has_next;    // `next` holds the tile after `cur`
+  Tile cur, next;
+  int kt;           // cur's next k tile (k_tiles: cur is done)
+  int stage;
+  uint32_t phase;
+
+  // Looks up the block's next tile with rows (the consumers' walk) unless it is known or there is
+  // none. Whole warp.
+  __device__ __forceinline__ void find_next() {
+    while (!has_next && searched < tiles) {
+      searched = searched < 0 ? static_cast<int>(blockIdx.x) : min(searched + static_cast<int>(gridDim.x), tiles);
+      if (searched == tiles) break;
+      const BlockTile bt = linear_tile<kWsRasterBand>(searched, m_tiles, n_tiles);
+      const MTile tile = find_m_tile<C::TM>(m_indptr, num_groups, cum_m, bt.m_tile);
+      if (tile.group < 0) continue;
+      const int n0 = bt.n_tile * C::TN;
+      next = Tile{static_cast<int>(tile.row_begin), n0, tile.group, static_cast<int>(tile.sf_row >> 7),
+                  tile.group * n_pad_blocks + (n0 >> 7)};
+      has_next = true;
+    }
+  }
+
+  // Issues the stream's next k step once its stage is free; false when the stream has ended (or the
+  // next tile has not been looked up). Whole warp; lane 0 issues.
+  __device__ __forceinline__ bool issue_next(int lane) {
+    if (kt == k_tiles) {
+      if (!has_next) return false;
+      cur = next, has_next = false, kt = 0;
+    }
+    mbar_wait(&empty[stage], phase ^ 1);
+    if (lane == 0)
+      issue_stage<C>(smem + stage * C::STAGE_BYTES, &full[stage], maps, kt, cur.row, cur.n0, cur.group, cur.sa_block,
+                     cur.sb_block);
+    __syncwarp();
+    ++kt;
+    if (++stage == C::STAGES) stage = 0, phase ^= 1;
+    return true;
+  }
+
+  // The first STAGES steps, which may span several tiles where k_tiles < STAGES.
+  __device__ __forceinline__ void fill(int lane) {
+    for (int s = 0; s < C::STAGES; ++s) {
+      find_next();
+      if (!issue_next(lane)) break;
+    }
+    find_next();
+  }
+};
+
 template <class C, class Math>
 __device__ __forceinline__ void grouped_gemm_ws(const int32_t* __restrict__ m_indptr, const float* __restrict__ alpha,
                                                 void* __restrict__ out, int64_t cum_m, int n, int k, int num_groups,
@@ -175,14 +292,16 @@ __device__ __forceinline__ void grouped_gemm_ws(const int32_t* __restrict__ m_in
   int stage = 0;
   uint32_t phase = 0;
 
-  if (warp == C::CONSUMER_WARPS) {
+  WsInlineProducer<C> producer{smem, full, empty, maps, m_indptr, cum_m, num_groups, m_tiles, n_tiles, tiles,
+                               k_tiles, n_pad_blocks, -1, false, {}, {}, k_tiles, 0, 0};
+  if (!C::PRODUCER_WARP && warp == 0) {
+    if (lane == 0) prefetch_tensor_maps(maps);
+    producer.fill(lane);
+  }
+
+  if (C::PRODUCER_WARP && warp == C::CONSUMER_WARPS) {
     // Producer: the whole warp walks the tiles (find_m_tile is a warp-wide scan); lane 0 issues.
-    if (lane == 0) {
-      prefetch_tensor_map(maps.a);
-      prefetch_tensor_map(maps.b);
-      prefetch_tensor_map(maps.sa);
-      prefetch_tensor_map(maps.sb);
-    }
+    if (lane == 0) prefetch_tensor_maps(maps);
     for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
       const BlockTile bt = linear_tile<kWsRasterBand>(t, m_tiles, n_tiles);
       const MTile tile = find_m_tile<TM>(m_indptr, num_groups, cum_m, bt.m_tile);
@@ -193,18 +312,9 @@ __device__ __forceinline__ void grouped_gemm_ws(const int32_t* __restrict__ m_in
       const int sb_block = tile.group * n_pad_blocks + (n0 >> 7);
       for (int kt = 0; kt < k_tiles; ++kt) {
         mbar_wait(&empty[stage], phase ^ 1);
-        if (lane == 0) {
-          uint8_t* s_a = smem + stage * C::STAGE_BYTES;
-          uint8_t* s_b = s_a + C::STAGE_A;
-          uint8_t* s_sa = s_b + C::STAGE_B;
-          uint8_t* s_sb = s_sa + C::STAGE_SF;
-          // Out-of-bounds bytes are zero-filled and still counted: every stage delivers all of them.
-          mbar_arrive_expect_tx(&full[stage], C::STAGE_BYTES);
-          tma_load_2d(s_a, maps.a, &full[stage], kt * C::ROW_BYTES, row);
-          tma_load_3d(s_b, maps.b, &full[stage], kt * C::ROW_BYTES, n0, tile.group);
-          tma_load_3d(s_sa, maps.sa, &full[stage], 0, kt * (TK / 32), sa_block);
-          tma_load_3d(s_sb, maps.sb, &full[stage], 0, kt * (TK / 32), sb_block);
-        }
+        if (lane == 0)
+          issue_stage<C>(smem + stage * C::STAGE_BYTES, &full[stage], maps, kt, row, n0, tile.group, sa_block,
+                         sb_block);
         __syncwarp();
         if (++stage == STAGES) stage = 0, phase ^= 1;
       }
@@ -217,11 +327,13 @@ __device__ __forceinline__ void grouped_gemm_ws(const int32_t* __restrict__ m_in
   const int p_base = C::SWAP ? warp_n * C::WARP_N : warp_m * C::WARP_M;
   const int q_base = C::SWAP ? warp_m * C::WARP_M : warp_n * C::WARP_N;
   const int grp = lane >> 2, quad_lane = lane & 3;
+  const int q_block = q_base >> 7;  // B's scale block of this warp's Q rows (SB_BLOCKS > 1)
 
   for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
     const BlockTile bt = linear_tile<kWsRasterBand>(t, m_tiles, n_tiles);
     const MTile tile = find_m_tile<TM>(m_indptr, num_groups, cum_m, bt.m_tile);
     if (tile.group < 0) continue;
+    if (!C::PRODUCER_WARP && warp == 0) producer.find_next();  // the tile the k loop's refills cross into
     const int64_t n0 = static_cast<int64_t>(bt.n_tile) * TN;
     const int a_row0 = static_cast<int>(tile.sf_row & 127), b_row0 = static_cast<int>(n0 & 127);
 
@@ -238,6 +350,8 @@ __device__ __forceinline__ void grouped_gemm_ws(const int32_t* __restrict__ m_in
       const uint8_t* s_b = s_a + C::STAGE_A;
       const uint32_t* s_sa = reinterpret_cast<const uint32_t*>(s_b + C::STAGE_B);
       const uint32_t* s_sb = s_sa + C::STAGE_SF / 4;
+      if (C::SB_BLOCKS > 1)  // the block of this warp's Q rows (the box holds them one after another)
+        return WsStageView{s_a, s_b, s_sa, s_sb + q_block * (C::STAGE_SF / 4), a_row0, b_row0 - 128 * q_block};
       return C::SWAP ? WsStageView{s_b, s_a, s_sb, s_sa, b_row0, a_row0}
                      : WsStageView{s_a, s_b, s_sa, s_sb, a_row0, b_row0};
     };
@@ -270,6 +384,7 @@ __device__ __forceinline__ void grouped_gemm_ws(const int32_t* __restrict__ m_in
       }
       __syncwarp();  // every lane's ldmatrix of this stage has returned
       if (lane == 0) mbar_arrive(&empty[stage]);
+      if (!C::PRODUCER_WARP && warp == 0) producer.issue_next(lane);  // into the stage just released
       stage = next_stage, phase = next_phase;
     }
 
@@ -279,19 +394,22 @@ __device__ __forceinline__ void grouped_gemm_ws(const int32_t* __restrict__ m_in
     if ((reinterpret_cast<uintptr_t>(out) & 15) == 0) {
       // 16-byte stores through this warp's slice, 8 output rows at a time.
       uint8_t* slice = epilogue + (warp << 9);
-      if (!C::SWAP) {  // P = output rows: fragment (i, h) is 8 rows x the warp's 32 columns
+      if (!C::SWAP) {  // P = output rows: fragment (i, h) is 8 rows x 32 of the warp's columns at a time
 #pragma unroll
         for (int i = 0; i < C::P_TILES; ++i)
 #pragma unroll
-          for (int h = 0; h < 2; ++h) {
+          for (int h = 0; h < 2; ++h)
 #pragma unroll
-            for (int j = 0; j < C::Q_TILES; ++j)
-              *reinterpret_cast<uint32_t*>(slice + epilogue_offset(grp, j * 8 + 2 * quad_lane)) =
-                  pack_out(acc[i][j][2 * h] * scale, acc[i][j][2 * h + 1] * scale, out_dtype);
-            __syncwarp();
-            store_slice(slice, out, tile.row_begin + p_base + i * 16 + h * 8, tile.row_end, n0 + q_base, n, lane);
-            __syncwarp();  // the slice is read before the next fragment overwrites it
-          }
+            for (int c = 0; c < C::WARP_N / 32; ++c) {
+#pragma unroll
+              for (int j = 0; j < 4; ++j)
+                *reinterpret_cast<uint32_t*>(slice + epilogue_offset(grp, j * 8 + 2 * quad_lane)) =
+                    pack_out(acc[i][4 * c + j][2 * h] * scale, acc[i][4 * c + j][2 * h + 1] * scale, out_dtype);
+              __syncwarp();
+              store_slice(slice, out, tile.row_begin + p_base + i * 16 + h * 8, tile.row_end, n0 + q_base + 32 * c, n,
+                          lane);
+              __syncwarp();  // the slice is read before the next fragment overwrites it
+            }
       } else {  // Q = output rows: fragment column j is 8 rows x the warp's 32 columns (P rows)
 #pragma unroll
         for (int j = 0; j < C::Q_TILES; ++j) {
