@@ -32,13 +32,14 @@ def tool():
 
 def test_every_tile_option_has_native_builds():
     assert len(SM120) == 18  # 12 FlashInfer cuts (tile_m 128) + 6 token tiles
-    assert len(SM120WS) == 8  # 128 x 128 x {128, 256} x swap_ab, token tiles of tile_k 128, and 16 x 128 x 256
+    # 128 x 128 x {128, 256} x swap_ab, token tiles of tile_k 128, 16 x 128 x 256, and 128 x 256 x 128
+    assert len(SM120WS) == 9
     for name in NATIVE:
         assert set(MANIFEST["kernels"][name]["targets"]) == {"sm_120a", "sm_121a", "twin_sm_90", "standin_sm_90"}
     cuts = {(e["tile_m"], e["tile_n"], e["tile_k"], e["swap_ab"]) for e in map(MANIFEST["kernels"].get, SM120)}
-    for name in SM120WS:  # every warp-specialized cut has its sm120 kernel: the launch's fallback
-        e = MANIFEST["kernels"][name]
-        assert (e["tile_m"], e["tile_n"], e["tile_k"], e["swap_ab"]) in cuts
+    for name in SM120WS:  # every warp-specialized cut has an sm120 kernel, the launch's fallback: the
+        e = MANIFEST["kernels"][name]  # same cut, or for tile_n 256 (which it lacks) its 128 columns
+        assert (e["tile_m"], min(e["tile_n"], 128), e["tile_k"], e["swap_ab"]) in cuts
 
 
 @pytest.mark.parametrize("target", ["sm_120a", "sm_121a"])
@@ -50,8 +51,8 @@ def test_native_sass(tool, name, target):
     assert f"code for {target}" in sass, f"{cubin.name} holds code for another architecture"
     instructions = [line.split(";")[0] for line in sass.splitlines() if "/*" in line and ";" in line]
     omma = [i for i in instructions if OMMA in i]
-    # Each k tile issues (tile_k / 64) k-steps x the m16n8 fragment pairs of a min(tile_m, 64) x 32 warp tile.
-    per_step = min(entry["tile_m"], 64) * 32 // (16 * 8)
+    # Each k tile issues (tile_k / 64) k-steps x the m16n8 fragment pairs of a min(tile_m, 64) x warp_n warp tile.
+    per_step = min(entry["tile_m"], 64) * entry["warp_n"] // (16 * 8)
     assert len(omma) >= entry["tile_k"] // 64 * per_step, f"{len(omma)} {OMMA} in {cubin.name}"
     assert not any(op in i for i in instructions for op in ("LDL", "STL")), "local memory in the SASS"
     assert not any("HMMA" in i for i in instructions), "a decode-and-HMMA path leaked into the native kernel"
@@ -84,23 +85,27 @@ def test_warp_specialized_instruction_stream(tool, name, target):
     chunk), exactly one mbarrier wait (the full stage) and no block-wide barrier; the producer's k
     loop issues the four bulk-tensor copies of a stage (a, b and both scale blocks) behind its own
     mbarrier wait; the epilogue leaves through shared memory with 16-byte stores; the block holds
-    the blocks per SM its persistent grid counts on."""
+    the blocks per SM its persistent grid counts on. The 128 x 256 cut has no producer warp: its
+    consumers' loop also holds warp 0's refill (a second wait, for the empty stage, and the four
+    copies), and the ring's first fill issues its own four."""
     entry = MANIFEST["kernels"][name]
     c = sass_census.census(tool, name, target, entry)
     sass = cuobjdump.sass(tool, CUBINS / entry["targets"][target]["file"])
     assert "STG.E.128" in sass and "LDS.128" in sass
-    warp_m = min(entry["tile_m"], 64)
-    per_step = warp_m * 32 // (16 * 8)
-    p_frags, q_pairs = (2, warp_m // 16) if entry["swap_ab"] else (warp_m // 16, 2)
+    warp_m, warp_n = min(entry["tile_m"], 64), entry["warp_n"]
+    producer_warp = entry["tile_n"] <= 128
+    per_step = warp_m * warp_n // (16 * 8)
+    p_frags, q_pairs = (warp_n // 16, warp_m // 16) if entry["swap_ab"] else (warp_m // 16, warp_n // 16)
     assert c.loop_omma == entry["tile_k"] // 64 * per_step, c
     assert c.loop_ldsm == entry["tile_k"] // 64 * (p_frags + q_pairs), c
-    assert c.loop_waits == 1 and c.loop_bar_sync == 0, c
-    assert c.loop_copies == 4 and c.tma == 4, c
+    assert c.loop_waits == (1 if producer_warp else 2) and c.loop_bar_sync == 0, c
+    assert c.loop_copies == 4 and c.tma == (4 if producer_warp else 8), c
     assert c.bar_sync == 1, c  # the one before the warps take their roles
     assert c.local == 0
     assert c.per_omma < 10, f"{c.per_omma:.2f} instructions per OMMA in the steady-state loop"
     assert c.blocks_per_sm >= entry["blocks_per_sm"], c
-    assert entry["threads"] == 32 * (entry["tile_m"] // warp_m) * (entry["tile_n"] // 32) + 32
+    consumers = (entry["tile_m"] // warp_m) * (entry["tile_n"] // warp_n)
+    assert entry["threads"] == 32 * consumers + (32 if producer_warp else 0)
 
 
 def test_census_doc_is_current(tool):

@@ -103,3 +103,29 @@ def test_plan_launcher_wraps_the_tma_kernels(monkeypatch):
     assert kernel == old.symbol and grid == variants.grid(p, old)
     with pytest.raises(ValueError, match="persistent grid"):
         variants.grid(p, v)
+
+
+def test_wide_tile_takes_two_scale_blocks_of_b():
+    """128 x 256: the weight tile's 256 rows lie in two 128-row scale blocks, one box of depth 2 (past
+    the last block the copy zero-fills); the tokens' box and the operand boxes keep their shapes."""
+    p = Problem(num_groups=3, n=136, k=384, cum_m=300, out_dtype="bfloat16")
+    shapes = tensor_maps.gemm_map_shapes(p, Tiles(128, 256, 128, False), a_scale_rows=640)
+    sf_k = 384 // 16
+    assert shapes["a"][2:] == ((64, 128), 64) and shapes["b"][2] == (64, 256, 1)
+    assert shapes["a_scale"][2] == (256, 4, 1)
+    assert shapes["b_scale"] == ((256, sf_k // 2, 3 * 256 // 128), (256, 128 * sf_k), (256, 4, 2), 0)
+
+
+def test_wide_cut_falls_back_to_the_128_column_cut(monkeypatch):
+    """The sm120 kernel has no tile_n 256: the 128 x 256 cut's fallback is its 128 x 128 cut, one block
+    per 128-column tile (the same sums)."""
+    monkeypatch.setattr(plans.driver, "prepared", lambda spec, ordinal: spec.symbol)
+    p = Problem(num_groups=8, n=4096, k=7168, cum_m=8 * 512, out_dtype="bfloat16")
+    v = variants.select_variant(p, Tiles(128, 256, 128, False), (12, 0), force_ptx=False, twin=False, portable=False)
+    assert v.symbol == "sm120ws_nvfp4_grouped_gemm_m128n256k128"
+    plan = plans.Plan(p, v.tiles, 1 << 24, Flags())
+    launch, grid = plans.launcher(p, v, plan.a_scale_rows, 0, sm_count=170)
+    rows, cols = variants.tile_counts(p, v.tiles)
+    assert grid == launch.grid == (min(rows * cols, 170), 1, 1) and cols == 16
+    assert launch.fallback == "sm120_nvfp4_grouped_gemm_m128n128k128" and launch.fallback_grid == (rows, 32, 1)
+    assert launch.shapes["b_scale"][2] == (256, 4, 2)

@@ -61,7 +61,7 @@ def test_old_gpus_refused():
 
 
 def test_every_option_selects_a_built_kernel():
-    for tn in (32, 64, 128):  # tile_n 256: test_tile_n_256_is_the_wgmma_cut_only
+    for tn in (32, 64, 128):  # tile_n 256: test_tile_n_256_runs_on_hopper_and_sm_12x_only
         for tk in (128, 256):
             for swap in (False, True):
                 for cap, twin in (((8, 0), False), ((9, 0), False), ((12, 0), False), ((12, 1), False),
@@ -89,7 +89,7 @@ def test_wgmma_cuts_only_on_9_0_and_not_when_portable():
         for cap, twin, ptx, portable in (((9, 0), False, False, True), ((9, 0), True, False, False),
                                          ((9, 0), False, True, False), ((8, 9), False, False, False),
                                          ((12, 0), False, False, False)):
-            if cut.tile_n == 256:  # no other kernel has this cut
+            if cut.tile_n == 256 and not (twin or cap == (12, 0)):  # the sm120ws kernel has it too
                 with pytest.raises(UnsupportedGpuError, match="tile_n=256"):
                     select_variant(problem(), cut, cap, force_ptx=ptx, twin=twin, portable=portable)
                 continue
@@ -160,15 +160,27 @@ def test_auto_tiles_without_wgmma_keeps_token_tiles_to_64_rows():
     assert variants.auto_tiles(p, wgmma=False) == Tiles(64, 128, 256, True)
 
 
-def test_tile_n_256_is_the_wgmma_cut_only():
+def test_tile_n_256_runs_on_hopper_and_sm_12x_only():
     with pytest.raises(ValueError, match=r"tile_n=256 is compiled only as .* in \[\(128, 256, 128, False\)\]"):
         validate(problem(), Tiles(128, 256, 256, False))
     with pytest.raises(ValueError, match="tile_n=256"):
         validate(problem(), Tiles(128, 256, 128, True))
-    for cap, flags in (((8, 0), {}), ((12, 1), {}), ((9, 0), dict(portable=True)), ((9, 0), dict(twin=True))):
+    wide = Tiles(128, 256, 128, False)
+    for cap, flags in (((8, 0), {}), ((10, 0), {}), ((9, 0), dict(portable=True)), ((12, 0), dict(force_ptx=True))):
         kw = dict(force_ptx=False, twin=False, portable=False) | flags
-        with pytest.raises(UnsupportedGpuError, match="tile_n=256 runs on the Hopper wgmma kernel only"):
-            select_variant(problem(), Tiles(128, 256, 128, False), cap, **kw)
+        with pytest.raises(UnsupportedGpuError, match="tile_n=256 runs on the Hopper wgmma kernel .* and the native"):
+            select_variant(problem(), wide, cap, **kw)
+    assert select_variant(problem(), wide, (9, 0), force_ptx=False, twin=False, portable=False).family is Family.SM90A
+    # sm_12x and the twin: the warp-specialized kernel's 128 x 256 cut, asked for by name only
+    for cap, twin, target in (((12, 0), False, "sm_120a"), ((12, 1), False, "sm_121a"), ((9, 0), True, "twin_sm_90")):
+        v = select_variant(problem(), wide, cap, force_ptx=False, twin=twin, portable=False)
+        assert (v.family, v.tiles, v.target.name) == (Family.SM120WS, wide, target)
+        spec = kernel_spec(v)
+        assert spec.symbol == "sm120ws_nvfp4_grouped_gemm_m128n256k128" and spec.threads == 256
+        assert spec.smem_bytes == 3 * ((128 + 256) * 64 + 3 * 2 * 512) + 1024 + 256 + 8 * 512
+    for rows in (1, 16, 64, 65, 1024):  # never the automatic cut on sm_12x
+        p = problem(num_groups=8, cum_m=8 * rows, n=4096, k=7168)
+        assert select_variant(p, None, (12, 0), force_ptx=False, twin=False, portable=False).tiles.tile_n == 128
 
 
 def test_env_forces_ptx(monkeypatch):

@@ -106,10 +106,12 @@ def test_stage_to_fragments(tiles, short):
         sb_src = b_scale.reshape(sf_dims(shapes["b_scale"][0]))
         quads = tk // 64
         sf_box = sf_dims(shapes["a_scale"][2])  # (1, lines, 256): the kernel asks for line kt * TK/32
-        assert shapes["b_scale"][2] == shapes["a_scale"][2] and sf_box[2] * sf_box[1] == quads * 512
+        sb_blocks = max(1, tn // 128)  # the weight tile's 128-row scale blocks, one after another
+        assert sf_dims(shapes["b_scale"][2]) == (sb_blocks,) + sf_box[1:] and sf_box[2] * sf_box[1] == quads * 512
         s_sa = tma_box(sa_src, (sf_row >> 7, kt * (tk // 32), 0), sf_box).tobytes()
-        s_sb = tma_box(sb_src, (group * (n_pad // 128) + (n0 >> 7), kt * (tk // 32), 0), sf_box).tobytes()
-        assert len(s_sa) == quads * 512
+        s_sb = tma_box(sb_src, (group * (n_pad // 128) + (n0 >> 7), kt * (tk // 32), 0),
+                       sf_dims(shapes["b_scale"][2])).tobytes()
+        assert len(s_sa) == quads * 512 and len(s_sb) == sb_blocks * quads * 512
 
         # what the MMA must see, from the SPEC tensors (zero past K, N, cum_m, a_scale's whole blocks)
         def tok(r, kk):   # A element of tile row r
@@ -131,11 +133,15 @@ def test_stage_to_fragments(tiles, short):
         p_data, q_data, p_sf, q_sf = (s_b, s_a, s_sb, s_sa) if swap else (s_a, s_b, s_sa, s_sb)
         p_el, q_el, p_scale, q_scale = (wgt, tok, wgt_sf, tok_sf) if swap else (tok, wgt, tok_sf, wgt_sf)
         p_row0, q_row0 = (n0 & 127, sf_row & 127) if swap else (sf_row & 127, n0 & 127)
-        warp_m = min(tm, 64)
-        p_tiles, q_tiles = (2, warp_m // 8) if swap else (warp_m // 16, 4)
-        for warp in range((tm // warp_m) * (tn // 32)):
+        warp_m, warp_n = min(tm, 64), 64 if tn > 128 else 32  # WsConfig's WARP_M, WARP_N
+        p_tiles, q_tiles = (warp_n // 16, warp_m // 8) if swap else (warp_m // 16, warp_n // 8)
+        for warp in range((tm // warp_m) * (tn // warp_n)):
             wm, wn = warp % (tm // warp_m), warp // (tm // warp_m)
-            p_base, q_base = (wn * 32, wm * warp_m) if swap else (wm * warp_m, wn * 32)
+            p_base, q_base = (wn * warp_n, wm * warp_m) if swap else (wm * warp_m, wn * warp_n)
+            # the stage view: with several B scale blocks, q_sf starts at the block of this warp's Q
+            # rows and the row origin moves back by 128 per block
+            q_block = q_base >> 7 if sb_blocks > 1 else 0
+            w_q_sf, w_q_row0 = q_sf[q_block * quads * 512:], q_row0 - 128 * q_block
             for kc in range(tk // 64):
                 for i in range(p_tiles):
                     rows = [p_base + i * 16 + (ln & 7) + ((ln >> 3) & 1) * 8 for ln in range(32)]
@@ -165,7 +171,8 @@ def test_stage_to_fragments(tiles, short):
                                                       kc * 64 + mma_layouts.b_element(lane, 8 * reg + jj)[0]) for jj in range(8))
                                 assert got[lane][2 * h + reg] == want, (kt, warp, kc, j, h, lane, reg)
                             g = lane >> 2
-                            word = int.from_bytes(q_sf[4 * sf_word(q_row0 + q_base + (j + h) * 8 + g, kc):][:4],
-                                                  "little") & 0x7F7F7F7F
+                            q_row = w_q_row0 + q_base + (j + h) * 8 + g
+                            assert 0 <= q_row < 128  # a row of the block the view points at
+                            word = int.from_bytes(w_q_sf[4 * sf_word(q_row, kc):][:4], "little") & 0x7F7F7F7F
                             for col, kb, byte in SFB_READ[lane]:
                                 assert (word >> (8 * byte)) & 0xFF == q_scale(q_base + (j + h) * 8 + col, kc * 4 + kb) & 0x7F

@@ -74,17 +74,26 @@ def check(p, bits, out_dtype, record_ulps, poisoned=True):
     return report
 
 
-# Every compiled cut: FlashInfer's (tile_m 128) and the token tiles (16/32/64, tile_n 128, swap_ab).
+# Every compiled cut: FlashInfer's (tile_m 128), the token tiles (16/32/64, tile_n 128, swap_ab) and
+# the native kernel's 128 x 256 (tile_n 256: the twin here; the wgmma kernel's in test_gemm_wgmma_gpu.py).
 VARIANT_GRID = ([(128, tn, tk, swap) for tn in (32, 64, 128) for tk in (128, 256) for swap in (False, True)]
-                + [(tm, 128, tk, True) for tm in (16, 32, 64) for tk in (128, 256)])
+                + [(tm, 128, tk, True) for tm in (16, 32, 64) for tk in (128, 256)] + [(128, 256, 128, False)])
+WIDE = pytest.param(dict(tile_m=128, tile_n=256, tile_k=128, swap_ab=False), id="m128n256k128")
+
+
+def skip_unless_native(kernel_path, tile_n):
+    """tile_n 256 exists on the native kernel only (NVFP4_DRIVER_PORTABLE keeps 9.0 off the wgmma one)."""
+    if tile_n == 256 and kernel_path != "twin" and torch.cuda.get_device_capability() not in ((12, 0), (12, 1)):
+        pytest.skip("tile_n 256: the native kernel's cut (its twin on 9.0)")
 
 
 @pytest.mark.parametrize("out_dtype", ["bfloat16", "float16"])
 @pytest.mark.parametrize("tile_m,tile_n,tile_k,swap_ab", VARIANT_GRID)
-def test_every_variant(rng, record_ulps, tile_m, tile_n, tile_k, swap_ab, out_dtype):
+def test_every_variant(rng, record_ulps, kernel_path, tile_m, tile_n, tile_k, swap_ab, out_dtype):
     # N=136: a partial column tile for every tile_n; K=384: a partial k tile for tile_k=256;
     # groups: empty, single row, exactly one tile, several tiles (of every tile_m), and rows
     # before/after them.
+    skip_unless_native(kernel_path, tile_n)
     p = testing.random_problem(rng, [37, 0, 1, 128, 200], n=136, k=384, row_offset=5, trailing_rows=7)
     bits, _ = run_case(p, out_dtype, tile_m=tile_m, tile_n=tile_n, tile_k=tile_k, swap_ab=swap_ab)
     check(p, bits, out_dtype, record_ulps)
@@ -189,22 +198,28 @@ def test_dispatch_follows_the_path(kernel_path):
 
 
 @pytest.mark.parametrize("tiles", [dict(tile_m=16, tile_n=128, tile_k=128, swap_ab=True),
-                                   dict(tile_m=128, tile_n=128, tile_k=128, swap_ab=False)])
-def test_persistent_grid_walks_many_tiles(rng, record_ulps, tiles):
+                                   dict(tile_m=128, tile_n=128, tile_k=128, swap_ab=False), WIDE])
+def test_persistent_grid_walks_many_tiles(rng, record_ulps, kernel_path, tiles):
     """Many more tiles than the persistent grid has blocks (the sm120ws kernels on the twin: 2 x 132
     blocks of 16-token tiles, 132 of 128-row tiles): every block's stride loop, the producer running
-    into the next tile, empty groups interleaved."""
+    into the next tile (128 x 256: consumer warp 0's copies crossing tile boundaries), empty groups
+    interleaved."""
+    skip_unless_native(kernel_path, tiles["tile_n"])
     group_rows = rng.integers(0, 24, size=300) if tiles["tile_m"] == 16 else [300, 0, 1, 140, 77]
-    n = 1024 if tiles["tile_m"] == 16 else 4096
-    p = testing.random_problem(rng, [int(r) for r in group_rows], n=n, k=256, row_offset=3, trailing_rows=5)
+    n = 1024 if tiles["tile_m"] == 16 else 4096 * tiles["tile_n"] // 128  # 128-row tiles: 7 x 32
+    k = 512 if tiles["tile_n"] == 256 else 256  # 4 k tiles past its 3 stages: the refills cross tiles mid-ring
+    p = testing.random_problem(rng, [int(r) for r in group_rows], n=n, k=k, row_offset=3, trailing_rows=5)
     bits, _ = run_case(p, "bfloat16", **tiles)
     check(p, bits, "bfloat16", record_ulps)
 
 
+@pytest.mark.parametrize("tile_n", [128, pytest.param(256, id="m128n256k128")])
 @pytest.mark.parametrize("offset", [4, 8])
-def test_scales_not_16_byte_aligned(rng, record_ulps, offset, kernel_path):
+def test_scales_not_16_byte_aligned(rng, record_ulps, offset, kernel_path, tile_n):
     """Scale tensors 4- or 8-byte aligned (the op accepts 4; TMA needs 16): the warp-specialized
-    cuts fall back to the sm120 kernel of the same cut; the answer is the same."""
+    cuts fall back to the sm120 kernel of the same cut (tile_n 256: its 128-column cut); the answer
+    is the same."""
+    skip_unless_native(kernel_path, tile_n)
     p = testing.random_problem(rng, [37, 0, 130], n=136, k=384, row_offset=1)
     args = [to_gpu(x) for x in (p.a, p.b, p.a_scale, p.b_scale, p.m_indptr)]
     views = []
@@ -215,16 +230,17 @@ def test_scales_not_16_byte_aligned(rng, record_ulps, offset, kernel_path):
     out = torch.empty((p.cum_m, p.n), dtype=torch.bfloat16, device="cuda")
     out.view(torch.int16).fill_(np.int16(np.uint16(testing.POISON_BITS["bfloat16"]).view(np.int16)))
     nd.group_gemm_nvfp4_nt_groupwise(args[0], args[1], views[0], views[1], args[4], alpha=to_gpu(p.alpha), out=out,
-                                     tile_m=128, tile_n=128, tile_k=128, swap_ab=False)
+                                     tile_m=128, tile_n=tile_n, tile_k=128, swap_ab=False)
     torch.cuda.synchronize()
     check(p, out.view(torch.int16).cpu().numpy().view(np.uint16), "bfloat16", record_ulps)
 
 
 @pytest.mark.parametrize("tiles", [dict(tile_m=16, tile_n=128, tile_k=128, swap_ab=True),
-                                   dict(tile_m=128, tile_n=128, tile_k=128, swap_ab=False)])
-def test_out_only_4_byte_aligned(rng, record_ulps, tiles):
+                                   dict(tile_m=128, tile_n=128, tile_k=128, swap_ab=False), WIDE])
+def test_out_only_4_byte_aligned(rng, record_ulps, kernel_path, tiles):
     """An out that starts 4 bytes into its allocation: the warp-specialized epilogue's 16-byte stores
     cannot serve it and its per-lane stores do; nothing outside the view is written."""
+    skip_unless_native(kernel_path, tiles["tile_n"])
     p = testing.random_problem(rng, [37, 0, 1, 130], n=136, k=256, row_offset=1)
     args = [to_gpu(x) for x in (p.a, p.b, p.a_scale, p.b_scale, p.m_indptr)]
     poison = np.int16(np.uint16(testing.POISON_BITS["bfloat16"]).view(np.int16))
