@@ -37,7 +37,7 @@ from nvfp4_driver import config, driver, plans, registry, variants  # noqa: E402
 from nvfp4_driver.problem import Problem, Tiles  # noqa: E402
 
 TOKEN_TILES = [Tiles(tm, 128, tk, True) for tm in (16, 32, 64) for tk in (128, 256)]
-WIDE_TILES = [Tiles(128, 128, tk, swap) for tk in (128, 256) for swap in (False, True)]
+WIDE_TILES = [Tiles(128, 128, tk, swap) for tk in (128, 256) for swap in (False, True)] + [Tiles(128, 256, 128, False)]
 
 
 def spec_from(manifest: dict, symbol: str, target: registry.Target, folder: Path) -> driver.KernelSpec:
@@ -96,12 +96,13 @@ def main(argv=None) -> int:
         extra = [Tiles(*(int(x) for x in c.rstrip("s").split("x")), c.endswith("s")) for c in args.cuts.split(",") if c]
         # both native main loops where a cut has both; "auto" marks the one sm_12x would run
         ws, cp = variants.Family.SM120WS, variants.Family.SM120
-        ws_cuts = registry.family_cuts(ws.value)
+        ws_cuts, cp_cuts = registry.family_cuts(ws.value), registry.family_cuts(cp.value)
         kernels = [("standin", variants.variant_for(fam, t, "standin_sm_90"), t == cuts[0] and (fam is ws) == (t in ws_cuts))
-                   for t in cuts + extra for fam in (ws, cp) if fam is cp or t in ws_cuts]
+                   for t in cuts + extra for fam in (ws, cp) if t in (ws_cuts if fam is ws else cp_cuts)]
         hv = variants.select_variant(problem, None, capability)
+        portable = registry.family_cuts(variants.Family.SM80.value)
         kernels += [("hopper", hv, False)] + [("hopper", variants.variant_for(variants.Family.SM80, t, "sm_90"), False)
-                                              for t in extra]
+                                              for t in extra if t in portable]
         jobs = []
         for what, v, auto in kernels:
             label = f"{what} {v.family.value} {v.symbol.split('gemm_')[1]}" + (" (sm_12x auto)" if auto else "")
