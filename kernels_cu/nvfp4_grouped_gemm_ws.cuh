@@ -80,6 +80,7 @@ struct WsConfig {
   static_assert(STAGE_BYTES % 1024 == 0, "every stage starts on a swizzle repeat");
   static_assert(STAGE_A % 1024 == 0 && STAGE_B % 1024 == 0, "every operand starts on a swizzle repeat");
   static_assert(2 * STAGES * 8 <= 256, "the barriers fit their slot");
+  static_assert(PRODUCER_WARP || STAGES >= 2, "warp 0's refills run a stage ahead of the prefetch");
 };
 
 // One stage as the math sees it.
@@ -189,14 +190,15 @@ constexpr int kWsRasterBand = 8;
 //
 // Why it cannot deadlock. Count k steps over the whole stream, across tiles. Warp 0 issues steps
 // 0 .. STAGES-1 before it consumes any, and right after releasing step c it waits until every warp
-// has released step c, then issues step c + STAGES into that stage. So step c was issued before warp
-// 0 began step c - STAGES + 1 <= c: when warp 0 waits after step c, steps 0 .. c have all been
-// issued, and a warp that has not released step c needs only those copies to do so (a consumer
-// waits on nothing else: no block-wide barrier, its own epilogue slice). The refill is part of warp
-// 0's k loop, so the next tile's first steps are issued while warp 0 finishes the current tile's
-// last ones, before its own epilogue; no warp ever waits for warp 0's epilogue. The phases cannot
-// alias: empty[s] completes its next phase only after full[s] completes its next one, which only
-// warp 0's next issue into s can start.
+// has released step c, then issues step c + STAGES into that stage. So when warp 0 waits after step
+// c, steps 0 .. c + STAGES - 1 have all been issued. A warp that has not released step c needs at
+// most steps c and c + 1 to do so (step c + 1's full barrier where it loads the next stage's first
+// fragments before releasing, PREFETCH_NEXT_STAGE), both issued as STAGES >= 2, and waits on nothing
+// else: no block-wide barrier, its own epilogue slice. The refill is part of warp 0's k loop, so
+// the next tile's first steps are issued while warp 0 finishes the current tile's last ones, before
+// its own epilogue; no warp ever waits for warp 0's epilogue. The phases cannot alias: empty[s]
+// completes its next phase only after full[s] completes its next one, which only warp 0's next
+// issue into s can start.
 //
 // The tile after the one being issued is looked up ahead (find_next, a warp-wide scan) outside the
 // k loop, once per consumer tile: the k_tiles refills of one consumer tile cross exactly one tile

@@ -55,8 +55,8 @@ def validate(problem: Problem, tiles: Tiles) -> None:
         if type(value) is not int or value not in choices:
             raise ValueError(f"{name}={value!r} must be one of {choices}")
     if t not in cuts:
-        # Name the cuts that share the unusual choice: tile_n 256 is the Hopper wgmma kernel's cut,
-        # tile_m < 128 a token tile for groups of few rows.
+        # Name the cuts that share the unusual choice: tile_n 256 is the Hopper wgmma kernel's and the sm_12x
+        # warp-specialized kernel's cut, tile_m < 128 a token tile for groups of few rows.
         name, value = ("tile_n", t.tile_n) if t.tile_n == 256 else ("tile_m", t.tile_m)
         built = sorted((c.tile_m, c.tile_n, c.tile_k, c.swap_ab) for c in cuts if getattr(c, name) == value)
         raise ValueError(f"tile_m={t.tile_m}, tile_n={t.tile_n}, tile_k={t.tile_k}, swap_ab={t.swap_ab} is not a "
