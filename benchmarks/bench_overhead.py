@@ -293,7 +293,7 @@ def cuda_core_gemm(spec, grid, args, stream: int):
     can cost a call), and a core_launch.CoreKernel of the same spec."""
     from cuda.core import LEGACY_DEFAULT_STREAM, LaunchConfig, Stream, launch
 
-    from nvfp4_driver import core_launch
+    from benchmarks import core_launch
     core_kernel = core_launch.CoreKernel(spec, 0)
     typed = [core_launch._CONVERT[t](a) for t, a in zip(spec.param_types, args)]
     config = LaunchConfig(grid=grid, block=(spec.threads, 1, 1), shmem_size=spec.smem_bytes)

@@ -433,20 +433,12 @@ class PreparedKernel:
             raise CudaError(f"cuLaunchKernel({self._symbol})", _error_name(drv, err))
 
 
-_prepared: dict[tuple, PreparedKernel] = {}
-
-# None: prepared() builds PreparedKernel. Else a class with its interface and a ``supports(spec)`` test
-# (core_launch.CoreKernel, which benchmarks set here to compare launch paths; the kernels it does not
-# support keep PreparedKernel). Plans made before a change keep the launcher they were made with.
-LAUNCHER = None
+_prepared: dict[tuple[KernelSpec, int], PreparedKernel] = {}
 
 
 def prepared(spec: KernelSpec, ordinal: int) -> PreparedKernel:
-    """The PreparedKernel (or ``LAUNCHER``) of ``spec`` on device ``ordinal``, made once per process."""
-    cls = LAUNCHER
-    if cls is None or not cls.supports(spec):
-        return _once(_prepared, (spec, ordinal), lambda: PreparedKernel(spec, ordinal))
-    return _once(_prepared, (spec, ordinal, cls), lambda: cls(spec, ordinal))
+    """The PreparedKernel of ``spec`` on device ``ordinal``, made once per process."""
+    return _once(_prepared, (spec, ordinal), lambda: PreparedKernel(spec, ordinal))
 
 
 def launch(spec: KernelSpec, ordinal: int, grid: tuple[int, int, int], stream: int, args: tuple) -> None:

@@ -1,20 +1,22 @@
 """core_launch.CoreKernel without a GPU: the arguments reach cuda.core's launch as the widths of the
 kernel's ABI (read back from the bytes cuda.core's own argument packer writes, where cuda.core is
 installed), the stream and launch configuration are the ones asked for, the primary context is made
-current around the launch, and driver.prepared builds it only when switched to and only for kernels
-it supports."""
+current around the launch, and it refuses kernels with a raw tensor map."""
 from __future__ import annotations
 
 import ctypes
 import struct
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from nvfp4_driver import core_launch, driver
-from nvfp4_driver.driver import KernelSpec
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ (a source checkout's)
+from benchmarks import core_launch  # noqa: E402
+from nvfp4_driver import driver  # noqa: E402
+from nvfp4_driver.driver import KernelSpec  # noqa: E402
 
 SPEC = KernelSpec("k.cubin", "my_kernel", 128, 4096, ("ptr", "ptr", "i32", "i64", "f32", "i32"))
 ARGS = (0x7F00_0000_0100, 0x7F00_0000_0200, -5, 1 << 40, 0.375, 7)
@@ -121,13 +123,8 @@ def test_default_stream_and_current_context(core):
         kernel.launch((1, 1, 1), 0, ARGS[:-1])
 
 
-def test_prepared_builds_it_only_when_switched_to_and_supported(core, monkeypatch):
+def test_kernels_with_a_raw_tensor_map_are_refused(core):
     tma = KernelSpec("k.cubin", "tma_kernel", 128, 0, ("ptr", "i32", "tmap"))
-    monkeypatch.setattr(driver, "PreparedKernel", lambda spec, ordinal: ("prepared", spec.symbol))
-    assert driver.prepared(SPEC, 0) == ("prepared", "my_kernel")
-    monkeypatch.setattr(driver, "LAUNCHER", core_launch.CoreKernel)
-    assert isinstance(driver.prepared(SPEC, 0), core_launch.CoreKernel)
-    assert driver.prepared(SPEC, 0) is driver.prepared(SPEC, 0)
-    assert driver.prepared(tma, 0) == ("prepared", "tma_kernel")  # a raw tensor map: cuda.core takes none
+    assert core_launch.CoreKernel.supports(SPEC) and not core_launch.CoreKernel.supports(tma)
     with pytest.raises(TypeError, match="no raw tensor map"):
         core_launch.CoreKernel(tma, 0)
