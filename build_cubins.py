@@ -86,6 +86,8 @@ def gemm_warp_n(v: GemmKernel) -> int:
     and 64 weight rows a warp halve those repeats against 32 (perf-notes, v0.4)."""
     if v.family == "sm120ws" and v.tile_n > 128:  # nvfp4_grouped_gemm_ws.cuh: 8 warps, 64 x 64 each
         return 64
+    if v.family == "sm90ws":  # each decoded token fragment serves 64 weight rows (perf-notes, v0.6)
+        return 64
     return 64 if v.family == "sm80" and v.tile_m == 16 and v.tile_k == 256 and v.tile_n % 64 == 0 else 32
 
 
@@ -124,11 +126,15 @@ def _sm90a_smem(v: GemmKernel) -> int:
 
 
 SM120_SMEM_PER_SM = 102_400  # sm_120 / sm_121: 100 KiB of shared memory per SM, 1 KiB of it reserved per block
+SM90_SMEM_PER_SM = 233_472   # sm_90: 228 KiB of shared memory per SM, 1 KiB of it reserved per block
 
 
 def _ws_blocks_per_sm(v: GemmKernel) -> int:
-    """The persistent grid's blocks per SM (sm120ws): two for token tiles, whose stages fit half an
-    sm_120 SM, one for 128-row tiles."""
+    """The persistent grid's blocks per SM. sm120ws: two for token tiles, whose stages fit half an
+    sm_120 SM, one for 128-row tiles. sm90ws: four (8 consumer warps and 4 producer warps an SM in a
+    quarter of an H100 SM's 228 KB each; perf-notes, v0.6)."""
+    if v.family == "sm90ws":
+        return 4
     return 2 if v.tile_m < 128 else 1
 
 
@@ -151,6 +157,8 @@ def _ws_stage_bytes(v: GemmKernel) -> int:
 
 
 def _ws_smem_budget(v: GemmKernel) -> int:
+    if v.family == "sm90ws":
+        return SM90_SMEM_PER_SM // _ws_blocks_per_sm(v) - 1024
     return min(SMEM_BUDGET, SM120_SMEM_PER_SM // _ws_blocks_per_sm(v) - 1024)
 
 
@@ -173,6 +181,12 @@ FAMILIES = {
                            stage_bytes=_ws_stage_bytes, max_stages=4,
                            fixed_smem=lambda v: 1024 + 256 + 512 * _ws_consumer_warps(v),
                            smem_budget=_ws_smem_budget, blocks_per_sm=_ws_blocks_per_sm),
+    # Hopper's decode kernel: that body with the MMA's fp16 model (decode + mma.sync m16n8k16), sm_90
+    # (TMA and mbarriers need 9.0; the cubin also runs on later 9.x).
+    "sm90ws": FamilyBuild(source="sm90ws_nvfp4_grouped_gemm.cu", targets=("sm_90",), threads=_ws_threads,
+                          stage_bytes=_ws_stage_bytes, max_stages=4,
+                          fixed_smem=lambda v: 1024 + 256 + 512 * _ws_consumer_warps(v),
+                          smem_budget=_ws_smem_budget, blocks_per_sm=_ws_blocks_per_sm),
 }
 # Builds of another target's kernel for sm_90, by the macro that makes them: they stand in for
 # hardware we lack, for tests and benchmarks; no GPU is ever dispatched to them.
@@ -195,6 +209,8 @@ GEMM_KERNELS = tuple(
 # two stages would not fit two blocks per SM) stay on the sm120 kernel.
 GEMM_KERNELS += tuple(GemmKernel("sm120ws", 128, 128, tk, swap) for tk in (128, 256) for swap in (False, True)) + tuple(
     GemmKernel("sm120ws", tm, 128, 128, True) for tm in (16, 32, 64)) + (GemmKernel("sm120ws", 16, 128, 256, True),)
+# Hopper's decode cuts: 16 tokens (tile_k 256 the automatic one, 128 by name).
+GEMM_KERNELS += tuple(GemmKernel("sm90ws", 16, 128, tk, True) for tk in (128, 256))
 # The prefill cut of 256 weight columns: 25% fewer L2 bytes per FLOP than 128 x 128 (docs/sm120.md's
 # performance model); sm_12x only (the sm120 kernel has no such cut), chosen by name, not automatically.
 GEMM_KERNELS += (GemmKernel("sm120ws", 128, 256, 128, False),)
@@ -328,7 +344,7 @@ def macros(v: Kernel) -> list[str]:
         f"-DNVFP4_SWAP_AB={int(v.swap_ab)}", f"-DNVFP4_STAGES={cfg['stages']}",
         f"-DNVFP4_THREADS={cfg['threads']}", f"-DNVFP4_SMEM_BYTES={cfg['smem_bytes']}",
         f"-DNVFP4_WARPS_K={gemm_warps_k(v)}", f"-DNVFP4_WARP_N={gemm_warp_n(v)}",
-    ]
+    ] + ([f"-DNVFP4_BLOCKS_PER_SM={_ws_blocks_per_sm(v)}"] if v.family in ("sm120ws", "sm90ws") else [])
 
 
 def output_file(v: Kernel, target: str) -> str:

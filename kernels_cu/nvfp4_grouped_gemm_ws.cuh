@@ -35,7 +35,11 @@
 
 namespace nvfp4 {
 
-template <int TM_, int TN_, int TK_, bool SWAP_, int STAGES_>
+// WARP_N_: columns of a warp's tile (32; 64 for the wide tile and for sm90ws, whose decode of each
+// token fragment then serves 64 weight rows). MIN_BLOCKS_: blocks per SM the persistent grid runs
+// (build_cubins.py's blocks_per_sm), which caps the registers a thread may take.
+template <int TM_, int TN_, int TK_, bool SWAP_, int STAGES_, int WARP_N_ = (TN_ > 128 ? 64 : 32),
+          int MIN_BLOCKS_ = (TM_ < 128 ? 2 : 1)>
 struct WsConfig {
   static constexpr int TM = TM_, TN = TN_, TK = TK_, STAGES = STAGES_;
   static constexpr bool SWAP = SWAP_;
@@ -44,13 +48,13 @@ struct WsConfig {
   // plus a producer would leave 96. Warp 0 issues the copies there (WsInlineProducer).
   static constexpr bool WIDE = TN > 128;
   static constexpr bool PRODUCER_WARP = !WIDE;
-  static constexpr int WARP_M = TM < 64 ? TM : 64, WARP_N = WIDE ? 64 : 32;
+  static constexpr int WARP_M = TM < 64 ? TM : 64, WARP_N = WARP_N_;
   static constexpr int WARPS_M = TM / WARP_M, WARPS_N = TN / WARP_N;
   static constexpr int CONSUMER_WARPS = WARPS_M * WARPS_N;
   static constexpr int THREADS = 32 * CONSUMER_WARPS + (PRODUCER_WARP ? 32 : 0);
-  // Token tiles are sized for two blocks per sm_120 SM (their stages fit 50 KB): twice the warps
-  // to cover the latency of each other's loads and stores.
-  static constexpr int MIN_BLOCKS = TM < 128 ? 2 : 1;
+  // sm_120: token tiles are sized for two blocks per SM (their stages fit 50 KB), twice the warps to
+  // cover the latency of each other's loads and stores; 128-row tiles take one.
+  static constexpr int MIN_BLOCKS = MIN_BLOCKS_;
   static constexpr int ROW_BYTES = TK / 2;  // one swizzle span: 64 B (TK 128) or 128 B (TK 256)
   static constexpr int SWIZZLE_MASK = ROW_BYTES / 16 - 1;
   static constexpr int SF_QUADS = TK / 64;  // 4-byte scale words per row per k tile
@@ -76,6 +80,7 @@ struct WsConfig {
   static_assert(TM <= 128 && 128 % TM == 0 && (TN <= 128 ? 128 % TN == 0 : TN % 128 == 0),
                 "a tile's scale rows lie in one 128-row scale block, or B's in whole blocks");
   static_assert(128 % WARP_N == 0, "a warp's Q rows lie in one 128-row scale block");
+  static_assert(WARP_N == 32 || WARP_N == 64, "the epilogue's slices hold 32 columns, stored once or twice");
   static_assert(!WIDE || (!SWAP && TM == 128), "the wide tile has tokens on P, in 128-row tiles");
   static_assert(STAGE_BYTES % 1024 == 0, "every stage starts on a swizzle repeat");
   static_assert(STAGE_A % 1024 == 0 && STAGE_B % 1024 == 0, "every operand starts on a swizzle repeat");
@@ -392,7 +397,7 @@ __device__ __forceinline__ void grouped_gemm_ws(const int32_t* __restrict__ m_in
 
     // Epilogue (the producer is already loading the next tile): accumulator element v of
     // fragment (i, j) sits at P row lane/4 (+8 for v >= 2) and Q column 2*(lane%4) + (v & 1).
-    const float scale = alpha != nullptr ? __ldg(alpha + tile.group) : 1.f;
+    const float scale = (alpha != nullptr ? __ldg(alpha + tile.group) : 1.f) * Math::kAccScale;
     if ((reinterpret_cast<uintptr_t>(out) & 15) == 0) {
       // 16-byte stores through this warp's slice, 8 output rows at a time.
       uint8_t* slice = epilogue + (warp << 9);
@@ -412,23 +417,26 @@ __device__ __forceinline__ void grouped_gemm_ws(const int32_t* __restrict__ m_in
                           lane);
               __syncwarp();  // the slice is read before the next fragment overwrites it
             }
-      } else {  // Q = output rows: fragment column j is 8 rows x the warp's 32 columns (P rows)
+      } else {  // Q = output rows: fragment column j is 8 rows x the warp's P rows, 32 at a time
+        constexpr int P_PER_SLICE = 2;  // 16-row P fragments in a slice's 32 columns
 #pragma unroll
-        for (int j = 0; j < C::Q_TILES; ++j) {
+        for (int j = 0; j < C::Q_TILES; ++j)
 #pragma unroll
-          for (int i = 0; i < C::P_TILES; ++i)
+          for (int c = 0; c < C::P_TILES / P_PER_SLICE; ++c) {
 #pragma unroll
-            for (int h = 0; h < 2; ++h) {
-              const int col = i * 16 + h * 8 + grp;
-              *reinterpret_cast<uint16_t*>(slice + epilogue_offset(2 * quad_lane, col)) =
-                  pack_one(acc[i][j][2 * h] * scale, out_dtype);
-              *reinterpret_cast<uint16_t*>(slice + epilogue_offset(2 * quad_lane + 1, col)) =
-                  pack_one(acc[i][j][2 * h + 1] * scale, out_dtype);
-            }
-          __syncwarp();
-          store_slice(slice, out, tile.row_begin + q_base + j * 8, tile.row_end, n0 + p_base, n, lane);
-          __syncwarp();
-        }
+            for (int i = c * P_PER_SLICE; i < (c + 1) * P_PER_SLICE; ++i)
+#pragma unroll
+              for (int h = 0; h < 2; ++h) {
+                const int col = (i - c * P_PER_SLICE) * 16 + h * 8 + grp;
+                *reinterpret_cast<uint16_t*>(slice + epilogue_offset(2 * quad_lane, col)) =
+                    pack_one(acc[i][j][2 * h] * scale, out_dtype);
+                *reinterpret_cast<uint16_t*>(slice + epilogue_offset(2 * quad_lane + 1, col)) =
+                    pack_one(acc[i][j][2 * h + 1] * scale, out_dtype);
+              }
+            __syncwarp();
+            store_slice(slice, out, tile.row_begin + q_base + j * 8, tile.row_end, n0 + p_base + 32 * c, n, lane);
+            __syncwarp();
+          }
       }
       continue;
     }
@@ -448,7 +456,8 @@ __device__ __forceinline__ void grouped_gemm_ws(const int32_t* __restrict__ m_in
 }
 
 #if defined(NVFP4_TILE_M)
-using WsBuildConfig = WsConfig<NVFP4_TILE_M, NVFP4_TILE_N, NVFP4_TILE_K, NVFP4_SWAP_AB != 0, NVFP4_STAGES>;
+using WsBuildConfig = WsConfig<NVFP4_TILE_M, NVFP4_TILE_N, NVFP4_TILE_K, NVFP4_SWAP_AB != 0, NVFP4_STAGES, NVFP4_WARP_N,
+                               NVFP4_BLOCKS_PER_SM>;
 static_assert(WsBuildConfig::THREADS == NVFP4_THREADS, "build_cubins.py and the kernel disagree on the block size");
 static_assert(WsBuildConfig::SMEM_BYTES == NVFP4_SMEM_BYTES,
               "build_cubins.py and the kernel disagree on the shared memory size");

@@ -55,8 +55,68 @@
 // 0x7F is NaN. PTX describes ue4m3 as 7 bits with the top bit padded with zero.
 #pragma once
 #include <cstdint>
+#if defined(NVFP4_HMMA)
+#include "nvfp4_decode.cuh"
+#endif
 
 namespace nvfp4 {
+
+#if defined(NVFP4_TWIN) || defined(NVFP4_HMMA)
+__device__ __forceinline__ uint32_t lane_id() {
+  uint32_t lane;
+  asm("mov.u32 %0, %%laneid;" : "=r"(lane));
+  return lane;
+}
+
+#endif
+
+#if defined(NVFP4_HMMA)
+// The fp16 model of the instruction (sm90ws, Hopper): both operands decoded exactly to fp16
+// (nvfp4_decode.cuh: scale applied, times 2^-14 each) and multiplied by four mma.sync m16n8k16.
+// Lane (g, p) holds k [8p, 8p+8) and [8p+32, 8p+40) of rows g, g+8 of A and of column g of B; in
+// step j its m16n8k16 k slots {2p, 2p+1} and {2p+8, 2p+9} take elements (j, j+4) of those two words
+// (decode_word's order). Both operands see the same permutation of K, so the sum is unchanged and
+// no data leaves the lane; only the scales, which 4X keeps on lanes 4g (and 4g+1), are shuffled
+// (mma_nvf4_16x8x64 below; sm90ws loads each lane's own scale words instead).
+// The sums carry 2^-28 (kMmaAccScale below undoes it).
+namespace hmma {
+
+// A (16 x 64) -> da[j]: the A fragment of step j; sf_g / sf_g8: the scale words of rows g and g + 8.
+__device__ __forceinline__ void decode_a(const uint32_t (&a)[4], uint32_t sf_g, uint32_t sf_g8, uint32_t (&da)[4][4]) {
+  const int p = static_cast<int>(lane_id()) & 3;
+  const __half2 lo = lane_scales(sf_g, p), hi = lane_scales(sf_g8, p);  // {block p/2, block 2 + p/2}
+  uint32_t r[4][4];
+  decode_word(a[0], __low2half2(lo), r[0]);
+  decode_word(a[1], __low2half2(hi), r[1]);
+  decode_word(a[2], __high2half2(lo), r[2]);
+  decode_word(a[3], __high2half2(hi), r[3]);
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+#pragma unroll
+    for (int w = 0; w < 4; ++w) da[j][w] = r[w][j];
+}
+
+// B (64 x 8) -> db[j]: the B fragment of step j; sf_g: the scale word of column g.
+__device__ __forceinline__ void decode_b(const uint32_t (&b)[2], uint32_t sf_g, uint32_t (&db)[4][2]) {
+  const __half2 s = lane_scales(sf_g, static_cast<int>(lane_id()) & 3);
+  uint32_t r[2][4];
+  decode_word(b[0], __low2half2(s), r[0]);
+  decode_word(b[1], __high2half2(s), r[1]);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) db[j][0] = r[0][j], db[j][1] = r[1][j];
+}
+
+__device__ __forceinline__ void mma_decoded(float (&d)[4], const uint32_t (&da)[4][4], const uint32_t (&db)[4][2]) {
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(da[j][0]), "r"(da[j][1]), "r"(da[j][2]), "r"(da[j][3]), "r"(db[j][0]), "r"(db[j][1]));
+}
+
+}  // namespace hmma
+#endif  // NVFP4_HMMA
 
 #if defined(NVFP4_TWIN)
 namespace twin {
@@ -92,14 +152,16 @@ __device__ __forceinline__ float ue4m3_to_float(uint32_t byte) {
   return bits == 0x7Fu ? __int_as_float(0x7FC00000) : value;
 }
 
-__device__ __forceinline__ uint32_t lane_id() {
-  uint32_t lane;
-  asm("mov.u32 %0, %%laneid;" : "=r"(lane));
-  return lane;
-}
-
 }  // namespace twin
 #endif  // NVFP4_TWIN
+
+// What the accumulators of mma_nvf4_16x8x64 are multiplied by in the epilogue: the HMMA model's
+// sums carry its decode's 2^-28; every other build's are the true sums.
+#if defined(NVFP4_HMMA)
+constexpr float kMmaAccScale = kDecodedAccScale;
+#else
+constexpr float kMmaAccScale = 1.f;
+#endif
 
 // D += (A * SFA) x (B * SFB) for one 16x8x64 tile; fragments as in the table above.
 // Convergent: all 32 lanes of the warp must call it together, with the same template arguments.
@@ -119,7 +181,7 @@ __device__ __forceinline__ void mma_nvf4_16x8x64(float (&d)[4], const uint32_t (
   // the 16 exact products would give in any order. Only the four block sums are rounded, added
   // onto C in k-block order 0..3 (SPEC §2 leaves the float32 summation order free).
   constexpr unsigned kFull = 0xFFFFFFFFu;
-  const uint32_t lane = twin::lane_id();
+  const uint32_t lane = lane_id();
   const uint32_t quad = lane & ~3u;            // 4g: first lane of this row's quad
   const uint32_t col_quad = (lane & 3u) << 3;  // 4 * (2p): first lane of column 2p's quad
 
@@ -169,6 +231,15 @@ __device__ __forceinline__ void mma_nvf4_16x8x64(float (&d)[4], const uint32_t (
     d[2] = __fadd_rn(d[2], static_cast<float>(sum[2][kb]) * (0.25f * sa_hi * sb_0));
     d[3] = __fadd_rn(d[3], static_cast<float>(sum[3][kb]) * (0.25f * sa_hi * sb_1));
   }
+#elif defined(NVFP4_HMMA)
+  // The scale words from the lanes 4X reads them from: row g's (and g + 8's) and column g's.
+  constexpr unsigned kFull = 0xFFFFFFFFu;
+  const int quad = static_cast<int>(lane_id()) & ~3;
+  uint32_t da[4][4], db[4][2];
+  hmma::decode_a(a, __shfl_sync(kFull, sfa, quad + 2 * kThreadIdA), __shfl_sync(kFull, sfa, quad + 2 * kThreadIdA + 1),
+                 da);
+  hmma::decode_b(b, __shfl_sync(kFull, sfb, quad + kThreadIdB), db);
+  hmma::mma_decoded(d, da, db);
 #elif defined(NVFP4_STANDIN)
   const uint32_t x = a[0] ^ a[1] ^ a[2] ^ a[3] ^ b[0] ^ b[1] ^ sfa ^ sfb;
   d[0] += __uint_as_float(x & 0x007FFFFFu);  // a subnormal: no NaN, no overflow, full-speed FADD

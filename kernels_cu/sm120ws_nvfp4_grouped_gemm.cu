@@ -5,88 +5,9 @@
 // sm120_mma.cuh (-DNVFP4_TWIN / -DNVFP4_STANDIN for sm_90, as sm120_nvfp4_grouped_gemm.cu).
 //
 // Macros (from build_cubins.py): NVFP4_KERNEL_NAME, NVFP4_TILE_M/N/K, NVFP4_SWAP_AB, NVFP4_STAGES,
-// NVFP4_THREADS, NVFP4_SMEM_BYTES (as sm80_nvfp4_grouped_gemm.cu; no K shares, 32-column warps).
-#include "nvfp4_grouped_gemm_ws.cuh"
-#include "sm120_mma.cuh"
+// NVFP4_THREADS, NVFP4_SMEM_BYTES (as sm80_nvfp4_grouped_gemm.cu; no K shares), NVFP4_WARP_N (32; 64 for
+// the 256-column tile) and NVFP4_BLOCKS_PER_SM (the persistent grid's blocks per SM).
+#include "sm120ws_math.cuh"
 
-namespace {
-
-using namespace nvfp4;
-using Config = WsBuildConfig;
-
-// Four 8x8 matrices of 16-bit elements (8 rows x 16 bytes of packed fp4 each); lane l names row
-// l % 8 of matrix l / 8, and register j of lane (g, p) receives bytes [4p, 4p+4) of row g of
-// matrix j: exactly the MMA's fragment word of that lane.
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const uint8_t* row_address) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_address(row_address)));
-}
-
-struct MathSm120Ws {
-  // PTX requires bit 7 of every ue4m3 scale byte clear and leaves other bytes undefined; SPEC §1
-  // reads a scale byte as byte & 0x7F, so the words are masked before the MMA sees them.
-  static constexpr uint32_t kScaleMask = 0x7F7F7F7Fu;
-
-  // The P operand of one 64-K chunk (kc: its index in the stage, also its scale quad): fragment
-  // words as in sm120_nvfp4_grouped_gemm.cu, the chunk's two 16-byte halves of a row being chunks
-  // 2kc, 2kc+1 of the swizzled row. Loaded one chunk ahead of its MMAs (the body's loop), across
-  // the stage boundary too.
-  template <class C>
-  struct PFragments {
-    uint32_t a[C::P_TILES][4], sf[C::P_TILES];
-  };
-
-  // P (16 rows): lane l addresses row l % 8 + 8 * ((l / 8) % 2), half l / 16.
-  // Scales: thread-id-a = 0, so lane 4g carries row g's 4 scales and lane 4g+1 row g+8's (lanes
-  // 4g+2/3 are not read; they load row g+8's too, which keeps the load uniform). SPEC §3 puts rows
-  // r and r+32 of a 128-row block side by side (words r%32*4 + r/32), so where a warp's P fragments
-  // i and i+2 are such rows with r/32 even (tokens on P, 128-row tiles: warp rows 0-63 or 64-127)
-  // one 8-byte load serves both.
-  template <class C>
-  static __device__ __forceinline__ void load_p(PFragments<C>& f, const WsStageView& s, int p_base, int kc,
-                                                int lane) {
-    const int g = lane >> 2, p = lane & 3, l8 = lane & 7;
-    constexpr bool kPairedScales = !C::SWAP && C::TM == 128 && C::P_TILES == 4;
-#pragma unroll
-    for (int i = 0; i < C::P_TILES; ++i) {
-      const int row = p_base + i * 16 + l8 + ((lane >> 3) & 1) * 8;
-      ldmatrix_x4(f.a[i], s.p_data + swizzled_chunk<C>(row, 2 * kc + (lane >> 4)));
-      const int sf_row = s.p_sf_row0 + p_base + i * 16 + g + ((p & 1) ? 8 : 0);
-      if (!kPairedScales) {
-        f.sf[i] = s.p_sf[sf_word(sf_row, kc)] & kScaleMask;
-      } else if (i < 2) {  // row sf_row (r/32 = 0 or 2: p_sf_row0 = 0, p_base = 0 or 64) and sf_row + 32
-        const uint2 both = *reinterpret_cast<const uint2*>(s.p_sf + sf_word(sf_row, kc));
-        f.sf[i] = both.x & kScaleMask;
-        f.sf[i + 2] = both.y & kScaleMask;
-      }
-    }
-  }
-
-  // The chunk's MMAs: Q fragments (two 8-row fragments per ldmatrix: row l % 8 of fragment l / 16,
-  // half (l / 8) % 2) and their scales, each pair loaded as its MMAs need it.
-  template <class C>
-  static __device__ __forceinline__ void mma(float (&acc)[C::P_TILES][C::Q_TILES][4], const PFragments<C>& f,
-                                             const WsStageView& s, int q_base, int kc, int lane) {
-    static_assert(C::Q_TILES % 2 == 0, "Q fragments are loaded in pairs");
-    const int g = lane >> 2, l8 = lane & 7;
-#pragma unroll
-    for (int j = 0; j < C::Q_TILES; j += 2) {
-      uint32_t b4[4];
-      const int row = q_base + (j + (lane >> 4)) * 8 + l8;
-      ldmatrix_x4(b4, s.q_data + swizzled_chunk<C>(row, 2 * kc + ((lane >> 3) & 1)));
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const uint32_t b[2] = {b4[2 * h], b4[2 * h + 1]};
-        // thread-id-b = 0: lane 4g carries column g's 4 scales (the others are not read).
-        const uint32_t sfb = s.q_sf[sf_word(s.q_sf_row0 + q_base + (j + h) * 8 + g, kc)] & kScaleMask;
-#pragma unroll
-        for (int i = 0; i < C::P_TILES; ++i) mma_nvf4_16x8x64<0, 0>(acc[i][j + h], f.a[i], b, f.sf[i], sfb);
-      }
-    }
-  }
-};
-
-}  // namespace
-
-NVFP4_DEFINE_GROUPED_GEMM_TMA(NVFP4_KERNEL_NAME, Config, nvfp4::grouped_gemm_ws<Config, MathSm120Ws>)
+NVFP4_DEFINE_GROUPED_GEMM_TMA(NVFP4_KERNEL_NAME, nvfp4::WsBuildConfig,
+                              nvfp4::grouped_gemm_ws<nvfp4::WsBuildConfig, nvfp4::MathSm120Ws>)

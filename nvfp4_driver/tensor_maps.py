@@ -1,4 +1,4 @@
-"""Tensor maps for the TMA kernels (the sm120ws family), and their launch.
+"""Tensor maps for the TMA kernels (the sm120ws and sm90ws families), and their launch.
 
 A warp-specialized kernel reads its operands through four ``CUtensorMap`` parameters (its ABI,
 ``grouped_gemm_tma``, is the grouped-GEMM parameter list plus ``tmap_a``, ``tmap_b``, ``tmap_sa``,
@@ -21,7 +21,7 @@ The maps (``nvfp4_grouped_gemm_ws.cuh`` reads them):
   (``a_scale_rows``, what the other kernels bound their reads by), so nothing past the tensor is
   read and the copies zero-fill the rest, as they do past sf_k (K = 384 with tile_k 256).
 
-Launches these kernels cannot take go to the same cut's sm120 kernel (``fallback``): scale tensors
+Launches these kernels cannot take go to the same cut's sm120 kernel (sm90ws: sm80) (``fallback``): scale tensors
 not 16-byte aligned (TMA needs it; the op accepts 4), an ``a_scale`` without one whole 128-row block,
 or 2**31 tiles and more (the kernel's tile index is 32-bit).
 """
@@ -79,7 +79,7 @@ def gemm_map_shapes(problem, tiles, a_scale_rows: int) -> dict:
 
 
 class TmaGemmLaunch:
-    """The launch of one sm120ws kernel for one plan, with the interface of driver.PreparedKernel:
+    """The launch of one TMA kernel (sm120ws, sm90ws) for one plan, with the interface of driver.PreparedKernel:
     ``launch(grid, stream, args)`` takes the grouped-GEMM arguments (plans.Plan.args' order), adds
     the tensor maps of their addresses and launches on the persistent grid; the ``grid`` it is
     given (the plan's) only says whether there is anything to do."""

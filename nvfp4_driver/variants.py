@@ -19,6 +19,7 @@ class Family(enum.Enum):
     SM90A = "sm90a"  # Hopper: fp4 decoded to fp16, wgmma overlapped with the decode; sm_90a (9.0 only)
     SM120 = "sm120"  # native Blackwell FP4: block-scaled mma.sync; sm_120a, sm_121a (and its sm_90 twin)
     SM120WS = "sm120ws"  # the same, warp-specialized: TMA producer warp, mbarriers, persistent grid
+    SM90WS = "sm90ws"  # Hopper's decode kernel: sm120ws's body, its MMA as fp16 decode + mma.sync; sm_90
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +99,9 @@ def auto_tiles(problem: Problem, wgmma: bool = True, native: bool = False) -> Ti
     an H100), with tile_k = 256 (faster than 128 on every decode shape). Many rows per group:
     128 x 128 x 256. Where the wgmma kernel runs (``wgmma``: a 9.0 GPU), its widest cut above 32 rows
     per group: at 64 rows it ran 1.3x faster than the 64-token tile; at an average of 32 rows split
-    unevenly (as routing does) the 32-token tile was as fast or 10% faster (H200).
+    unevenly (as routing does) the 32-token tile was as fast or 10% faster (H200). At 16 rows or fewer
+    with at least ``SM90WS_MIN_TILES`` tiles, on 9.0: the sm90ws kernel's 16-token cut with tile_k 128
+    (4 stages; 6-9% faster than its tile_k 256 on three of four decode shapes, H200).
 
     The native Blackwell kernel (``native``: the sm120 family, its twin included) takes tile_k 128:
     for many rows, 4 pipeline stages fit its 99 KB where tile_k 256 fits 2, and its sm_90 stand-in
@@ -112,7 +115,21 @@ def auto_tiles(problem: Problem, wgmma: bool = True, native: bool = False) -> Ti
     if rows > 64:
         return Tiles(128, 128, 128 if native else 256, False)
     tile_m = 16 if rows <= 16 else 32 if rows <= 32 else 64
+    if wgmma and tile_m == 16 and _enough_tiles_for_sm90ws(problem):
+        return Tiles(16, 128, 128, True)  # the sm90ws kernel's: 4 stages of 128 K (2 of 256)
     return Tiles(tile_m, 128, 128 if native else 256, True)
+
+
+def _enough_tiles_for_sm90ws(problem: Problem) -> bool:
+    rows, cols = tile_counts(problem, Tiles(16, 128, 128, True))
+    return rows * cols >= SM90WS_MIN_TILES
+
+
+# The fewest tiles (tile_counts' bound) for which the automatic choice on a 9.0 GPU takes the sm90ws
+# kernel: its persistent grid holds 4 blocks per SM (528 on an H100 or H200), and DeepSeek-V3 up E=8
+# m=16 (480 tiles) ran 1.46x slower there than on the portable kernel, whose K shares give it more
+# blocks; 3,648 tiles and more (the other decode shapes) ran faster (H200, docs/perf-notes.md, v0.6).
+SM90WS_MIN_TILES = 1024
 
 
 def select_variant(problem: Problem, tiles: Tiles | None, capability: tuple[int, int],
@@ -123,7 +140,9 @@ def select_variant(problem: Problem, tiles: Tiles | None, capability: tuple[int,
 
     ``force_ptx`` / ``twin`` / ``portable`` / ``log`` default to the NVFP4_DRIVER_FORCE_PTX / _TWIN /
     _PORTABLE / _LOG variables (a caller with its own ``config.Flags`` passes all four). On a 9.0 GPU
-    the cuts of :func:`wgmma_cuts` run on the wgmma kernel unless ``portable``.
+    the cuts of :func:`wgmma_cuts` run on the wgmma kernel unless ``portable``, and the sm90ws
+    family's cuts on that kernel, except where the automatic choice finds fewer than
+    ``SM90WS_MIN_TILES`` tiles (then the portable kernel, same cut).
     """
     if force_ptx is None or twin is None or portable is None or log is None:
         env = config.flags()
@@ -133,11 +152,15 @@ def select_variant(problem: Problem, tiles: Tiles | None, capability: tuple[int,
         log = env.log if log is None else log
     family, target = target_for(capability, force_ptx, twin)
     wgmma = target == HOPPER and capability == (9, 0) and not portable
+    few_tiles = False  # the automatic choice keeps the portable kernel for calls of few tiles
     if tiles is None:
         tiles = auto_tiles(problem, wgmma, native=family is Family.SM120)
+        few_tiles = not _enough_tiles_for_sm90ws(problem)
     validate(problem, tiles)
     if wgmma and tiles in wgmma_cuts():
         family, target = Family.SM90A, WGMMA
+    elif wgmma and not few_tiles and tiles in registry.family_cuts(Family.SM90WS.value):
+        family = Family.SM90WS  # same target (sm_90)
     elif family is Family.SM120 and tiles in registry.family_cuts(Family.SM120WS.value):
         family = Family.SM120WS  # the warp-specialized kernel serves this cut (same targets)
     elif tiles not in registry.family_cuts(family.value):

@@ -121,7 +121,7 @@ def test_out_shape_change_is_refused_not_replayed(gpu):
     assert len(gpu.launches) == 1
 
 
-@pytest.mark.parametrize("options", [dict(tile_m=16), dict(tile_n=64, tile_k=256, tile_m=128, swap_ab=False),
+@pytest.mark.parametrize("options", [dict(tile_m=32), dict(tile_n=64, tile_k=256, tile_m=128, swap_ab=False),
                                      dict(out_dtype="float16"), dict(stream=7)])
 def test_changed_call_options_miss(gpu, options):
     args = numba_args()

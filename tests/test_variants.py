@@ -108,15 +108,17 @@ def test_token_tiles_select_built_kernels():
                     (tm, 128, tk, True)
                 # The portable kernel's 16-token tiles over 256 K: warps of 64 weight rows, 4 K shares
                 # (half as many warps decode the same tokens); its other token tiles: 32 rows, 2 shares.
+                # sm90ws (Hopper's named 16-token cuts): warps of 64 weight rows, no K shares.
                 wide = v.family is Family.SM80 and tm == 16 and tk == 256
+                assert (v.family is Family.SM90WS) == (cap == (9, 0) and not twin and tm == 16)
                 assert (entry["warp_n"], entry["warps_k"]) == ((64, 4) if wide else (32, 2) if v.family is Family.SM80
-                                                               else (32, 1))
+                                                               else (64, 1) if v.family is Family.SM90WS else (32, 1))
 
 
 @pytest.mark.parametrize("cum_m,groups,expect", [
     (128, 8, Tiles(16, 128, 256, True)),        # DeepSeek decode, E=8 x 16 rows
-    (2048, 256, Tiles(16, 128, 256, True)),     # E=256 x 8 rows
-    (512, 128, Tiles(16, 128, 256, True)),      # Qwen3 decode, 4 rows
+    (2048, 256, Tiles(16, 128, 128, True)),     # E=256 x 8 rows: 368 x 32 tiles, the sm90ws cut on 9.0
+    (512, 128, Tiles(16, 128, 128, True)),      # Qwen3 decode, 4 rows: 152 x 32 tiles, likewise
     (4 * 24, 4, Tiles(32, 128, 256, True)),     # 24 rows: the 32-token tile
     (64 * 32, 32, Tiles(128, 256, 128, False)),  # 64 rows: the wgmma kernel on 9.0
     (33 * 32, 32, Tiles(128, 256, 128, False)),  # the first average on it
@@ -127,6 +129,12 @@ def test_token_tiles_select_built_kernels():
 def test_auto_tiles(cum_m, groups, expect):
     p = problem(num_groups=groups, cum_m=cum_m, n=4096, k=7168)
     assert variants.auto_tiles(p) == expect
+    if expect.tile_m == 16:  # 9.0 runs the sm90ws kernel's cut where there are enough tiles, else the portable one's
+        rows, cols = variants.tile_counts(p, expect)
+        v = select_variant(p, None, (9, 0), force_ptx=False, twin=False, portable=False)
+        many = rows * cols >= variants.SM90WS_MIN_TILES
+        assert (v.family, v.tiles.tile_k) == ((Family.SM90WS, 128) if many else (Family.SM80, 256))
+        assert variants.auto_tiles(p, wgmma=False) == Tiles(16, 128, 256, True)
     if expect.tile_m == 128 and cum_m // groups > 64:  # without the wgmma kernel: the portable kernel's cut
         assert variants.auto_tiles(p, wgmma=False) == Tiles(128, 128, 256, False)
         for cap, flags in (((8, 9), {}), ((9, 0), dict(portable=True)), ((9, 0), dict(force_ptx=True)),

@@ -11,7 +11,7 @@
 #   initcheck  reads of device memory nothing wrote (padding of the scale layouts must never be read)
 #   synccheck  barriers that not every thread of a block reaches
 # SANITIZE_TOOLS    the tools to run (default: all four)
-# SANITIZE_TESTS    the test files they run (default: the GEMM (portable, twin, wgmma), checked-mode, quantizer and fused SiLU·up quantizer tests)
+# SANITIZE_TESTS    the test files they run (default: the GEMM (portable, twin, wgmma, sm90ws), checked-mode, quantizer and fused SiLU·up quantizer tests)
 # SANITIZE_K        pytest -k expression for them (default: not 4gib and not ptx: hours under the tools)
 # SANITIZE_TIMEOUT  seconds each tool may run (default: no limit); a tool stopped by it counts as failed
 set -uo pipefail
@@ -26,7 +26,7 @@ python3 -m nvfp4_driver info
 python3 -m pytest -q -rs -p no:cacheprovider tests/gpu "$@" 2>&1 | tee "$OUT/gpu-suite.log"
 rc=${PIPESTATUS[0]}
 if [ "${SANITIZE:-0}" = 1 ]; then
-  read -r -a files <<< "${SANITIZE_TESTS:-tests/gpu/test_gemm_gpu.py tests/gpu/test_gemm_wgmma_gpu.py tests/gpu/test_checked_gpu.py tests/gpu/test_quantize_gpu.py tests/gpu/test_silu_mul_quantize_gpu.py}"
+  read -r -a files <<< "${SANITIZE_TESTS:-tests/gpu/test_gemm_gpu.py tests/gpu/test_gemm_wgmma_gpu.py tests/gpu/test_gemm_sm90ws_gpu.py tests/gpu/test_checked_gpu.py tests/gpu/test_quantize_gpu.py tests/gpu/test_silu_mul_quantize_gpu.py}"
   limit=()
   [ "${SANITIZE_TIMEOUT:-0}" != 0 ] && limit=(timeout "$SANITIZE_TIMEOUT")
   tools=(${SANITIZE_TOOLS:-memcheck racecheck initcheck synccheck})

@@ -221,6 +221,11 @@ def test_scales_not_16_byte_aligned(rng, record_ulps, offset, kernel_path, tile_
     is the same."""
     skip_unless_native(kernel_path, tile_n)
     p = testing.random_problem(rng, [37, 0, 130], n=136, k=384, row_offset=1)
+    check_misaligned_scales(p, offset, record_ulps, tile_m=128, tile_n=tile_n, tile_k=128, swap_ab=False)
+
+
+def check_misaligned_scales(p, offset, record_ulps, **tiles):
+    """Run ``p`` with both scale tensors ``offset`` bytes into their allocations, and check it."""
     args = [to_gpu(x) for x in (p.a, p.b, p.a_scale, p.b_scale, p.m_indptr)]
     views = []
     for x in args[2:4]:
@@ -230,7 +235,7 @@ def test_scales_not_16_byte_aligned(rng, record_ulps, offset, kernel_path, tile_
     out = torch.empty((p.cum_m, p.n), dtype=torch.bfloat16, device="cuda")
     out.view(torch.int16).fill_(np.int16(np.uint16(testing.POISON_BITS["bfloat16"]).view(np.int16)))
     nd.group_gemm_nvfp4_nt_groupwise(args[0], args[1], views[0], views[1], args[4], alpha=to_gpu(p.alpha), out=out,
-                                     tile_m=128, tile_n=tile_n, tile_k=128, swap_ab=False)
+                                     **tiles)
     torch.cuda.synchronize()
     check(p, out.view(torch.int16).cpu().numpy().view(np.uint16), "bfloat16", record_ulps)
 
@@ -241,7 +246,12 @@ def test_out_only_4_byte_aligned(rng, record_ulps, kernel_path, tiles):
     """An out that starts 4 bytes into its allocation: the warp-specialized epilogue's 16-byte stores
     cannot serve it and its per-lane stores do; nothing outside the view is written."""
     skip_unless_native(kernel_path, tiles["tile_n"])
-    p = testing.random_problem(rng, [37, 0, 1, 130], n=136, k=256, row_offset=1)
+    check_out_4_bytes_in(testing.random_problem(rng, [37, 0, 1, 130], n=136, k=256, row_offset=1), record_ulps,
+                         **tiles)
+
+
+def check_out_4_bytes_in(p, record_ulps, **tiles):
+    """Run ``p`` into an out 4 bytes into its allocation; check it and the poison around it."""
     args = [to_gpu(x) for x in (p.a, p.b, p.a_scale, p.b_scale, p.m_indptr)]
     poison = np.int16(np.uint16(testing.POISON_BITS["bfloat16"]).view(np.int16))
     flat = torch.empty(p.cum_m * p.n + 4, dtype=torch.bfloat16, device="cuda")
