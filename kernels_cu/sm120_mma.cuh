@@ -76,8 +76,8 @@ __device__ __forceinline__ uint32_t lane_id() {
 // Lane (g, p) holds k [8p, 8p+8) and [8p+32, 8p+40) of rows g, g+8 of A and of column g of B; in
 // step j its m16n8k16 k slots {2p, 2p+1} and {2p+8, 2p+9} take elements (j, j+4) of those two words
 // (decode_word's order). Both operands see the same permutation of K, so the sum is unchanged and
-// no data leaves the lane; only the scales, which 4X keeps on lanes 4g (and 4g+1), are shuffled
-// (mma_nvf4_16x8x64 below; sm90ws loads each lane's own scale words instead).
+// no data leaves the lane. The scales do not sit where 4X keeps them (lanes 4g, 4g+1): each lane
+// takes the words of its own rows and column (sm120ws_math.cuh's MathSm90Ws loads them so).
 // The sums carry 2^-28 (kMmaAccScale below undoes it).
 namespace hmma {
 
@@ -232,14 +232,9 @@ __device__ __forceinline__ void mma_nvf4_16x8x64(float (&d)[4], const uint32_t (
     d[3] = __fadd_rn(d[3], static_cast<float>(sum[3][kb]) * (0.25f * sa_hi * sb_1));
   }
 #elif defined(NVFP4_HMMA)
-  // The scale words from the lanes 4X reads them from: row g's (and g + 8's) and column g's.
-  constexpr unsigned kFull = 0xFFFFFFFFu;
-  const int quad = static_cast<int>(lane_id()) & ~3;
-  uint32_t da[4][4], db[4][2];
-  hmma::decode_a(a, __shfl_sync(kFull, sfa, quad + 2 * kThreadIdA), __shfl_sync(kFull, sfa, quad + 2 * kThreadIdA + 1),
-                 da);
-  hmma::decode_b(b, __shfl_sync(kFull, sfb, quad + kThreadIdB), db);
-  hmma::mma_decoded(d, da, db);
+  // Not one instruction's model: sm90ws decodes each fragment once for all its MMAs, with the scale
+  // words loaded into the lanes that use them (MathSm90Ws: hmma::decode_a / decode_b / mma_decoded).
+  static_assert(kThreadIdA < 0, "NVFP4_HMMA builds compute through MathSm90Ws, not this atom");
 #elif defined(NVFP4_STANDIN)
   const uint32_t x = a[0] ^ a[1] ^ a[2] ^ a[3] ^ b[0] ^ b[1] ^ sfa ^ sfb;
   d[0] += __uint_as_float(x & 0x007FFFFFu);  // a subnormal: no NaN, no overflow, full-speed FADD
