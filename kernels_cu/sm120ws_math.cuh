@@ -32,8 +32,24 @@ struct MathSm120Ws {
     uint32_t a[C::P_TILES][4], sf[C::P_TILES];
   };
 
-  // P (16 rows): lane l addresses row l % 8 + 8 * ((l / 8) % 2), half l / 16.
-  // Scales: thread-id-a = 0, so lane 4g carries row g's 4 scales and lane 4g+1 row g+8's (lanes
+  // P fragment i (16 rows) of chunk kc: lane l addresses row l % 8 + 8 * ((l / 8) % 2), half l / 16.
+  template <class C>
+  static __device__ __forceinline__ void load_p_fragment(uint32_t (&a)[4], const WsStageView& s, int p_base, int i,
+                                                         int kc, int lane) {
+    const int row = p_base + i * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+    ldmatrix_x4(a, s.p_data + swizzled_chunk<C>(row, 2 * kc + (lane >> 4)));
+  }
+
+  // Q fragments j and j + 1 (8 rows each) of chunk kc: row l % 8 of fragment l / 16, half (l / 8) % 2;
+  // registers 0-1 are fragment j's, 2-3 fragment j + 1's.
+  template <class C>
+  static __device__ __forceinline__ void load_q_pair(uint32_t (&b4)[4], const WsStageView& s, int q_base, int j,
+                                                     int kc, int lane) {
+    const int row = q_base + (j + (lane >> 4)) * 8 + (lane & 7);
+    ldmatrix_x4(b4, s.q_data + swizzled_chunk<C>(row, 2 * kc + ((lane >> 3) & 1)));
+  }
+
+  // Scales of P: thread-id-a = 0, so lane 4g carries row g's 4 scales and lane 4g+1 row g+8's (lanes
   // 4g+2/3 are not read; they load row g+8's too, which keeps the load uniform). SPEC §3 puts rows
   // r and r+32 of a 128-row block side by side (words r%32*4 + r/32), so where a warp's P fragments
   // i and i+2 are such rows with r/32 even (tokens on P, 128-row tiles: warp rows 0-63 or 64-127)
@@ -41,12 +57,11 @@ struct MathSm120Ws {
   template <class C>
   static __device__ __forceinline__ void load_p(PFragments<C>& f, const WsStageView& s, int p_base, int kc,
                                                 int lane) {
-    const int g = lane >> 2, p = lane & 3, l8 = lane & 7;
+    const int g = lane >> 2, p = lane & 3;
     constexpr bool kPairedScales = !C::SWAP && C::TM == 128 && C::P_TILES == 4;
 #pragma unroll
     for (int i = 0; i < C::P_TILES; ++i) {
-      const int row = p_base + i * 16 + l8 + ((lane >> 3) & 1) * 8;
-      ldmatrix_x4(f.a[i], s.p_data + swizzled_chunk<C>(row, 2 * kc + (lane >> 4)));
+      load_p_fragment<C>(f.a[i], s, p_base, i, kc, lane);
       const int sf_row = s.p_sf_row0 + p_base + i * 16 + g + ((p & 1) ? 8 : 0);
       if (!kPairedScales) {
         f.sf[i] = s.p_sf[sf_word(sf_row, kc)] & kScaleMask;
@@ -58,18 +73,16 @@ struct MathSm120Ws {
     }
   }
 
-  // The chunk's MMAs: Q fragments (two 8-row fragments per ldmatrix: row l % 8 of fragment l / 16,
-  // half (l / 8) % 2) and their scales, each pair loaded as its MMAs need it.
+  // The chunk's MMAs: Q fragments and their scales, each pair loaded as its MMAs need it.
   template <class C>
   static __device__ __forceinline__ void mma(float (&acc)[C::P_TILES][C::Q_TILES][4], const PFragments<C>& f,
                                              const WsStageView& s, int q_base, int kc, int lane) {
     static_assert(C::Q_TILES % 2 == 0, "Q fragments are loaded in pairs");
-    const int g = lane >> 2, l8 = lane & 7;
+    const int g = lane >> 2;
 #pragma unroll
     for (int j = 0; j < C::Q_TILES; j += 2) {
       uint32_t b4[4];
-      const int row = q_base + (j + (lane >> 4)) * 8 + l8;
-      ldmatrix_x4(b4, s.q_data + swizzled_chunk<C>(row, 2 * kc + ((lane >> 3) & 1)));
+      load_q_pair<C>(b4, s, q_base, j, kc, lane);
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const uint32_t b[2] = {b4[2 * h], b4[2 * h + 1]};
@@ -104,11 +117,10 @@ struct MathSm90Ws {
   static __device__ __forceinline__ void load_p(PFragments<C>& f, const WsStageView& s, int p_base, int kc,
                                                 int lane) {
     static_assert(C::Q_TILES % 2 == 0, "Q fragments are loaded in pairs");
-    const int g = lane >> 2, l8 = lane & 7;
+    const int g = lane >> 2;
 #pragma unroll
     for (int i = 0; i < C::P_TILES; ++i) {
-      const int row = p_base + i * 16 + l8 + ((lane >> 3) & 1) * 8;
-      ldmatrix_x4(f.a[i], s.p_data + swizzled_chunk<C>(row, 2 * kc + (lane >> 4)));
+      MathSm120Ws::load_p_fragment<C>(f.a[i], s, p_base, i, kc, lane);
 #pragma unroll
       for (int h = 0; h < 2; ++h)
         f.sf[i][h] = s.p_sf[sf_word(s.p_sf_row0 + p_base + i * 16 + g + 8 * h, kc)];
@@ -119,8 +131,7 @@ struct MathSm90Ws {
 #pragma unroll
     for (int j = 0; j < C::Q_TILES; j += 2) {
       uint32_t b4[4];
-      const int row = (j + (lane >> 4)) * 8 + l8;
-      ldmatrix_x4(b4, s.q_data + swizzled_chunk<C>(row, 2 * kc + ((lane >> 3) & 1)));
+      MathSm120Ws::load_q_pair<C>(b4, s, 0, j, kc, lane);
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         f.b[j + h][0] = b4[2 * h];
