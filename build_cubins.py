@@ -119,10 +119,22 @@ def _gemm_family(source: str, targets: tuple[str, ...]) -> Family:
     return FamilyBuild(source=source, targets=targets, threads=_gemm_threads, stage_bytes=_stage_bytes, max_stages=4)
 
 
+def _sm90a_blocks_per_sm(v: GemmKernel) -> int:
+    """Blocks per SM the sm90a cut is built for (registers and shared memory): two for swap_ab, whose
+    two warpgroups then take turns at the tensor cores as two blocks (one block of four warpgroups ran
+    21-30% slower: its barriers wait for the warps that also decode the tokens; perf-notes, v0.7)."""
+    return 2 if v.swap_ab else 1
+
+
+def _sm90a_threads(v: GemmKernel) -> int:
+    """A warpgroup per 64 rows of wgmma's M side: the tokens, or with swap_ab the weight rows."""
+    return 128 * (v.tile_n if v.swap_ab else v.tile_m) // 64
+
+
 def _sm90a_smem(v: GemmKernel) -> int:
     """sm90a_nvfp4_grouped_gemm.cu besides its stages: 1 KB of alignment slack and two decoded fp16
-    weight sub-tiles of tile_n rows x 128 bytes."""
-    return 1024 + 2 * v.tile_n * 128
+    sub-tiles of wgmma's N side (the weights, or with swap_ab the tokens), rows x 128 bytes."""
+    return 1024 + 2 * (v.tile_m if v.swap_ab else v.tile_n) * 128
 
 
 SM120_SMEM_PER_SM = 102_400  # sm_120 / sm_121: 100 KiB of shared memory per SM, 1 KiB of it reserved per block
@@ -165,9 +177,10 @@ def _ws_smem_budget(v: GemmKernel) -> int:
 FAMILIES = {
     "sm80": _gemm_family("sm80_nvfp4_grouped_gemm.cu", ("sm_80", "sm_90", "compute_80")),
     # Hopper's wgmma with the decode overlapped (sm_90a cubins run on compute capability 9.0 only).
-    # Two warpgroups; an H100 block may take 227 KB of shared memory.
-    "sm90a": FamilyBuild(source="sm90a_nvfp4_grouped_gemm.cu", targets=("sm_90a",), threads=lambda v: 256,
-                         stage_bytes=_stage_bytes, max_stages=6, fixed_smem=_sm90a_smem, smem_budget=232_448),
+    # Two warpgroups a block; one block an SM (227 KB of shared memory), two with swap_ab.
+    "sm90a": FamilyBuild(source="sm90a_nvfp4_grouped_gemm.cu", targets=("sm_90a",), threads=_sm90a_threads,
+                         stage_bytes=_stage_bytes, max_stages=6, fixed_smem=_sm90a_smem,
+                         smem_budget=lambda v: SM90_SMEM_PER_SM // _sm90a_blocks_per_sm(v) - 1024),
     # Native Blackwell FP4 (block-scaled mma.sync). "twin_sm_90": the same source with the MMA
     # replaced by its software model (-DNVFP4_TWIN), which runs on an H100; "standin_sm_90": with the
     # MMA replaced by a cheap op that consumes every operand (-DNVFP4_STANDIN), which times the
@@ -203,7 +216,8 @@ GEMM_KERNELS = tuple(
     for tk in (128, 256)
     for swap in swaps
     if tm == 128 or tn == 128
-) + tuple(GemmKernel("sm90a", 128, tn, 128, False) for tn in (128, 256))  # prefill cuts: tokens on wgmma's M
+) + tuple(GemmKernel("sm90a", 128, tn, 128, False) for tn in (128, 256)) + tuple(  # Hopper: tokens on wgmma's M
+    GemmKernel("sm90a", tm, 128, 128, True) for tm in (64, 128))  # weights on wgmma's M: 64-128 tokens a tile
 # The warp-specialized native kernel serves the cuts the automatic choice takes on sm_12x and
 # FlashInfer's 128 x 128 ones; the others (tile_n 32/64, the wider token tiles' tile_k 256, whose
 # two stages would not fit two blocks per SM) stay on the sm120 kernel.
@@ -335,9 +349,11 @@ def macros(v: Kernel) -> list[str]:
         return [f"-DNVFP4_KERNEL_NAME={v.name}", f"-DNVFP4_QUANT_OP={QUANT_OPS[v.op].code}",
                 f"-DNVFP4_DTYPE={QUANT_DTYPES.get(v.dtype, 0)}"]
     cfg = launch_config(v)
-    if v.family == "sm90a":  # fixed tile_m / tile_k / swap_ab; no NVFP4_TILE_M, so no BuildConfig
-        return [f"-DNVFP4_KERNEL_NAME={v.name}", f"-DNVFP4_TILE_N={v.tile_n}", f"-DNVFP4_STAGES={cfg['stages']}",
-                f"-DNVFP4_THREADS={cfg['threads']}", f"-DNVFP4_SMEM_BYTES={cfg['smem_bytes']}"]
+    if v.family == "sm90a":  # tile_k 128; the kernel checks its own config (Sm90aConfig)
+        return [f"-DNVFP4_KERNEL_NAME={v.name}", f"-DNVFP4_TILE_M={v.tile_m}", f"-DNVFP4_TILE_N={v.tile_n}",
+                f"-DNVFP4_SWAP_AB={int(v.swap_ab)}", f"-DNVFP4_STAGES={cfg['stages']}",
+                f"-DNVFP4_THREADS={cfg['threads']}", f"-DNVFP4_SMEM_BYTES={cfg['smem_bytes']}",
+                f"-DNVFP4_BLOCKS_PER_SM={_sm90a_blocks_per_sm(v)}"]
     return [
         f"-DNVFP4_KERNEL_NAME={v.name}", f"-DNVFP4_TILE_M={v.tile_m}", f"-DNVFP4_TILE_N={v.tile_n}",
         f"-DNVFP4_TILE_K={v.tile_k}",

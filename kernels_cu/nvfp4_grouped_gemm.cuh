@@ -327,7 +327,7 @@ __device__ __forceinline__ void grouped_gemm(const uint8_t* __restrict__ a, cons
       }
 }
 
-#if defined(NVFP4_TILE_M)
+#if defined(NVFP4_TILE_M) && !defined(NVFP4_OWN_BUILD_CONFIG)  // sm90a checks its own
 // The variant of a build_cubins.py compile (its -D macros), checked against the block size and
 // shared memory the host will launch it with.
 #ifndef NVFP4_WARP_N

@@ -30,7 +30,7 @@ def dispatched(p, tiles):
     return variants.select_variant(problem, t, torch.cuda.get_device_capability())
 
 
-@pytest.mark.parametrize("tiles", CUTS, ids=lambda t: f"n{t['tile_n']}")
+@pytest.mark.parametrize("tiles", CUTS, ids=lambda t: f"m{t['tile_m']}n{t['tile_n']}" + ("s" if t["swap_ab"] else ""))
 @pytest.mark.parametrize("out_dtype", ["bfloat16", "float16"])
 @pytest.mark.parametrize("case", ["edges", "long_k", "many_groups", "no_alpha", "sf_base", "sign_bit"])
 def test_wgmma_cases(rng, record_ulps, tiles, out_dtype, case):
