@@ -120,10 +120,11 @@ def _gemm_family(source: str, targets: tuple[str, ...]) -> Family:
 
 
 def _sm90a_blocks_per_sm(v: GemmKernel) -> int:
-    """Blocks per SM the sm90a cut is built for (registers and shared memory): two for swap_ab, whose
-    two warpgroups then take turns at the tensor cores as two blocks (one block of four warpgroups ran
-    21-30% slower: its barriers wait for the warps that also decode the tokens; perf-notes, v0.7)."""
-    return 2 if v.swap_ab else 1
+    """Blocks per SM the sm90a cut is built for (registers and shared memory). swap_ab: three for 32
+    tokens, two for 64 and 128 (at three the 64-token cut spills), whose blocks take turns at the
+    tensor cores (one block of four warpgroups ran 21-30% slower: its barriers wait for the warps
+    that also decode the tokens; perf-notes, v0.7)."""
+    return 1 if not v.swap_ab else 3 if v.tile_m == 32 else 2
 
 
 def _sm90a_threads(v: GemmKernel) -> int:
@@ -132,9 +133,10 @@ def _sm90a_threads(v: GemmKernel) -> int:
 
 
 def _sm90a_smem(v: GemmKernel) -> int:
-    """sm90a_nvfp4_grouped_gemm.cu besides its stages: 1 KB of alignment slack and two decoded fp16
-    sub-tiles of wgmma's N side (the weights, or with swap_ab the tokens), rows x 128 bytes."""
-    return 1024 + 2 * (v.tile_m if v.swap_ab else v.tile_n) * 128
+    """sm90a_nvfp4_grouped_gemm.cu besides its stages: 1 KB of alignment slack, two decoded fp16
+    sub-tiles of wgmma's N side (the weights, or with swap_ab the tokens), rows x 128 bytes, and the
+    epilogue's 64 bytes."""
+    return 1024 + 2 * (v.tile_m if v.swap_ab else v.tile_n) * 128 + 64
 
 
 SM120_SMEM_PER_SM = 102_400  # sm_120 / sm_121: 100 KiB of shared memory per SM, 1 KiB of it reserved per block
@@ -217,7 +219,7 @@ GEMM_KERNELS = tuple(
     for swap in swaps
     if tm == 128 or tn == 128
 ) + tuple(GemmKernel("sm90a", 128, tn, 128, False) for tn in (128, 256)) + tuple(  # Hopper: tokens on wgmma's M
-    GemmKernel("sm90a", tm, 128, 128, True) for tm in (64, 128))  # weights on wgmma's M: 64-128 tokens a tile
+    GemmKernel("sm90a", tm, 128, 128, True) for tm in (32, 64, 128))  # weights on wgmma's M: 32-128 tokens a tile
 # The warp-specialized native kernel serves the cuts the automatic choice takes on sm_12x and
 # FlashInfer's 128 x 128 ones; the others (tile_n 32/64, the wider token tiles' tile_k 256, whose
 # two stages would not fit two blocks per SM) stay on the sm120 kernel.

@@ -57,15 +57,16 @@ struct Sm90aConfig {
   static constexpr int B_BUF = Q_ROWS * B_ROW;          // one decoded Q sub-tile
   using Raw = GemmConfig<TM, TN, TK, SWAP, STAGES>;     // the packed stages' layout
   static constexpr int ALIGN = 1024;                    // a 128-byte swizzle atom (8 rows)
-  // A fragment sets in registers: two, so the decode of sub-tile t overlaps wgmma t-1 -- except for
-  // 128 tokens on wgmma's N side at two blocks an SM, whose 64 accumulators leave room for one (two
-  // spilled 68 bytes): that block waits for wgmma t-1 before decoding t's weights, while the other
-  // block on the SM keeps the tensor cores busy (4-5% faster than two sets with their spills;
-  // perf-notes, v0.7).
-  static constexpr int A_BUFS = SWAP && Q_ROWS == 128 ? 1 : 2;
-  static constexpr int SMEM_BYTES = ALIGN + 2 * B_BUF + STAGES * Raw::STAGE_BYTES;
+  // A fragment sets in registers: two, so the decode of sub-tile t overlaps wgmma t-1 -- but one where
+  // registers are short (two sets spilled): 128 tokens on wgmma's N side at two blocks an SM (128
+  // registers), and three blocks an SM (80). That block waits for wgmma t-1 before decoding t's
+  // weights, while the other blocks on the SM keep the tensor cores busy (4-5% faster than two sets
+  // with their spills; perf-notes, v0.7).
+  static constexpr int A_BUFS = SWAP && (Q_ROWS == 128 || MIN_BLOCKS >= 3) ? 1 : 2;
+  static constexpr int EPILOGUE = 64;                   // EpilogueTile, after the stages
+  static constexpr int SMEM_BYTES = ALIGN + 2 * B_BUF + STAGES * Raw::STAGE_BYTES + EPILOGUE;
   static_assert(P_ROWS % 64 == 0 && (SWAP || TM == 128), "whole warpgroups; tokens on M are 128");
-  static_assert(Q_ROWS == 64 || Q_ROWS == 128 || Q_ROWS == 256, "wgmma shapes spelled out in sm90a_wgmma.cuh");
+  static_assert(Q_ROWS == 32 || Q_ROWS == 64 || Q_ROWS == 128 || Q_ROWS == 256, "wgmma shapes spelled out in sm90a_wgmma.cuh");
 };
 
 #ifndef NVFP4_DIAG_SKIP
@@ -143,6 +144,13 @@ __device__ __forceinline__ void decode_p_frags(const uint8_t* s_p, const uint32_
   }
 }
 
+// What the epilogue needs of the tile, kept in shared memory through the main loop instead of in
+// registers: at three blocks an SM (80 registers a thread) the 32-token cut spilled with these live.
+struct EpilogueTile {
+  int64_t row_begin, row_end, n0;
+  int group;
+};
+
 template <class C>
 __device__ __forceinline__ void grouped_gemm_wgmma(const uint8_t* __restrict__ a, const uint8_t* __restrict__ b,
                                                    const uint8_t* __restrict__ a_scale,
@@ -158,6 +166,8 @@ __device__ __forceinline__ void grouped_gemm_wgmma(const uint8_t* __restrict__ a
   uint8_t* smem = smem_base + ((C::ALIGN - (base_addr & (C::ALIGN - 1))) & (C::ALIGN - 1));
   uint8_t* b_bufs = smem;               // [2][Q_ROWS][128 B] decoded Q, swizzled
   uint8_t* raw = smem + 2 * C::B_BUF;   // [STAGES] packed stages
+  EpilogueTile* epilogue = reinterpret_cast<EpilogueTile*>(raw + STAGES * Raw::STAGE_BYTES);
+  static_assert(sizeof(EpilogueTile) <= C::EPILOGUE, "the epilogue's slot");
 
   const BlockTile bt = block_tile<kRasterBand>();
   const MTile tile = find_m_tile<C::TM>(m_indptr, num_groups, cum_m, bt.m_tile);
@@ -177,6 +187,7 @@ __device__ __forceinline__ void grouped_gemm_wgmma(const uint8_t* __restrict__ a
   const int k_tiles = k / C::TK;  // K % 128 == 0 (SPEC §2)
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int p_row0 = warp * 16 + (lane >> 2);  // warpgroup warp / 4 owns P rows 64*(warp/4) ..
+  if (tid == 0) *epilogue = EpilogueTile{tile.row_begin, tile.row_end, n0, g};  // read after the loop's barriers
 
 #pragma unroll
   for (int s = 0; s < STAGES - 1; ++s) {
@@ -237,14 +248,15 @@ __device__ __forceinline__ void grouped_gemm_wgmma(const uint8_t* __restrict__ a
   cp_async_wait<0>();
 
   // Accumulator 4j+v: P row 16*warp + lane/4 (+8 for v >= 2), Q column 8j + 2(lane%4) + (v&1).
-  const float scale = alpha != nullptr ? __ldg(alpha + g) : 1.f;
+  const EpilogueTile e = *epilogue;  // k_tiles >= 1 (K >= 128): the loop's barriers have published it
+  const float scale = alpha != nullptr ? __ldg(alpha + e.group) : 1.f;
 #pragma unroll
   for (int j = 0; j < C::Q_ROWS / 8; ++j)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const float v0 = acc[4 * j + 2 * h] * kDecodedAccScale * scale;
       const float v1 = acc[4 * j + 2 * h + 1] * kDecodedAccScale * scale;
-      store_fragment_pair<C::SWAP>(out, tile.row_begin, tile.row_end, n0, n, p_row0 + h * 8, j * 8 + 2 * (lane & 3),
+      store_fragment_pair<C::SWAP>(out, e.row_begin, e.row_end, e.n0, n, p_row0 + h * 8, j * 8 + 2 * (lane & 3),
                                    v0, v1, out_dtype);
     }
 }

@@ -38,9 +38,9 @@ __device__ __forceinline__ void pin_registers(float (&d)[R]) {
   for (int i = 0; i < R; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
-// The accumulator operand lists of the shapes: %0..%31, %0..%63 and %64..%127.
-#define NVFP4_ACC_REGS_0_31 \
-  "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
+// The accumulator operand lists of the shapes: %0..%15, %0..%31, %0..%63 and %64..%127.
+#define NVFP4_ACC_REGS_0_15 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15"
+#define NVFP4_ACC_REGS_0_31 NVFP4_ACC_REGS_0_15 ", " \
   "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
 #define NVFP4_ACC_REGS_0_63 NVFP4_ACC_REGS_0_31 ", " \
   "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, " \
@@ -59,6 +59,18 @@ __device__ __forceinline__ void pin_registers(float (&d)[R]) {
 // d += A(64 x 16, registers) * B(16 x N, shared memory via b_desc)
 template <int N>
 struct Wgmma;
+
+template <>
+struct Wgmma<32> {
+  static __device__ __forceinline__ void mma(float (&d)[16], const uint32_t (&a)[4], uint64_t b_desc) {
+    asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 {" NVFP4_ACC_REGS_0_15 "}, "
+      "{%16, %17, %18, %19}, %20, p, 1, 1, 0;\n}\n"
+        : NVFP4_ACC8(0), NVFP4_ACC8(8)
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_desc), "r"(1));  // scale-d = 1: d += A*B
+  }
+};
 
 template <>
 struct Wgmma<64> {

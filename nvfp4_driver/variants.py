@@ -86,7 +86,7 @@ WGMMA = Target("sm", 9, 0, arch_specific=True)
 
 def wgmma_cuts() -> frozenset[Tiles]:
     """The cuts the Hopper wgmma kernel (sm90a_nvfp4_grouped_gemm.cu) is built for, stages of 128 K:
-    128 tokens x 128 or 256 weights with the tokens on wgmma's M side, and 64 or 128 tokens x 128
+    128 tokens x 128 or 256 weights with the tokens on wgmma's M side, and 32, 64 or 128 tokens x 128
     weights with swap_ab (the weights on its M side). On a 9.0 GPU these cuts run there."""
     return registry.family_cuts(Family.SM90A.value)
 
@@ -98,12 +98,11 @@ def auto_tiles(problem: Problem, wgmma: bool = True, native: bool = False) -> Ti
     a token tile of 16/32/64 rows with the weights on the MMA's M side decodes each weight byte once
     per 16-64 tokens instead of once per mostly empty 128-row tile (3.4-4.3x faster at 4-16 rows on
     an H100), with tile_k = 256 (faster than 128 on every decode shape). Many rows per group:
-    128 x 128 x 256. Where the wgmma kernel runs (``wgmma``: a 9.0 GPU), its swap_ab cuts above 32
-    rows per group: 64 tokens up to 64 rows (26-30% faster than its 128 x 256 cut at 48 and 64 rows),
-    128 above (up to 11% faster on 6 of 7 prefill shapes, 1.7% slower on the seventh; H200,
-    docs/perf-notes.md, v0.7). At 32 rows or fewer the portable kernel's 32-token tile: 25% faster
-    than the 64-token wgmma cut at 32 rows a group, 3-10% slower when those 32 are an average of a
-    skewed split. At 16 rows or fewer
+    128 x 128 x 256. Where the wgmma kernel runs (``wgmma``: a 9.0 GPU), its swap_ab cuts above 16
+    rows per group: 32 tokens up to 32 rows (8-19% faster than the portable 32-token tile, skewed or
+    not), 64 up to 64 (26-30% faster than its 128 x 256 cut at 48 and 64 rows), 128 above (up to 11%
+    faster on 6 of 7 prefill shapes, 1.7% slower on the seventh; H200, docs/perf-notes.md, v0.7).
+    At 16 rows or fewer
     with at least ``SM90WS_MIN_TILES`` tiles, on 9.0: the sm90ws kernel's 16-token cut with tile_k 128
     (4 stages; 6-9% faster than its tile_k 256 on three of four decode shapes, H200).
 
@@ -114,8 +113,8 @@ def auto_tiles(problem: Problem, wgmma: bool = True, native: bool = False) -> Ti
     per SM. That is data movement only: the FP4 MMA's own time is unmeasured.
     """
     rows = problem.cum_m / max(problem.num_groups, 1)
-    if wgmma and rows > 32:
-        return Tiles(128 if rows > 64 else 64, 128, 128, True)
+    if wgmma and rows > 16:
+        return Tiles(32 if rows <= 32 else 64 if rows <= 64 else 128, 128, 128, True)
     if rows > 64:
         return Tiles(128, 128, 128 if native else 256, False)
     tile_m = 16 if rows <= 16 else 32 if rows <= 32 else 64

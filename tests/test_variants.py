@@ -119,10 +119,11 @@ def test_token_tiles_select_built_kernels():
     (128, 8, Tiles(16, 128, 256, True)),        # DeepSeek decode, E=8 x 16 rows
     (2048, 256, Tiles(16, 128, 128, True)),     # E=256 x 8 rows: 368 x 32 tiles, the sm90ws cut on 9.0
     (512, 128, Tiles(16, 128, 128, True)),      # Qwen3 decode, 4 rows: 152 x 32 tiles, likewise
-    (4 * 24, 4, Tiles(32, 128, 256, True)),     # 24 rows: the 32-token tile
+    (4 * 24, 4, Tiles(32, 128, 128, True)),     # 24 rows: the wgmma kernel's 32-token cut on 9.0
     (64 * 32, 32, Tiles(64, 128, 128, True)),   # 64 rows: the wgmma kernel's 64-token cut on 9.0
     (33 * 32, 32, Tiles(64, 128, 128, True)),   # the first average on it
-    (32 * 32, 32, Tiles(32, 128, 256, True)),   # the last average below the wgmma kernel's 33
+    (32 * 32, 32, Tiles(32, 128, 128, True)),   # the last average on it
+    (17 * 32, 32, Tiles(32, 128, 128, True)),   # the first average on it
     (65 * 32, 32, Tiles(128, 128, 128, True)),  # the first average on its 128-token cut
     (32 * 1024, 32, Tiles(128, 128, 128, True)),  # prefill: the wgmma kernel's 128 x 128 swap_ab cut
     (0, 0, Tiles(16, 128, 256, True)),
@@ -145,11 +146,12 @@ def test_auto_tiles(cum_m, groups, expect):
             assert (v.tiles.tile_n, v.family is Family.SM90A) == (128, False)
         v = select_variant(p, None, (9, 0), force_ptx=False, twin=False, portable=False)
         assert v.family is Family.SM90A and v.tiles == Tiles(128, 128, 128, True)
-    if groups and 32 < cum_m // groups <= 64:  # 9.0: the wgmma kernel's 64-token cut; the portable one's elsewhere
+    if groups and 16 < cum_m / groups <= 64:  # 9.0: the wgmma kernel's token cuts; the portable ones elsewhere
         v = select_variant(p, None, (9, 0), force_ptx=False, twin=False, portable=False)
-        assert (v.family, v.tiles) == (Family.SM90A, Tiles(64, 128, 128, True))
+        assert (v.family, v.tiles) == (Family.SM90A, expect)
         v = select_variant(p, None, (9, 0), force_ptx=False, twin=False, portable=True)
-        assert (v.family, v.tiles) == (Family.SM80, Tiles(64, 128, 256, True))
+        assert (v.family, v.tiles) == (Family.SM80, Tiles(expect.tile_m, 128, 256, True))
+        assert variants.auto_tiles(p, wgmma=False) == Tiles(expect.tile_m, 128, 256, True)
     assert select_variant(p, None, (9, 0), force_ptx=False, twin=False).tiles.tile_m == expect.tile_m
 
 
