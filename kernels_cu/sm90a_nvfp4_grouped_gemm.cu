@@ -10,7 +10,7 @@
 // Without swap_ab P is the 128 tokens (two warpgroups) and Q the tile_n weight rows; with swap_ab P
 // is the tile_n weight rows (tile_n / 64 warpgroups) and Q the tile_m tokens, so the decode in
 // shared memory -- written once, read by every warpgroup's wgmma -- is the smaller operand's and
-// there are twice the warps to hide the decode's latency (docs/perf-notes.md, v0.7).
+// there are two or three blocks an SM to hide the decode's latency (docs/perf-notes.md, v0.7).
 // The packed fp4 tiles arrive through the same cp.async pipeline as the portable kernel's
 // (nvfp4_grouped_gemm.cuh: StageLoader, one stage = 128 K), and each stage is decoded as two
 // sub-tiles of 64 K (one 128-byte fp16 row per Q row).
@@ -23,7 +23,7 @@
 //   wgmma t (4 x k16), commit; wait until only wgmma t is in flight
 // Blocks walk bands of row tiles (block_tile), so the blocks resident together share L2 lines.
 //
-// Macros (from build_cubins.py): NVFP4_KERNEL_NAME, NVFP4_TILE_M (swap_ab: 64 | 128; else 128),
+// Macros (from build_cubins.py): NVFP4_KERNEL_NAME, NVFP4_TILE_M (swap_ab: 32 | 64 | 128; else 128),
 // NVFP4_TILE_N (128 | 256), NVFP4_SWAP_AB, NVFP4_STAGES, NVFP4_THREADS, NVFP4_SMEM_BYTES,
 // NVFP4_BLOCKS_PER_SM. TILE_K = 128.
 // Diagnostics for timing experiments only (wrong results; never in the variant table):
@@ -37,7 +37,7 @@
 #include <type_traits>
 
 #ifndef NVFP4_BLOCKS_PER_SM
-#define NVFP4_BLOCKS_PER_SM 1  // blocks per SM the register budget is cut for (build_cubins.py: 2 with swap_ab)
+#define NVFP4_BLOCKS_PER_SM 1  // blocks per SM the register budget is cut for (build_cubins.py: 2-3 with swap_ab)
 #endif
 
 namespace {
