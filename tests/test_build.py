@@ -60,6 +60,27 @@ def test_every_variant_and_target_is_in_the_manifest():
                 assert t["stack_frame"] == 0 and t["spill_stores"] == 0 and t["spill_loads"] == 0
 
 
+def test_sm90a_blocks_per_sm_fit_an_sm():
+    """The wgmma kernel's swap_ab cuts are built for two or three blocks an SM (their speed rests on
+    the blocks taking turns at the tensor cores): that many blocks' registers and shared memory must
+    fit one sm_90 SM (64K registers; 228 KB, 1 KB of it reserved a block), as the manifest records
+    them."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        import build_cubins
+    finally:
+        sys.path.pop(0)
+    cuts = [v for v in build_cubins.GEMM_KERNELS if v.family == "sm90a"]
+    assert {v.tile_m for v in cuts if v.swap_ab} == {32, 64, 128}
+    for v in cuts:
+        blocks = build_cubins._sm90a_blocks_per_sm(v)
+        entry = MANIFEST["kernels"][v.name]
+        regs = entry["targets"]["sm_90a"]["registers"]
+        assert blocks == (1 if not v.swap_ab else 3 if v.tile_m == 32 else 2), v.name
+        assert regs * entry["threads"] * blocks <= 65_536, (v.name, regs, blocks)
+        assert (entry["smem_bytes"] + 1024) * blocks <= build_cubins.SM90_SMEM_PER_SM, (v.name, blocks)
+
+
 CUBIN_FILES = sorted((name, t["file"]) for name, e in MANIFEST["kernels"].items()
                      for tgt, t in e["targets"].items() if t["file"].endswith(".cubin"))
 
