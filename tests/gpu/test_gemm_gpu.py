@@ -224,6 +224,23 @@ def test_scales_not_16_byte_aligned(rng, record_ulps, offset, kernel_path, tile_
     check_misaligned_scales(p, offset, record_ulps, tile_m=128, tile_n=tile_n, tile_k=128, swap_ab=False)
 
 
+def dispatched(p, tiles):
+    """The kernel this GPU runs for problem ``p`` cut by ``tiles`` (a dict of FlashInfer's tile
+    arguments, or None for the automatic cut)."""
+    problem = variants.Problem(len(p.m_indptr) - 1, p.n, p.k, p.cum_m, "bfloat16")
+    t = None if tiles is None else variants.Tiles(**tiles)
+    return variants.select_variant(problem, t, torch.cuda.get_device_capability())
+
+
+def hopper_kernel_path(monkeypatch, why: str):
+    """For the tests of a Hopper-only family: no NVFP4_DRIVER_* switch that would send its cuts
+    elsewhere, and a skip (saying ``why``) off compute capability 9.0."""
+    for name in ("NVFP4_DRIVER_TWIN", "NVFP4_DRIVER_PORTABLE", "NVFP4_DRIVER_FORCE_PTX"):
+        monkeypatch.delenv(name, raising=False)
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip(why)
+
+
 def check_misaligned_scales(p, offset, record_ulps, **tiles):
     """Run ``p`` with both scale tensors ``offset`` bytes into their allocations, and check it."""
     args = [to_gpu(x) for x in (p.a, p.b, p.a_scale, p.b_scale, p.m_indptr)]

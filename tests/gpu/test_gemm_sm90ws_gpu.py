@@ -10,26 +10,17 @@ import nvfp4_driver as nd
 from nvfp4_driver import testing, variants
 from nvfp4_driver.devmem import DeviceBuffer
 
-from test_gemm_gpu import (check, check_misaligned_scales, check_out_4_bytes_in, run_case,  # tests/gpu is on sys.path
-                           torch)
+from test_gemm_gpu import (check, check_misaligned_scales, check_out_4_bytes_in, dispatched,  # on sys.path
+                           hopper_kernel_path, run_case)
 
 
 @pytest.fixture(autouse=True)
 def hopper_path(monkeypatch):
-    for name in ("NVFP4_DRIVER_TWIN", "NVFP4_DRIVER_PORTABLE", "NVFP4_DRIVER_FORCE_PTX"):
-        monkeypatch.delenv(name, raising=False)
-    if torch.cuda.get_device_capability() != (9, 0):
-        pytest.skip("the sm90ws kernel is built for sm_90 and chosen on compute capability 9.0")
+    hopper_kernel_path(monkeypatch, "the sm90ws kernel is built for sm_90 and chosen on compute capability 9.0")
 
 
 CUTS = [dict(tile_m=t.tile_m, tile_n=t.tile_n, tile_k=t.tile_k, swap_ab=t.swap_ab)
         for t in sorted(variants.registry.family_cuts(variants.Family.SM90WS.value), key=repr)]
-
-
-def dispatched(p, tiles):
-    problem = variants.Problem(len(p.m_indptr) - 1, p.n, p.k, p.cum_m, "bfloat16")
-    t = None if tiles is None else variants.Tiles(**tiles)
-    return variants.select_variant(problem, t, torch.cuda.get_device_capability())
 
 
 def test_the_family_has_its_cuts():

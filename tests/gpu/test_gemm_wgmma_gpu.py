@@ -10,24 +10,16 @@ import nvfp4_driver as nd
 from nvfp4_driver import testing, variants
 from nvfp4_driver.devmem import DeviceBuffer
 
-from test_gemm_gpu import check, run_case, torch  # tests/gpu is on sys.path (pytest's rootdir-less import)
+from test_gemm_gpu import (check, dispatched, hopper_kernel_path, run_case,  # tests/gpu is on sys.path
+                           torch)
 
 
 @pytest.fixture(autouse=True)
 def wgmma_path(monkeypatch):
-    for name in ("NVFP4_DRIVER_TWIN", "NVFP4_DRIVER_PORTABLE", "NVFP4_DRIVER_FORCE_PTX"):
-        monkeypatch.delenv(name, raising=False)
-    if torch.cuda.get_device_capability() != (9, 0):
-        pytest.skip("the wgmma kernel is built for sm_90a (compute capability 9.0)")
+    hopper_kernel_path(monkeypatch, "the wgmma kernel is built for sm_90a (compute capability 9.0)")
 
 
 CUTS = [dict(tile_m=t.tile_m, tile_n=t.tile_n, tile_k=t.tile_k, swap_ab=t.swap_ab) for t in sorted(variants.wgmma_cuts(), key=repr)]
-
-
-def dispatched(p, tiles):
-    problem = variants.Problem(len(p.m_indptr) - 1, p.n, p.k, p.cum_m, "bfloat16")
-    t = None if tiles is None else variants.Tiles(**tiles)
-    return variants.select_variant(problem, t, torch.cuda.get_device_capability())
 
 
 @pytest.mark.parametrize("tiles", CUTS, ids=lambda t: f"m{t['tile_m']}n{t['tile_n']}" + ("s" if t["swap_ab"] else ""))
