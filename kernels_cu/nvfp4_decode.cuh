@@ -4,7 +4,7 @@
 // 9..11 (the two low exponent bits and the top mantissa bit), with the sign at bit 15, read as an
 // fp16 equal to the e2m1 value times 2^-14, subnormals included: fp16's exponent bias (15) is 14
 // more than e2m1's (1), and both formats' subnormals continue their normals the same way. So a
-// packed word of 8 codes becomes 4 fp16x2 registers with shifts, masks and byte permutes (11
+// packed word of 8 codes becomes 4 fp16x2 registers with shifts, masks and byte permutes (10
 // integer instructions), and one HMUL2 per register applies the block scale.
 //
 // Why this stays exact: the decoded value v * 2^-14 times a ue4m3 scale s is k * 2^-24 for an
@@ -63,12 +63,35 @@ __device__ __forceinline__ __half2 lane_scales(uint32_t sf_word, int q) {
 //
 // A code's sign and magnitude need different shifts, so each byte lane is spread once for all
 // four bytes -- the even and the odd codes of every byte into a byte `s000mmm0`, the high byte of
-// the fp16 above -- and byte permutes place two such bytes into an fp16x2 with zero low bytes:
-// 11 integer instructions per word instead of 15 when each register shifted its own pair.
+// the fp16 above -- and byte permutes place two such bytes into an fp16x2 with zero low bytes.
+// The sign bits are masked once (`signs`, bits 3 and 7 of every byte); one LOP3 then takes a
+// byte's magnitude bits (kMag) from one shifted word and every other bit from the (shifted) signs,
+// whose only bit outside kMag is the wanted sign (the other lands on bit 3, inside kMag):
+// 10 integer instructions per word (3 LOP3, 3 shifts, 4 PRMT). Both steps are written in PTX
+// because NVVM turns `signs << 4` back into a second mask of `w << 4` (11 instructions).
+// kSignsOnce = false keeps that 11-instruction form (the sign bits masked per shift), whose
+// values die sooner: sm90ws's weight fragments take it, as with the 10-instruction form there
+// ptxas needs more than the 168 registers of four blocks an SM and spills (perf-notes, v0.8).
+__device__ __forceinline__ uint32_t bits_select(uint32_t where_set, uint32_t where_clear, uint32_t mask) {
+  uint32_t d;  // (where_set & mask) | (where_clear & ~mask)
+  asm("lop3.b32 %0, %1, %2, %3, 0xE4;" : "=r"(d) : "r"(where_set), "r"(where_clear), "r"(mask));
+  return d;
+}
+
+template <bool kSignsOnce = true>
 __device__ __forceinline__ void decode_word(uint32_t w, __half2 scale, uint32_t (&regs)[4]) {
   constexpr uint32_t kMag = 0x0E0E0E0Eu, kSign = 0x80808080u;
-  const uint32_t even = ((w << 1) & kMag) | ((w << 4) & kSign);  // byte b: code 2b (bits 0..3)
-  const uint32_t odd = ((w >> 3) & kMag) | (w & kSign);          // byte b: code 2b + 1 (bits 4..7)
+  uint32_t even, odd;  // byte b: code 2b (bits 0..3), code 2b + 1 (bits 4..7) as s000mmm0
+  if (kSignsOnce) {
+    const uint32_t signs = w & 0x88888888u;
+    uint32_t signs_up;  // signs << 4: the even codes' signs on bit 7 of their bytes
+    asm("shl.b32 %0, %1, 4;" : "=r"(signs_up) : "r"(signs));
+    even = bits_select(w << 1, signs_up, kMag);
+    odd = bits_select(w >> 3, signs, kMag);
+  } else {
+    even = ((w << 1) & kMag) | ((w << 4) & kSign);
+    odd = ((w >> 3) & kMag) | (w & kSign);
+  }
   uint32_t raw[4];
   raw[0] = __byte_perm(even, 0u, 0x2404);  // {byte 0, byte 2} of `even` -> high bytes: {e0, e4}
   raw[1] = __byte_perm(odd, 0u, 0x2404);   // {e1, e5}

@@ -81,6 +81,25 @@ def test_sm90a_blocks_per_sm_fit_an_sm():
         assert (entry["smem_bytes"] + 1024) * blocks <= build_cubins.SM90_SMEM_PER_SM, (v.name, blocks)
 
 
+
+def test_sm90ws_blocks_per_sm_fit_an_sm():
+    """Hopper's decode kernel runs four blocks an SM on a persistent grid sized by blocks_per_sm (a
+    block that does not fit waits for a whole pass): four blocks' registers (the limit decode_word's
+    forms are chosen by, nvfp4_decode.cuh) and shared memory must fit one sm_90 SM."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        import build_cubins
+    finally:
+        sys.path.pop(0)
+    cuts = [v for v in build_cubins.GEMM_KERNELS if v.family == "sm90ws"]
+    assert {v.tile_k for v in cuts} == {128, 256}
+    for v in cuts:
+        entry = MANIFEST["kernels"][v.name]
+        regs, blocks = entry["targets"]["sm_90"]["registers"], entry["blocks_per_sm"]
+        assert blocks == build_cubins._ws_blocks_per_sm(v) == 4, v.name
+        assert regs * entry["threads"] * blocks <= 65_536, (v.name, regs)
+        assert (entry["smem_bytes"] + 1024) * blocks <= build_cubins.SM90_SMEM_PER_SM, (v.name, entry["smem_bytes"])
+
 CUBIN_FILES = sorted((name, t["file"]) for name, e in MANIFEST["kernels"].items()
                      for tgt, t in e["targets"].items() if t["file"].endswith(".cubin"))
 
