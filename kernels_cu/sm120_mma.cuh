@@ -82,7 +82,7 @@ __device__ __forceinline__ uint32_t lane_id() {
 namespace hmma {
 
 // A (16 x 64) -> da[j]: the A fragment of step j; sf_g / sf_g8: the scale words of rows g and g + 8.
-// decode_word's 11-instruction form: the weight fragments' registers (nvfp4_decode.cuh).
+// decode_word's 11-instruction form: with the 10-instruction one sm90ws spills (nvfp4_decode.cuh).
 __device__ __forceinline__ void decode_a(const uint32_t (&a)[4], uint32_t sf_g, uint32_t sf_g8, uint32_t (&da)[4][4]) {
   const int p = static_cast<int>(lane_id()) & 3;
   const __half2 lo = lane_scales(sf_g, p), hi = lane_scales(sf_g8, p);  // {block p/2, block 2 + p/2}
