@@ -17,6 +17,16 @@ CUBINS = ROOT / "nvfp4_driver" / "cubins"
 MANIFEST = json.loads((CUBINS / "manifest.json").read_text())
 
 
+def _build_cubins():
+    """The build script as a module (it lives at the repository root, outside the package)."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        import build_cubins
+    finally:
+        sys.path.pop(0)
+    return build_cubins
+
+
 def test_check_passes_on_committed_cubins():
     proc = subprocess.run([sys.executable, str(ROOT / "build_cubins.py"), "--check"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -24,11 +34,7 @@ def test_check_passes_on_committed_cubins():
 
 
 def test_check_catches_a_stale_source(tmp_path, monkeypatch):
-    sys.path.insert(0, str(ROOT))
-    try:
-        import build_cubins
-    finally:
-        sys.path.pop(0)
+    build_cubins = _build_cubins()
     # Same table, one header changed: every build must be reported stale.
     fake_src = tmp_path / "kernels_cu"
     fake_src.mkdir()
@@ -46,11 +52,7 @@ def test_check_catches_a_stale_source(tmp_path, monkeypatch):
 
 
 def test_every_variant_and_target_is_in_the_manifest():
-    sys.path.insert(0, str(ROOT))
-    try:
-        import build_cubins
-    finally:
-        sys.path.pop(0)
+    build_cubins = _build_cubins()
     for v in build_cubins.BUILDS:
         entry = MANIFEST["kernels"][v.name]
         assert set(entry["targets"]) == set(build_cubins.FAMILIES[v.family].targets)
@@ -65,11 +67,7 @@ def test_sm90a_blocks_per_sm_fit_an_sm():
     the blocks taking turns at the tensor cores): that many blocks' registers and shared memory must
     fit one sm_90 SM (64K registers; 228 KB, 1 KB of it reserved a block), as the manifest records
     them."""
-    sys.path.insert(0, str(ROOT))
-    try:
-        import build_cubins
-    finally:
-        sys.path.pop(0)
+    build_cubins = _build_cubins()
     cuts = [v for v in build_cubins.GEMM_KERNELS if v.family == "sm90a"]
     assert {v.tile_m for v in cuts if v.swap_ab} == {32, 64, 128}
     for v in cuts:
@@ -86,11 +84,7 @@ def test_sm90ws_blocks_per_sm_fit_an_sm():
     """Hopper's decode kernel runs four blocks an SM on a persistent grid sized by blocks_per_sm (a
     block that does not fit waits for a whole pass): four blocks' registers (the limit decode_word's
     forms are chosen by, nvfp4_decode.cuh) and shared memory must fit one sm_90 SM."""
-    sys.path.insert(0, str(ROOT))
-    try:
-        import build_cubins
-    finally:
-        sys.path.pop(0)
+    build_cubins = _build_cubins()
     cuts = [v for v in build_cubins.GEMM_KERNELS if v.family == "sm90ws"]
     assert {v.tile_k for v in cuts} == {128, 256}
     for v in cuts:
