@@ -167,7 +167,8 @@ def _ws_stage_bytes(v: GemmKernel) -> int:
     """One stage of nvfp4_grouped_gemm_ws.cuh: unpadded fp4 rows, and the k tile of each 128-row
     scale block a tile's rows lie in: one for the tokens, tile_n / 128 (at least one) for the weights."""
     blocks = 1 + max(1, v.tile_n // 128)
-    return (v.tile_m + v.tile_n) * v.tile_k // 2 + blocks * (v.tile_k // 64) * 512
+    a_slot = (v.tile_m * v.tile_k // 2 + 1023) // 1024 * 1024  # A's rows, their slot rounded up to 1 KB
+    return a_slot + v.tile_n * v.tile_k // 2 + blocks * (v.tile_k // 64) * 512
 
 
 def _ws_smem_budget(v: GemmKernel) -> int:
@@ -226,7 +227,7 @@ GEMM_KERNELS = tuple(
 GEMM_KERNELS += tuple(GemmKernel("sm120ws", 128, 128, tk, swap) for tk in (128, 256) for swap in (False, True)) + tuple(
     GemmKernel("sm120ws", tm, 128, 128, True) for tm in (16, 32, 64)) + (GemmKernel("sm120ws", 16, 128, 256, True),)
 # Hopper's decode cuts: 16 tokens (tile_k 256 the automatic one, 128 by name).
-GEMM_KERNELS += tuple(GemmKernel("sm90ws", 16, 128, tk, True) for tk in (128, 256))
+GEMM_KERNELS += tuple(GemmKernel("sm90ws", tm, 128, tk, True) for tm in (8, 16) for tk in (128, 256))
 # The prefill cut of 256 weight columns: 25% fewer L2 bytes per FLOP than 128 x 128 (docs/sm120.md's
 # performance model); sm_12x only (the sm120 kernel has no such cut), chosen by name, not automatically.
 GEMM_KERNELS += (GemmKernel("sm120ws", 128, 256, 128, False),)

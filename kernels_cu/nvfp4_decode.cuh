@@ -69,9 +69,10 @@ __device__ __forceinline__ __half2 lane_scales(uint32_t sf_word, int q) {
 // whose only bit outside kMag is the wanted sign (the other lands on bit 3, inside kMag):
 // 10 integer instructions per word (3 LOP3, 3 shifts, 4 PRMT). Both steps are written in PTX
 // because NVVM turns `signs << 4` back into a second mask of `w << 4` (11 instructions).
-// kSignsOnce = false keeps that 11-instruction form (the sign bits masked per shift): sm90ws's
-// weight fragments take it, because with the 10-instruction form there ptxas needs more than the
-// 168 registers of four blocks an SM and spills (perf-notes, v0.8).
+// kSignsOnce = false keeps that 11-instruction form (the sign bits masked per shift): the weight
+// fragments of sm90ws's 16-token cuts take it, because with the 10-instruction form there ptxas
+// needs more than the 168 registers of four blocks an SM and spills (perf-notes, v0.8); its
+// 8-token cuts have the registers for the 10-instruction form.
 __device__ __forceinline__ uint32_t bits_select(uint32_t where_set, uint32_t where_clear, uint32_t mask) {
   uint32_t d;  // (where_set & mask) | (where_clear & ~mask)
   asm("lop3.b32 %0, %1, %2, %3, 0xE4;" : "=r"(d) : "r"(where_set), "r"(where_clear), "r"(mask));

@@ -18,7 +18,8 @@
 // One stage (bytes; the stage base is 1024-aligned, as the TMA swizzle patterns repeat at 1024):
 //   A  [TM][TK/2]  packed fp4 rows, unpadded; 16-byte chunk c of row r stored at chunk
 //                  c ^ ((r * TK/2 / 128) & (TK/32 - 1)) (TMA's 64B / 128B swizzle for TK 128 / 256),
-//                  so the 8 rows one ldmatrix phase reads hit 8 distinct 16-byte bank groups
+//                  so the 8 rows one ldmatrix phase reads hit 8 distinct 16-byte bank groups;
+//                  its slot rounded up to 1024 B (the 8-token tile's rows fill half of it or all)
 //   B  [TN][TK/2]  the same
 //   SA [TK/64][512] the k tile of the 128-row scale block that holds the tile's rows, exactly as
 //                  SPEC §3 lays it out: word (row r, quad w) at w*128 + (r%32)*4 + r/32
@@ -58,12 +59,16 @@ struct WsConfig {
   static constexpr int ROW_BYTES = TK / 2;  // one swizzle span: 64 B (TK 128) or 128 B (TK 256)
   static constexpr int SWIZZLE_MASK = ROW_BYTES / 16 - 1;
   static constexpr int SF_QUADS = TK / 64;  // 4-byte scale words per row per k tile
-  static constexpr int STAGE_A = TM * ROW_BYTES;
+  // A's box fills TM rows; its slot is rounded up to 1024 B so that B starts on a swizzle repeat
+  // (the 8-token tile's box is 512 or 1,024 B). The copies deliver STAGE_TX bytes a stage.
+  static constexpr int A_BOX = TM * ROW_BYTES;
+  static constexpr int STAGE_A = (A_BOX + 1023) / 1024 * 1024;
   static constexpr int STAGE_B = TN * ROW_BYTES;
   static constexpr int STAGE_SF = SF_QUADS * 512;  // one 128-row scale block's k tile
   static constexpr int SB_BLOCKS = WIDE ? TN / 128 : 1;  // B's 128-row scale blocks in a tile
   static constexpr int STAGE_SB = SB_BLOCKS * STAGE_SF;
   static constexpr int STAGE_BYTES = STAGE_A + STAGE_B + STAGE_SF + STAGE_SB;
+  static constexpr int STAGE_TX = A_BOX + STAGE_B + STAGE_SF + STAGE_SB;
   // Slack to align the dynamic shared memory to 1024 B at run time, the 2 x STAGES barriers (256 B),
   // then each consumer warp's 512-byte epilogue slice (8 rows x 32 columns; 64-column warp tiles
   // pass through it in two halves).
@@ -74,9 +79,11 @@ struct WsConfig {
   // The next stage's first P fragments are loaded before the last chunk's MMAs where the registers
   // allow: two sets of P fragments (5 words per 16 rows) beside the accumulators. Nine warps leave
   // 168 registers a thread (a scheduler's 16 K registers over its 3 warps), which 4 P tiles and 64
-  // accumulators exceed (ptxas spills); those cuts prefetch within the stage only. The wide tile's 8
-  // warps leave 255, and its 4 P tiles and 128 accumulators take 246 with the prefetch (236 without).
-  static constexpr bool PREFETCH_NEXT_STAGE = P_TILES <= 2 || WIDE;
+  // accumulators exceed (ptxas spills); those cuts prefetch within the stage only. sm90ws's 8-token
+  // cut (one Q fragment, 32 accumulators) fits it in exactly 168, and ran 7-14% faster with it
+  // (H200, perf-notes v0.9). The wide tile's 8 warps leave 255, and its 4 P tiles and 128
+  // accumulators take 246 with the prefetch (236 without).
+  static constexpr bool PREFETCH_NEXT_STAGE = P_TILES <= 2 || WIDE || Q_TILES == 1;
   static_assert(TM <= 128 && 128 % TM == 0 && (TN <= 128 ? 128 % TN == 0 : TN % 128 == 0),
                 "a tile's scale rows lie in one 128-row scale block, or B's in whole blocks");
   static_assert(128 % WARP_N == 0, "a warp's Q rows lie in one 128-row scale block");
@@ -136,7 +143,7 @@ __device__ __forceinline__ void issue_stage(uint8_t* s_a, uint64_t* full_bar, co
   uint8_t* s_b = s_a + C::STAGE_A;
   uint8_t* s_sa = s_b + C::STAGE_B;
   uint8_t* s_sb = s_sa + C::STAGE_SF;
-  mbar_arrive_expect_tx(full_bar, C::STAGE_BYTES);
+  mbar_arrive_expect_tx(full_bar, C::STAGE_TX);
   tma_load_2d(s_a, maps.a, full_bar, kt * C::ROW_BYTES, row);
   tma_load_3d(s_b, maps.b, full_bar, kt * C::ROW_BYTES, n0, group);
   tma_load_3d(s_sa, maps.sa, full_bar, 0, kt * (C::TK / 32), sa_block);

@@ -82,15 +82,18 @@ __device__ __forceinline__ uint32_t lane_id() {
 namespace hmma {
 
 // A (16 x 64) -> da[j]: the A fragment of step j; sf_g / sf_g8: the scale words of rows g and g + 8.
-// decode_word's 11-instruction form: with the 10-instruction one sm90ws spills (nvfp4_decode.cuh).
+// kSignsOnce: decode_word's form (nvfp4_decode.cuh). The 8-token cuts take the 10-instruction one
+// (3-7% faster than the 11 there, H200, perf-notes v0.9); the 16-token cuts the 11-instruction
+// one, as with the 10 they spill.
+template <bool kSignsOnce>
 __device__ __forceinline__ void decode_a(const uint32_t (&a)[4], uint32_t sf_g, uint32_t sf_g8, uint32_t (&da)[4][4]) {
   const int p = static_cast<int>(lane_id()) & 3;
   const __half2 lo = lane_scales(sf_g, p), hi = lane_scales(sf_g8, p);  // {block p/2, block 2 + p/2}
   uint32_t r[4][4];
-  decode_word<false>(a[0], __low2half2(lo), r[0]);
-  decode_word<false>(a[1], __low2half2(hi), r[1]);
-  decode_word<false>(a[2], __high2half2(lo), r[2]);
-  decode_word<false>(a[3], __high2half2(hi), r[3]);
+  decode_word<kSignsOnce>(a[0], __low2half2(lo), r[0]);
+  decode_word<kSignsOnce>(a[1], __low2half2(hi), r[1]);
+  decode_word<kSignsOnce>(a[2], __high2half2(lo), r[2]);
+  decode_word<kSignsOnce>(a[3], __high2half2(hi), r[3]);
 #pragma unroll
   for (int j = 0; j < 4; ++j)
 #pragma unroll

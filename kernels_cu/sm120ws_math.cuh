@@ -17,6 +17,13 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const uint8_t* row
                : "r"(smem_address(row_address)));
 }
 
+// Two such matrices: lanes 0-15 give the row addresses (lane l: row l % 8 of matrix l / 8).
+__device__ __forceinline__ void ldmatrix_x2(uint32_t (&r)[2], const uint8_t* row_address) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n"
+               : "=r"(r[0]), "=r"(r[1])
+               : "r"(smem_address(row_address)));
+}
+
 struct MathSm120Ws {
   // PTX requires bit 7 of every ue4m3 scale byte clear and leaves other bytes undefined; SPEC §1
   // reads a scale byte as byte & 0x7F, so the words are masked before the MMA sees them.
@@ -116,7 +123,7 @@ struct MathSm90Ws {
   template <class C>
   static __device__ __forceinline__ void load_p(PFragments<C>& f, const WsStageView& s, int p_base, int kc,
                                                 int lane) {
-    static_assert(C::Q_TILES % 2 == 0, "Q fragments are loaded in pairs");
+    static_assert(C::Q_TILES == 1 || C::Q_TILES % 2 == 0, "Q fragments are loaded in pairs, or one alone");
     const int g = lane >> 2;
 #pragma unroll
     for (int i = 0; i < C::P_TILES; ++i) {
@@ -128,6 +135,11 @@ struct MathSm90Ws {
     // A warp's Q rows start at its q_base, which the body passes to mma only; in sm90ws's cuts
     // (tokens on Q, one warp row) that is 0 for every warp.
     static_assert(C::SWAP && C::WARPS_M == 1, "every warp's Q rows are the tile's");
+    if (C::Q_TILES == 1) {  // the 8-token tile: one fragment, its two 16-byte halves (ldmatrix .x2)
+      ldmatrix_x2(f.b[0], s.q_data + swizzled_chunk<C>(lane & 7, 2 * kc + ((lane >> 3) & 1)));
+      f.sfb[0] = s.q_sf[sf_word(s.q_sf_row0 + g, kc)];
+      return;
+    }
 #pragma unroll
     for (int j = 0; j < C::Q_TILES; j += 2) {
       uint32_t b4[4];
@@ -150,7 +162,7 @@ struct MathSm90Ws {
 #pragma unroll
     for (int i = 0; i < C::P_TILES; ++i) {
       uint32_t dp[4][4];
-      hmma::decode_a(f.a[i], f.sf[i][0], f.sf[i][1], dp);
+      hmma::decode_a<C::Q_TILES == 1>(f.a[i], f.sf[i][0], f.sf[i][1], dp);
 #pragma unroll
       for (int j = 0; j < C::Q_TILES; ++j) hmma::mma_decoded(acc[i][j], dp, dq[j]);
     }

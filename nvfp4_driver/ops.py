@@ -48,9 +48,10 @@ def group_gemm_nvfp4_nt_groupwise(a, b, a_scale, b_scale, m_indptr, alpha=None, 
       m_indptr: (G+1,) int32, non-decreasing; group g owns rows [m_indptr[g], m_indptr[g+1]).
       alpha:    (G,) float32 or None (1.0).
       tile_m, tile_n, tile_k, swap_ab: how the work is cut: FlashInfer's 128; 32/64/128; 128/256; bool,
-                and our extensions: tile_m 16/32/64 (token tiles, with tile_n=128 and swap_ab=True), and
-                tile_n=256 with tile_m=128, tile_k=128, swap_ab=False (Hopper's wgmma kernel and the native
-                Blackwell kernel on compute capability 12.0/12.1 only). All None
+                and our extensions: tile_m 16/32/64 (token tiles, with tile_n=128 and swap_ab=True; tile_m 8
+                too on compute capability 9.0 only), and tile_n=256 with tile_m=128, tile_k=128,
+                swap_ab=False (Hopper's wgmma kernel and the native Blackwell kernel on compute
+                capability 12.0/12.1 only). All None
                 (the default): chosen from the shapes (``variants.auto_tiles``); naming any of them keeps
                 FlashInfer's defaults 128/128/128/True for the rest. They never change the result beyond
                 float32 summation order.

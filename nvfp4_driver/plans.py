@@ -68,13 +68,15 @@ class Plan:
 def launcher(problem: Problem, variant, a_scale_rows: int, ordinal: int, sm_count: int, spec=None) -> tuple:
     """(launcher, grid) of ``variant`` on GPU ``ordinal``; ``spec``: another build of it (benchmarks).
     A TMA kernel's launcher adds the tensor maps, and falls back to the same cut of the sm120 kernel
-    (sm90ws: of the portable one) where the maps cannot serve (tensor_maps.py); for tile_n 256, which
-    that kernel lacks, to its 128-column cut (two of its column tiles compute the same sums)."""
+    (sm90ws: of the portable one) where the maps cannot serve (tensor_maps.py); for a cut that kernel
+    lacks, to its nearest one: tile_n 256 to 128 columns, tile_m 8 to 16 tokens (a cut never changes
+    the sums)."""
     spec = spec or kernel_spec(variant)
     kernel, launch_grid = driver.prepared(spec, ordinal), grid(problem, variant, sm_count)
     if variant.entry.abi != "grouped_gemm_tma":
         return kernel, launch_grid
-    old_tiles = variant.tiles if variant.tiles.tile_n <= 128 else dataclasses.replace(variant.tiles, tile_n=128)
+    t = variant.tiles
+    old_tiles = dataclasses.replace(t, tile_m=max(t.tile_m, 16), tile_n=min(t.tile_n, 128))
     old = variant_for(Family.SM80 if variant.family is Family.SM90WS else Family.SM120, old_tiles, variant.target)
     rows, cols = tile_counts(problem, variant.tiles)
     tma = tensor_maps.TmaGemmLaunch(kernel, launch_grid, driver.prepared(kernel_spec(old), ordinal),

@@ -30,8 +30,8 @@ class Tiles:
     """A cut of the work (FlashInfer's arguments; the defaults are FlashInfer's); never changes
     the result. The cuts that exist are those of the manifest's GEMM kernels (:func:`gemm_cuts`):
     FlashInfer's (tile_m 128), token tiles of 16/32/64 rows for groups of few rows (tile_n 128,
-    swap_ab only), and 128 x 256 x 128 (tile_n 256: the Hopper wgmma kernel's and the warp-specialized
-    sm_12x kernel's)."""
+    swap_ab only; 8 rows too, on Hopper's sm90ws kernel only), and 128 x 256 x 128 (tile_n 256: the
+    Hopper wgmma kernel's and the warp-specialized sm_12x kernel's)."""
 
     tile_m: int = 128
     tile_n: int = 128

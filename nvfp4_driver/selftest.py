@@ -34,8 +34,9 @@ OPTIONS = [None] + sorted(registry.family_cuts(Family.SM80.value),
                           key=lambda t: (t.tile_m != 128, t.tile_m, t.tile_n, t.tile_k, t.swap_ab))
 # Cuts that exist on some kinds of GPU only: tile_n 256 is the Hopper wgmma kernel's (on 9.0 the
 # (128, 128, 128, either swap_ab) and (32 or 64, 128, 128, True) cuts above run there too) and the native
-# kernel's (sm_12x and its twin).
-HOPPER_ONLY = sorted(wgmma_cuts() - registry.family_cuts(Family.SM80.value), key=lambda t: t.tile_n)
+# kernel's (sm_12x and its twin); tile_m 8 is Hopper's sm90ws kernel's.
+HOPPER_ONLY = sorted((wgmma_cuts() | registry.family_cuts(Family.SM90WS.value)) - registry.family_cuts(Family.SM80.value),
+                     key=lambda t: (t.tile_n, t.tile_m, t.tile_k))
 NATIVE_ONLY = sorted(registry.family_cuts(Family.SM120WS.value) - registry.family_cuts(Family.SM80.value),
                      key=lambda t: t.tile_n)
 

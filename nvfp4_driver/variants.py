@@ -104,7 +104,10 @@ def auto_tiles(problem: Problem, wgmma: bool = True, native: bool = False) -> Ti
     faster on 6 of 7 prefill shapes, 1.7% slower on the seventh; H200, docs/perf-notes.md, v0.7).
     At 16 rows or fewer
     with at least ``SM90WS_MIN_TILES`` tiles, on 9.0: the sm90ws kernel's 16-token cut with tile_k 128
-    (4 stages; 6-9% faster than its tile_k 256 on three of four decode shapes, H200).
+    (4 stages; 6-9% faster than its tile_k 256 on three of four decode shapes, H200), and at 8 rows or
+    fewer its 8-token cut with tile_k 256 (a Hopper-only cut: half the MMAs and token decode of the
+    16-token tile, registers for the next stage's prefetch; 1.13-1.25x the byte floor against
+    1.52-1.63x for the 16-token cut on five decode shapes, H200, docs/perf-notes.md, v0.9).
 
     The native Blackwell kernel (``native``: the sm120 family, its twin included) takes tile_k 128:
     for many rows, 4 pipeline stages fit its 99 KB where tile_k 256 fits 2, and its sm_90 stand-in
@@ -119,6 +122,8 @@ def auto_tiles(problem: Problem, wgmma: bool = True, native: bool = False) -> Ti
         return Tiles(128, 128, 128 if native else 256, False)
     tile_m = 16 if rows <= 16 else 32 if rows <= 32 else 64
     if wgmma and tile_m == 16 and _enough_tiles_for_sm90ws(problem):
+        if rows <= 8:
+            return Tiles(8, 128, 256, True)  # the sm90ws kernel's 8-token cut: 2 stages of 256 K
         return Tiles(16, 128, 128, True)  # the sm90ws kernel's: 4 stages of 128 K (2 of 256)
     return Tiles(tile_m, 128, 128 if native else 256, True)
 
@@ -167,6 +172,11 @@ def select_variant(problem: Problem, tiles: Tiles | None, capability: tuple[int,
     elif family is Family.SM120 and tiles in registry.family_cuts(Family.SM120WS.value):
         family = Family.SM120WS  # the warp-specialized kernel serves this cut (same targets)
     elif tiles not in registry.family_cuts(family.value):
+        if tiles.tile_m == 8:
+            raise UnsupportedGpuError(
+                f"tile_m=8 runs on the Hopper decode kernel (sm90ws: compute capability 9.0, without "
+                f"NVFP4_DRIVER_PORTABLE, _FORCE_PTX or _TWIN) only; here the {family.value} kernel ({target}) "
+                f"serves compute capability {capability[0]}.{capability[1]}: use tile_m 16")
         raise UnsupportedGpuError(
             f"tile_n=256 runs on the Hopper wgmma kernel (compute capability 9.0, without "
             f"NVFP4_DRIVER_PORTABLE, _FORCE_PTX or _TWIN) and the native Blackwell kernel (12.0, 12.1, or "

@@ -343,7 +343,7 @@ def m_out_dtype_value(case, data):
 def m_tile(case, data):
     name = data.draw(st.sampled_from(["tile_m", "tile_n", "tile_k"]), label="tile")
     # None is not malformed: it leaves the cut to the package (problem.requested_tiles).
-    choices = {"tile_m": (16, 32, 64, 128), "tile_n": (32, 64, 128, 256), "tile_k": (128, 256)}[name]
+    choices = {"tile_m": (8, 16, 32, 64, 128), "tile_n": (32, 64, 128, 256), "tile_k": (128, 256)}[name]
     value = data.draw(st.one_of(st.integers(-512, 1024).filter(lambda v: v not in choices),
                                 st.sampled_from([128.0, "128", True, np.int64(choices[0]), [128]])),
                       label="value")

@@ -61,7 +61,10 @@ def test_the_selector_answers_with_a_registry_entry():
             try:
                 v = variants.select_variant(p, tiles, cap, **kw)
             except registry.UnsupportedGpuError:
-                assert tiles.tile_n == 256 and (cap != (9, 0) or flags)
+                assert cap != (9, 0) or flags
+                if tiles.tile_m == 8:  # the sm90ws kernel's alone
+                    continue
+                assert tiles.tile_n == 256
                 assert cap != (12, 0) and not flags.get("twin")  # the sm120ws kernel's 128 x 256 serves those
                 continue
             assert v.entry is registry.entries()[v.symbol] and v.tiles == tiles

@@ -28,6 +28,7 @@ def test_problem_refusals_name_the_value(kw, needle):
 @pytest.mark.parametrize("tiles,exc,needle", [
     (Tiles(tile_m=48), ValueError, "tile_m=48"), (Tiles(tile_n=96), ValueError, "tile_n=96"),
     (Tiles(tile_m=64, swap_ab=False), ValueError, "tile_m=64"), (Tiles(16, 64, 128, True), ValueError, "tile_n=64"),
+    (Tiles(8, 64, 128, True), ValueError, r"tile_m=8 is compiled only as .* in \[\(8, 128, 128, True\), \(8, 128, 256, True\)\]"),
     (Tiles(tile_k=64), ValueError, "tile_k=64"), (Tiles(tile_n=128.0), ValueError, "tile_n=128.0"),
     (Tiles(swap_ab=1), TypeError, "swap_ab"),
 ])
@@ -115,10 +116,28 @@ def test_token_tiles_select_built_kernels():
                                                                else (64, 1) if v.family is Family.SM90WS else (32, 1))
 
 
+@pytest.mark.parametrize("tk", [128, 256])
+def test_8_token_tiles_run_on_hopper_only(tk):
+    """tile_m 8 is the sm90ws kernel's alone: 9.0 runs it; every other GPU, and 9.0 with the portable,
+    PTX or twin path, refuses it by name (no other kernel has the cut, and none is substituted)."""
+    cut = Tiles(8, 128, tk, True)
+    v = select_variant(problem(), cut, (9, 0), force_ptx=False, twin=False, portable=False)
+    assert (v.family, v.tiles, v.target.name) == (Family.SM90WS, cut, "sm_90")
+    entry = variants.manifest()["kernels"][kernel_spec(v).symbol]
+    assert (entry["tile_m"], entry["warp_n"], entry["warps_k"], entry["blocks_per_sm"]) == (8, 64, 1, 4)
+    for cap, flags in (((8, 0), {}), ((8, 9), {}), ((12, 0), {}), ((12, 1), {}), ((9, 0), dict(portable=True)),
+                       ((9, 0), dict(force_ptx=True)), ((9, 0), dict(twin=True))):
+        kw = dict(force_ptx=False, twin=False, portable=False) | flags
+        with pytest.raises(variants.UnsupportedGpuError, match="tile_m=8 runs on the Hopper decode kernel"):
+            select_variant(problem(), cut, cap, **kw)
+
+
 @pytest.mark.parametrize("cum_m,groups,expect", [
     (128, 8, Tiles(16, 128, 256, True)),        # DeepSeek decode, E=8 x 16 rows
-    (2048, 256, Tiles(16, 128, 128, True)),     # E=256 x 8 rows: 368 x 32 tiles, the sm90ws cut on 9.0
-    (512, 128, Tiles(16, 128, 128, True)),      # Qwen3 decode, 4 rows: 152 x 32 tiles, likewise
+    (2048, 256, Tiles(8, 128, 256, True)),      # E=256 x 8 rows: 368 x 32 tiles, the sm90ws 8-token cut on 9.0
+    (512, 128, Tiles(8, 128, 256, True)),       # Qwen3 decode, 4 rows: 152 x 32 tiles, likewise
+    (2304, 256, Tiles(16, 128, 128, True)),     # 9 rows: the sm90ws 16-token cut on 9.0
+    (8 * 16, 16, Tiles(16, 128, 256, True)),    # 8 rows but 23 x 32 tiles: the portable kernel
     (4 * 24, 4, Tiles(32, 128, 128, True)),     # 24 rows: the wgmma kernel's 32-token cut on 9.0
     (64 * 32, 32, Tiles(64, 128, 128, True)),   # 64 rows: the wgmma kernel's 64-token cut on 9.0
     (33 * 32, 32, Tiles(64, 128, 128, True)),   # the first average on it
@@ -131,6 +150,11 @@ def test_token_tiles_select_built_kernels():
 def test_auto_tiles(cum_m, groups, expect):
     p = problem(num_groups=groups, cum_m=cum_m, n=4096, k=7168)
     assert variants.auto_tiles(p) == expect
+    if expect.tile_m == 8:  # only where the sm90ws kernel runs; everywhere else the 16-token cut
+        v = select_variant(p, None, (9, 0), force_ptx=False, twin=False, portable=False)
+        assert (v.family, v.tiles) == (Family.SM90WS, expect)
+        assert variants.auto_tiles(p, wgmma=False) == Tiles(16, 128, 256, True)
+        assert variants.auto_tiles(p, wgmma=False, native=True) == Tiles(16, 128, 128, True)
     if expect.tile_m == 16:  # 9.0 runs the sm90ws kernel's cut where there are enough tiles, else the portable one's
         rows, cols = variants.tile_counts(p, expect)
         v = select_variant(p, None, (9, 0), force_ptx=False, twin=False, portable=False)

@@ -1,6 +1,6 @@
 """Hopper's decode kernel (sm90ws_nvfp4_grouped_gemm.cu) against the float64 reference (SPEC §5).
 
-It serves its 16-token cuts on a 9.0 GPU (named, or chosen automatically where there are enough
+It serves its 8- and 16-token cuts on a 9.0 GPU (named, or chosen automatically where there are enough
 tiles); every case first checks that the dispatch lands on it, then runs test_gemm_gpu.py's checks
 (poisoned output, per-element tolerance, norm-wise error, untouched rows bit for bit).
 """
@@ -23,11 +23,15 @@ CUTS = [dict(tile_m=t.tile_m, tile_n=t.tile_n, tile_k=t.tile_k, swap_ab=t.swap_a
         for t in sorted(variants.registry.family_cuts(variants.Family.SM90WS.value), key=repr)]
 
 
+def cut_id(t):
+    return f"m{t['tile_m']}k{t['tile_k']}"
+
+
 def test_the_family_has_its_cuts():
-    assert sorted(c["tile_k"] for c in CUTS) == [128, 256]
+    assert sorted(cut_id(c) for c in CUTS) == ["m16k128", "m16k256", "m8k128", "m8k256"]
 
 
-@pytest.mark.parametrize("tiles", CUTS, ids=lambda t: f"k{t['tile_k']}")
+@pytest.mark.parametrize("tiles", CUTS, ids=cut_id)
 @pytest.mark.parametrize("out_dtype", ["bfloat16", "float16"])
 @pytest.mark.parametrize("case", ["edges", "long_k", "many_groups", "no_alpha", "sf_base", "sign_bit"])
 def test_sm90ws_cases(rng, record_ulps, tiles, out_dtype, case):
@@ -61,16 +65,17 @@ def test_automatic_cut_takes_sm90ws_for_many_tiles_only(rng, record_ulps):
     assert dispatched(few, None).family is variants.Family.SM80  # 4 x 4 tiles: the portable kernel
 
 
+@pytest.mark.parametrize("tiles", CUTS, ids=cut_id)
 @pytest.mark.parametrize("offset", [4, 8])
-def test_scales_not_16_byte_aligned_fall_back(rng, record_ulps, offset):
+def test_scales_not_16_byte_aligned_fall_back(rng, record_ulps, offset, tiles):
     """Scale tensors 4- or 8-byte aligned (TMA needs 16): the launch falls back to the portable
-    kernel's same cut; the answer is the same."""
+    kernel's same cut (its 16-token cut for the 8-token one); the answer is the same."""
     p = testing.random_problem(rng, [5, 0, 13], n=136, k=384, row_offset=1)
-    assert dispatched(p, CUTS[0]).family is variants.Family.SM90WS
-    check_misaligned_scales(p, offset, record_ulps, **CUTS[0])
+    assert dispatched(p, tiles).family is variants.Family.SM90WS
+    check_misaligned_scales(p, offset, record_ulps, **tiles)
 
 
-@pytest.mark.parametrize("tiles", CUTS, ids=lambda t: f"k{t['tile_k']}")
+@pytest.mark.parametrize("tiles", CUTS, ids=cut_id)
 def test_out_only_4_byte_aligned(rng, record_ulps, tiles):
     """An out 4 bytes into its allocation: the per-lane stores, nothing written outside the view."""
     check_out_4_bytes_in(testing.random_problem(rng, [11, 0, 1, 30], n=136, k=256, row_offset=1), record_ulps, **tiles)
