@@ -86,7 +86,7 @@ def gemm_warp_n(v: GemmKernel) -> int:
     and 64 weight rows a warp halve those repeats against 32 (perf-notes, v0.4)."""
     if v.family == "sm120ws" and v.tile_n > 128:  # nvfp4_grouped_gemm_ws.cuh: 8 warps, 64 x 64 each
         return 64
-    if v.family == "sm90ws":  # each decoded token fragment serves 64 weight rows (perf-notes, v0.6)
+    if v.family in ("sm90ws", "sm90ws_splitk"):  # each decoded token fragment serves 64 weight rows (v0.6)
         return 64
     return 64 if v.family == "sm80" and v.tile_m == 16 and v.tile_k == 256 and v.tile_n % 64 == 0 else 32
 
@@ -149,12 +149,31 @@ def _ws_blocks_per_sm(v: GemmKernel) -> int:
     quarter of an H100 SM's 228 KB each; perf-notes, v0.6)."""
     if v.family == "sm90ws":
         return 4
+    if v.family == "sm90ws_splitk":  # five warps a block, 168 registers a thread (three warps a scheduler)
+        return 2
     return 2 if v.tile_m < 128 else 1
 
 
-def _ws_consumer_warps(v: GemmKernel) -> int:
-    """Warps of 64 x warp_n (tile_m < 64: tile_m x warp_n) output tiles."""
+def _ws_tile_warps(v: GemmKernel) -> int:
+    """Warps of 64 x warp_n (tile_m < 64: tile_m x warp_n) output tiles: one set, the tile once."""
     return (v.tile_m // min(v.tile_m, 64)) * (v.tile_n // gemm_warp_n(v))
+
+
+def _ws_k_split(v: GemmKernel) -> int:
+    """Sets of consumer warps that split each tile's K (nvfp4_grouped_gemm_ws.cuh's K_SPLIT)."""
+    return 2 if v.family == "sm90ws_splitk" else 1
+
+
+def _ws_consumer_warps(v: GemmKernel) -> int:
+    return _ws_tile_warps(v) * _ws_k_split(v)
+
+
+def _ws_fixed_smem(v: GemmKernel) -> int:
+    """Besides the stages: 1,024 B of alignment slack, 256 B of mbarriers, a 512-byte epilogue slice
+    per consumer warp, and with a K split the second set's accumulators (4 bytes x 32 lanes x
+    warp_n / 16 weight fragments x tile_m / 8 token fragments x 4, a warp of one set)."""
+    reduce = _ws_tile_warps(v) * 4 * 32 * (gemm_warp_n(v) // 16) * (v.tile_m // 8) * 4 if _ws_k_split(v) > 1 else 0
+    return 1024 + 256 + 512 * _ws_consumer_warps(v) + reduce
 
 
 def _ws_threads(v: GemmKernel) -> int:
@@ -172,7 +191,7 @@ def _ws_stage_bytes(v: GemmKernel) -> int:
 
 
 def _ws_smem_budget(v: GemmKernel) -> int:
-    if v.family == "sm90ws":
+    if v.family in ("sm90ws", "sm90ws_splitk"):
         return SM90_SMEM_PER_SM // _ws_blocks_per_sm(v) - 1024
     return min(SMEM_BUDGET, SM120_SMEM_PER_SM // _ws_blocks_per_sm(v) - 1024)
 
@@ -195,14 +214,19 @@ FAMILIES = {
     "sm120ws": FamilyBuild(source="sm120ws_nvfp4_grouped_gemm.cu",
                            targets=("sm_120a", "sm_121a", "twin_sm_90", "standin_sm_90"), threads=_ws_threads,
                            stage_bytes=_ws_stage_bytes, max_stages=4,
-                           fixed_smem=lambda v: 1024 + 256 + 512 * _ws_consumer_warps(v),
+                           fixed_smem=_ws_fixed_smem,
                            smem_budget=_ws_smem_budget, blocks_per_sm=_ws_blocks_per_sm),
     # Hopper's decode kernel: that body with the MMA's fp16 model (decode + mma.sync m16n8k16), sm_90
     # (TMA and mbarriers need 9.0; the cubin also runs on later 9.x).
     "sm90ws": FamilyBuild(source="sm90ws_nvfp4_grouped_gemm.cu", targets=("sm_90",), threads=_ws_threads,
-                          stage_bytes=_ws_stage_bytes, max_stages=4,
-                          fixed_smem=lambda v: 1024 + 256 + 512 * _ws_consumer_warps(v),
+                          stage_bytes=_ws_stage_bytes, max_stages=4, fixed_smem=_ws_fixed_smem,
                           smem_budget=_ws_smem_budget, blocks_per_sm=_ws_blocks_per_sm),
+    # The same with each tile's K split between two sets of consumer warps, two blocks an SM: for
+    # calls of few tiles (sm90ws_splitk_nvfp4_grouped_gemm.cu). Up to 8 stages of tile_k 128.
+    "sm90ws_splitk": FamilyBuild(source="sm90ws_splitk_nvfp4_grouped_gemm.cu", targets=("sm_90",),
+                                 threads=_ws_threads, stage_bytes=_ws_stage_bytes, max_stages=8,
+                                 fixed_smem=_ws_fixed_smem, smem_budget=_ws_smem_budget,
+                                 blocks_per_sm=_ws_blocks_per_sm),
 }
 # Builds of another target's kernel for sm_90, by the macro that makes them: they stand in for
 # hardware we lack, for tests and benchmarks; no GPU is ever dispatched to them.
@@ -228,6 +252,9 @@ GEMM_KERNELS += tuple(GemmKernel("sm120ws", 128, 128, tk, swap) for tk in (128, 
     GemmKernel("sm120ws", tm, 128, 128, True) for tm in (16, 32, 64)) + (GemmKernel("sm120ws", 16, 128, 256, True),)
 # Hopper's decode cuts: 16 tokens (tile_k 256 the automatic one, 128 by name).
 GEMM_KERNELS += tuple(GemmKernel("sm90ws", tm, 128, tk, True) for tm in (8, 16) for tk in (128, 256))
+# Hopper's decode kernel with each tile's K split, for calls of few tiles (E=8 decode): 16 tokens, tile_k 128
+# (as fast as 256 on E=8, 3-5% faster on three other few-tile shapes; H200, perf-notes v0.9).
+GEMM_KERNELS += (GemmKernel("sm90ws_splitk", 16, 128, 128, True),)
 # The prefill cut of 256 weight columns: 25% fewer L2 bytes per FLOP than 128 x 128 (docs/sm120.md's
 # performance model); sm_12x only (the sm120 kernel has no such cut), chosen by name, not automatically.
 GEMM_KERNELS += (GemmKernel("sm120ws", 128, 256, 128, False),)
@@ -363,7 +390,8 @@ def macros(v: Kernel) -> list[str]:
         f"-DNVFP4_SWAP_AB={int(v.swap_ab)}", f"-DNVFP4_STAGES={cfg['stages']}",
         f"-DNVFP4_THREADS={cfg['threads']}", f"-DNVFP4_SMEM_BYTES={cfg['smem_bytes']}",
         f"-DNVFP4_WARPS_K={gemm_warps_k(v)}", f"-DNVFP4_WARP_N={gemm_warp_n(v)}",
-    ] + ([f"-DNVFP4_BLOCKS_PER_SM={_ws_blocks_per_sm(v)}"] if v.family in ("sm120ws", "sm90ws") else [])
+    ] + ([f"-DNVFP4_BLOCKS_PER_SM={_ws_blocks_per_sm(v)}"] if v.family in ("sm120ws", "sm90ws", "sm90ws_splitk")
+         else [])
 
 
 def output_file(v: Kernel, target: str) -> str:

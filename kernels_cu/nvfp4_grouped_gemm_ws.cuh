@@ -38,9 +38,12 @@ namespace nvfp4 {
 
 // WARP_N_: columns of a warp's tile (32; 64 for the wide tile and for sm90ws, whose decode of each
 // token fragment then serves 64 weight rows). MIN_BLOCKS_: blocks per SM the persistent grid runs
-// (build_cubins.py's blocks_per_sm), which caps the registers a thread may take.
+// (build_cubins.py's blocks_per_sm), which caps the registers a thread may take. K_SPLIT_: sets of
+// consumer warps that each cover the whole tile, set h taking the k tiles of global step h mod
+// K_SPLIT (2, or 1: no split); their sums meet in shared memory before the epilogue. It keeps a
+// call of few tiles (E=8 decode: 256 tiles) on twice the warps (sm90ws_splitk).
 template <int TM_, int TN_, int TK_, bool SWAP_, int STAGES_, int WARP_N_ = (TN_ > 128 ? 64 : 32),
-          int MIN_BLOCKS_ = (TM_ < 128 ? 2 : 1)>
+          int MIN_BLOCKS_ = (TM_ < 128 ? 2 : 1), int K_SPLIT_ = 1>
 struct WsConfig {
   static constexpr int TM = TM_, TN = TN_, TK = TK_, STAGES = STAGES_;
   static constexpr bool SWAP = SWAP_;
@@ -51,7 +54,9 @@ struct WsConfig {
   static constexpr bool PRODUCER_WARP = !WIDE;
   static constexpr int WARP_M = TM < 64 ? TM : 64, WARP_N = WARP_N_;
   static constexpr int WARPS_M = TM / WARP_M, WARPS_N = TN / WARP_N;
-  static constexpr int CONSUMER_WARPS = WARPS_M * WARPS_N;
+  static constexpr int K_SPLIT = K_SPLIT_;
+  static constexpr int TILE_WARPS = WARPS_M * WARPS_N;  // one set: the tile once
+  static constexpr int CONSUMER_WARPS = TILE_WARPS * K_SPLIT;
   static constexpr int THREADS = 32 * CONSUMER_WARPS + (PRODUCER_WARP ? 32 : 0);
   // sm_120: token tiles are sized for two blocks per SM (their stages fit 50 KB), twice the warps to
   // cover the latency of each other's loads and stores; 128-row tiles take one.
@@ -73,9 +78,12 @@ struct WsConfig {
   // then each consumer warp's 512-byte epilogue slice (8 rows x 32 columns; 64-column warp tiles
   // pass through it in two halves).
   static constexpr int EPILOGUE_BYTES = CONSUMER_WARPS * 512;
-  static constexpr int SMEM_BYTES = STAGES * STAGE_BYTES + 1024 + 256 + EPILOGUE_BYTES;
   static constexpr int P_TILES = SWAP ? WARP_N / 16 : WARP_M / 16;
   static constexpr int Q_TILES = SWAP ? WARP_M / 8 : WARP_N / 8;
+  // K_SPLIT 2: set 1's accumulators, word v of every lane side by side (conflict-free), for set 0.
+  static constexpr int ACC_WORDS = P_TILES * Q_TILES * 4 * 32;  // one warp's
+  static constexpr int REDUCE_BYTES = K_SPLIT > 1 ? TILE_WARPS * ACC_WORDS * 4 : 0;
+  static constexpr int SMEM_BYTES = STAGES * STAGE_BYTES + 1024 + 256 + EPILOGUE_BYTES + REDUCE_BYTES;
   // The next stage's first P fragments are loaded before the last chunk's MMAs where the registers
   // allow: two sets of P fragments (5 words per 16 rows) beside the accumulators. Nine warps leave
   // 168 registers a thread (a scheduler's 16 K registers over its 3 warps), which 4 P tiles and 64
@@ -83,6 +91,7 @@ struct WsConfig {
   // cut (one Q fragment, 32 accumulators) fits it in exactly 168, and ran 7-14% faster with it
   // (H200, perf-notes v0.9). The wide tile's 8 warps leave 255, and its 4 P tiles and 128
   // accumulators take 246 with the prefetch (236 without).
+  // The K split's ten warps an SM leave 168 registers too, and its 16-token cut spilled with it.
   static constexpr bool PREFETCH_NEXT_STAGE = P_TILES <= 2 || WIDE || Q_TILES == 1;
   static_assert(TM <= 128 && 128 % TM == 0 && (TN <= 128 ? 128 % TN == 0 : TN % 128 == 0),
                 "a tile's scale rows lie in one 128-row scale block, or B's in whole blocks");
@@ -93,6 +102,8 @@ struct WsConfig {
   static_assert(STAGE_A % 1024 == 0 && STAGE_B % 1024 == 0, "every operand starts on a swizzle repeat");
   static_assert(2 * STAGES * 8 <= 256, "the barriers fit their slot");
   static_assert(PRODUCER_WARP || STAGES >= 2, "warp 0's refills run a stage ahead of the prefetch");
+  static_assert(K_SPLIT == 1 || (K_SPLIT == 2 && PRODUCER_WARP && STAGES >= K_SPLIT),
+                "a K split takes a producer warp and a stage a set at least");
 };
 
 // One stage as the math sees it.
@@ -196,6 +207,12 @@ __device__ __forceinline__ void store_slice(const uint8_t* slice, void* out, int
 
 constexpr int kWsRasterBand = 8;
 
+// Named barrier 1 over the consumer warps (the producer warp never waits on it).
+template <class C>
+__device__ __forceinline__ void consumer_barrier() {
+  asm volatile("bar.sync 1, %0;\n" ::"n"(32 * C::CONSUMER_WARPS) : "memory");
+}
+
 // The copy stream of a block without a producer warp (C::PRODUCER_WARP false), run by consumer warp
 // 0: the k tiles of the block's tiles in the order the consumers take them, each into the next stage
 // of the ring once every consumer warp has released it, on the producer warp's full/empty protocol.
@@ -292,7 +309,7 @@ __device__ __forceinline__ void grouped_gemm_ws(const int32_t* __restrict__ m_in
 #pragma unroll
     for (int s = 0; s < STAGES; ++s) {
       mbar_init(&full[s], 1);                      // the producer's expect-tx arrival
-      mbar_init(&empty[s], C::CONSUMER_WARPS);     // one arrival per consumer warp
+      mbar_init(&empty[s], C::TILE_WARPS);         // one arrival per consumer warp of the stage's set
     }
     mbar_init_fence();
   }
@@ -336,12 +353,18 @@ __device__ __forceinline__ void grouped_gemm_ws(const int32_t* __restrict__ m_in
     return;
   }
 
-  // Consumers.
-  const int warp_m = warp % C::WARPS_M, warp_n = warp / C::WARPS_M;
+  // Consumers. Set kh (K_SPLIT > 1) takes global k steps kh, kh + K_SPLIT, ...: its stages and phases
+  // advance K_SPLIT steps at a time, across tiles too, and step0 (the tile's first global step)
+  // says which of a tile's k tiles are its own.
+  const int kh = C::K_SPLIT == 1 ? 0 : warp / C::TILE_WARPS;
+  const int tile_warp = C::K_SPLIT == 1 ? warp : warp % C::TILE_WARPS;
+  const int warp_m = tile_warp % C::WARPS_M, warp_n = tile_warp / C::WARPS_M;
   const int p_base = C::SWAP ? warp_n * C::WARP_N : warp_m * C::WARP_M;
   const int q_base = C::SWAP ? warp_m * C::WARP_M : warp_n * C::WARP_N;
   const int grp = lane >> 2, quad_lane = lane & 3;
   const int q_block = q_base >> 7;  // B's scale block of this warp's Q rows (SB_BLOCKS > 1)
+  if (C::K_SPLIT > 1) stage = kh;
+  int step0 = 0;
 
   for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
     const BlockTile bt = linear_tile<kWsRasterBand>(t, m_tiles, n_tiles);
@@ -374,14 +397,24 @@ __device__ __forceinline__ void grouped_gemm_ws(const int32_t* __restrict__ m_in
     // again and no fragment is ever copied between registers.
     static_assert((TK / 64) % 2 == 0, "the P fragment sets alternate per chunk");
     typename Math::template PFragments<C> frag[2];
-    if (C::PREFETCH_NEXT_STAGE) {
+    const int kt_first = C::K_SPLIT == 1 ? 0 : (kh - step0) & 1;
+    step0 += k_tiles;
+    if (C::PREFETCH_NEXT_STAGE && (C::K_SPLIT == 1 || kt_first < k_tiles)) {
       mbar_wait(&full[stage], phase);
       Math::template load_p<C>(frag[0], view_of(stage), p_base, 0, lane);
     }
-    for (int kt = 0; kt < k_tiles; ++kt) {
+    for (int kt = kt_first; kt < k_tiles; kt += C::K_SPLIT) {
       const WsStageView view = view_of(stage);
-      const int next_stage = stage + 1 == STAGES ? 0 : stage + 1;
-      const uint32_t next_phase = next_stage == 0 ? phase ^ 1 : phase;
+      int next_stage;
+      uint32_t next_phase;
+      if (C::K_SPLIT == 1) {
+        next_stage = stage + 1 == STAGES ? 0 : stage + 1;
+        next_phase = next_stage == 0 ? phase ^ 1 : phase;
+      } else {
+        const bool wraps = stage + C::K_SPLIT >= STAGES;
+        next_stage = wraps ? stage + C::K_SPLIT - STAGES : stage + C::K_SPLIT;
+        next_phase = wraps ? phase ^ 1 : phase;
+      }
       if (!C::PREFETCH_NEXT_STAGE) {
         mbar_wait(&full[stage], phase);
         Math::template load_p<C>(frag[0], view, p_base, 0, lane);
@@ -390,7 +423,7 @@ __device__ __forceinline__ void grouped_gemm_ws(const int32_t* __restrict__ m_in
       for (int kc = 0; kc < TK / 64; ++kc) {
         if (kc + 1 < TK / 64) {
           Math::template load_p<C>(frag[(kc + 1) & 1], view, p_base, kc + 1, lane);
-        } else if (C::PREFETCH_NEXT_STAGE && kt + 1 < k_tiles) {
+        } else if (C::PREFETCH_NEXT_STAGE && kt + C::K_SPLIT < k_tiles) {
           mbar_wait(&full[next_stage], next_phase);
           Math::template load_p<C>(frag[0], view_of(next_stage), p_base, 0, lane);
         }
@@ -400,6 +433,29 @@ __device__ __forceinline__ void grouped_gemm_ws(const int32_t* __restrict__ m_in
       if (lane == 0) mbar_arrive(&empty[stage]);
       if (!C::PRODUCER_WARP && warp == 0) producer.issue_next(lane);  // into the stage just released
       stage = next_stage, phase = next_phase;
+    }
+
+    if (C::K_SPLIT > 1) {
+      // Set 1's sums to shared memory, set 0 adds them and stores the tile. The first barrier says
+      // that set 0 has read the last tile's (named barrier 1: the consumers only).
+      float* reduce = reinterpret_cast<float*>(epilogue + C::EPILOGUE_BYTES) + tile_warp * C::ACC_WORDS;
+      consumer_barrier<C>();
+      if (kh == 1) {
+#pragma unroll
+        for (int i = 0; i < C::P_TILES; ++i)
+#pragma unroll
+          for (int j = 0; j < C::Q_TILES; ++j)
+#pragma unroll
+            for (int v = 0; v < 4; ++v) reduce[((i * C::Q_TILES + j) * 4 + v) * 32 + lane] = acc[i][j][v];
+      }
+      consumer_barrier<C>();
+      if (kh == 1) continue;
+#pragma unroll
+      for (int i = 0; i < C::P_TILES; ++i)
+#pragma unroll
+        for (int j = 0; j < C::Q_TILES; ++j)
+#pragma unroll
+          for (int v = 0; v < 4; ++v) acc[i][j][v] += reduce[((i * C::Q_TILES + j) * 4 + v) * 32 + lane];
     }
 
     // Epilogue (the producer is already loading the next tile): accumulator element v of
@@ -463,8 +519,11 @@ __device__ __forceinline__ void grouped_gemm_ws(const int32_t* __restrict__ m_in
 }
 
 #if defined(NVFP4_TILE_M)
+#if !defined(NVFP4_K_SPLIT)
+#define NVFP4_K_SPLIT 1
+#endif
 using WsBuildConfig = WsConfig<NVFP4_TILE_M, NVFP4_TILE_N, NVFP4_TILE_K, NVFP4_SWAP_AB != 0, NVFP4_STAGES, NVFP4_WARP_N,
-                               NVFP4_BLOCKS_PER_SM>;
+                               NVFP4_BLOCKS_PER_SM, NVFP4_K_SPLIT>;
 static_assert(WsBuildConfig::THREADS == NVFP4_THREADS, "build_cubins.py and the kernel disagree on the block size");
 static_assert(WsBuildConfig::SMEM_BYTES == NVFP4_SMEM_BYTES,
               "build_cubins.py and the kernel disagree on the shared memory size");

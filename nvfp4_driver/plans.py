@@ -77,7 +77,8 @@ def launcher(problem: Problem, variant, a_scale_rows: int, ordinal: int, sm_coun
         return kernel, launch_grid
     t = variant.tiles
     old_tiles = dataclasses.replace(t, tile_m=max(t.tile_m, 16), tile_n=min(t.tile_n, 128))
-    old = variant_for(Family.SM80 if variant.family is Family.SM90WS else Family.SM120, old_tiles, variant.target)
+    hopper = variant.family in (Family.SM90WS, Family.SM90WS_SPLITK)
+    old = variant_for(Family.SM80 if hopper else Family.SM120, old_tiles, variant.target)
     rows, cols = tile_counts(problem, variant.tiles)
     tma = tensor_maps.TmaGemmLaunch(kernel, launch_grid, driver.prepared(kernel_spec(old), ordinal),
                                     grid(problem, old), problem, variant.tiles, a_scale_rows, rows * cols)

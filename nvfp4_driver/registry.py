@@ -82,7 +82,7 @@ class Param(NamedTuple):
 @dataclasses.dataclass(frozen=True, eq=False)  # one object per manifest entry: identity is equality
 class KernelEntry:
     name: str                     # the extern "C" symbol, its files' stem and its manifest key
-    family: str                   # "sm80" | "sm90a" | "sm90ws" | "sm120" | "sm120ws" | "probe" | "quantize": one source file
+    family: str                   # "sm80" | "sm90a" | "sm90ws" | "sm90ws_splitk" | "sm120" | "sm120ws" | "probe" | "quantize": one source file
     source: str
     threads: int
     smem_bytes: int
@@ -147,7 +147,8 @@ def _gemm_index() -> dict[tuple[str, Tiles], KernelEntry]:
 
 
 def gemm(family: str, tiles: Tiles) -> KernelEntry:
-    """The grouped-GEMM kernel of ``family`` ("sm80", "sm90a", "sm90ws", "sm120", "sm120ws") compiled for ``tiles``."""
+    """The grouped-GEMM kernel of ``family`` ("sm80", "sm90a", "sm90ws", "sm90ws_splitk", "sm120", "sm120ws")
+    compiled for ``tiles``."""
     found = _gemm_index().get((family, tiles))
     if found is None:
         raise UnsupportedGpuError(f"the {family} family has no kernel for {tiles} in the manifest")

@@ -1,4 +1,4 @@
-"""Tensor maps for the TMA kernels (the sm120ws and sm90ws families), and their launch.
+"""Tensor maps for the TMA kernels (the sm120ws, sm90ws and sm90ws_splitk families), and their launch.
 
 A warp-specialized kernel reads its operands through four ``CUtensorMap`` parameters (its ABI,
 ``grouped_gemm_tma``, is the grouped-GEMM parameter list plus ``tmap_a``, ``tmap_b``, ``tmap_sa``,
@@ -79,7 +79,8 @@ def gemm_map_shapes(problem, tiles, a_scale_rows: int) -> dict:
 
 
 class TmaGemmLaunch:
-    """The launch of one TMA kernel (sm120ws, sm90ws) for one plan, with the interface of driver.PreparedKernel:
+    """The launch of one TMA kernel (sm120ws, sm90ws, sm90ws_splitk) for one plan, with the interface of
+    driver.PreparedKernel:
     ``launch(grid, stream, args)`` takes the grouped-GEMM arguments (plans.Plan.args' order), adds
     the tensor maps of their addresses and launches on the persistent grid; the ``grid`` it is
     given (the plan's) only says whether there is anything to do."""

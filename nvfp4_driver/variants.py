@@ -20,6 +20,7 @@ class Family(enum.Enum):
     SM120 = "sm120"  # native Blackwell FP4: block-scaled mma.sync; sm_120a, sm_121a (and its sm_90 twin)
     SM120WS = "sm120ws"  # the same, warp-specialized: TMA producer warp, mbarriers, persistent grid
     SM90WS = "sm90ws"  # Hopper's decode kernel: sm120ws's body, its MMA as fp16 decode + mma.sync; sm_90
+    SM90WS_SPLITK = "sm90ws_splitk"  # the same, each tile's K split between two sets of warps (few tiles)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +108,10 @@ def auto_tiles(problem: Problem, wgmma: bool = True, native: bool = False) -> Ti
     (4 stages; 6-9% faster than its tile_k 256 on three of four decode shapes, H200), and at 8 rows or
     fewer its 8-token cut with tile_k 256 (a Hopper-only cut: half the MMAs and token decode of the
     16-token tile, registers for the next stage's prefetch; 1.13-1.25x the byte floor against
-    1.52-1.63x for the 16-token cut on five decode shapes, H200, docs/perf-notes.md, v0.9).
+    1.52-1.63x for the 16-token cut on five decode shapes, H200, docs/perf-notes.md, v0.9). With at
+    most ``SM90WS_SPLITK_MAX_TILES`` tiles instead, on 9.0: 16 x 128 x 128 on the sm90ws_splitk
+    kernel (each tile's K split between two sets of warps; 6-11% faster than the portable kernel on
+    DeepSeek-V3 up E=8 at 8 and 16 rows, H200, v0.9).
 
     The native Blackwell kernel (``native``: the sm120 family, its twin included) takes tile_k 128:
     for many rows, 4 pipeline stages fit its 99 KB where tile_k 256 fits 2, and its sm_90 stand-in
@@ -125,12 +129,22 @@ def auto_tiles(problem: Problem, wgmma: bool = True, native: bool = False) -> Ti
         if rows <= 8:
             return Tiles(8, 128, 256, True)  # the sm90ws kernel's 8-token cut: 2 stages of 256 K
         return Tiles(16, 128, 128, True)  # the sm90ws kernel's: 4 stages of 128 K (2 of 256)
+    if wgmma and tile_m == 16 and _few_enough_tiles_for_splitk(problem):
+        return Tiles(16, 128, 128, True)  # the sm90ws_splitk kernel's (select_variant)
     return Tiles(tile_m, 128, 128 if native else 256, True)
 
 
-def _enough_tiles_for_sm90ws(problem: Problem) -> bool:
+def _sm90ws_tiles(problem: Problem) -> int:
     rows, cols = tile_counts(problem, Tiles(16, 128, 128, True))
-    return rows * cols >= SM90WS_MIN_TILES
+    return rows * cols
+
+
+def _enough_tiles_for_sm90ws(problem: Problem) -> bool:
+    return _sm90ws_tiles(problem) >= SM90WS_MIN_TILES
+
+
+def _few_enough_tiles_for_splitk(problem: Problem) -> bool:
+    return 0 < _sm90ws_tiles(problem) <= SM90WS_SPLITK_MAX_TILES
 
 
 # The fewest tiles (tile_counts' bound) for which the automatic choice on a 9.0 GPU takes the sm90ws
@@ -138,6 +152,12 @@ def _enough_tiles_for_sm90ws(problem: Problem) -> bool:
 # m=16 (480 tiles) ran 1.46x slower there than on the portable kernel, whose K shares give it more
 # blocks; 3,648 tiles and more (the other decode shapes) ran faster (H200, docs/perf-notes.md, v0.6).
 SM90WS_MIN_TILES = 1024
+# The most tiles (the same bound) for which the automatic choice on a 9.0 GPU takes the sm90ws_splitk
+# kernel: its persistent grid holds 2 blocks an SM (264 on an H200), each running a tile on two sets of
+# warps. DeepSeek-V3 up E=8 (bounds 352 and 480 at 8 and 16 rows) ran 6-11% faster there than on the
+# portable kernel; Qwen3 up E=16 m=16 (744) ran 11% slower, and between 512 and 1,024 the portable
+# kernel or sm90ws was faster (H200, docs/perf-notes.md, v0.9).
+SM90WS_SPLITK_MAX_TILES = 512
 
 
 def select_variant(problem: Problem, tiles: Tiles | None, capability: tuple[int, int],
@@ -150,7 +170,8 @@ def select_variant(problem: Problem, tiles: Tiles | None, capability: tuple[int,
     _PORTABLE / _LOG variables (a caller with its own ``config.Flags`` passes all four). On a 9.0 GPU
     the cuts of :func:`wgmma_cuts` run on the wgmma kernel unless ``portable``, and the sm90ws
     family's cuts on that kernel, except where the automatic choice finds fewer than
-    ``SM90WS_MIN_TILES`` tiles (then the portable kernel, same cut).
+    ``SM90WS_MIN_TILES`` tiles (then the portable kernel, same cut, or with at most
+    ``SM90WS_SPLITK_MAX_TILES`` the sm90ws_splitk kernel; named cuts never go there).
     """
     if force_ptx is None or twin is None or portable is None or log is None:
         env = config.flags()
@@ -160,13 +181,16 @@ def select_variant(problem: Problem, tiles: Tiles | None, capability: tuple[int,
         log = env.log if log is None else log
     family, target = target_for(capability, force_ptx, twin)
     wgmma = target == HOPPER and capability == (9, 0) and not portable
-    few_tiles = False  # the automatic choice keeps the portable kernel for calls of few tiles
-    if tiles is None:
+    few_tiles = split = False  # the automatic choice keeps the portable kernel for calls of few tiles,
+    if tiles is None:           # and takes the split kernel for the fewest
         tiles = auto_tiles(problem, wgmma, native=family is Family.SM120)
         few_tiles = not _enough_tiles_for_sm90ws(problem)
+        split = _few_enough_tiles_for_splitk(problem)
     validate(problem, tiles)
     if wgmma and tiles in wgmma_cuts():
         family, target = Family.SM90A, WGMMA
+    elif wgmma and split and tiles in registry.family_cuts(Family.SM90WS_SPLITK.value):
+        family = Family.SM90WS_SPLITK  # same target (sm_90)
     elif wgmma and not few_tiles and tiles in registry.family_cuts(Family.SM90WS.value):
         family = Family.SM90WS  # same target (sm_90)
     elif family is Family.SM120 and tiles in registry.family_cuts(Family.SM120WS.value):

@@ -82,15 +82,16 @@ def test_sm90a_blocks_per_sm_fit_an_sm():
 
 def test_sm90ws_blocks_per_sm_fit_an_sm():
     """Hopper's decode kernel runs four blocks an SM on a persistent grid sized by blocks_per_sm (a
-    block that does not fit waits for a whole pass): four blocks' registers (the limit decode_word's
-    forms are chosen by, nvfp4_decode.cuh) and shared memory must fit one sm_90 SM."""
+    block that does not fit waits for a whole pass), its K-split form two: those blocks' registers (the
+    limit decode_word's forms are chosen by, nvfp4_decode.cuh) and shared memory must fit one sm_90 SM."""
     build_cubins = _build_cubins()
-    cuts = [v for v in build_cubins.GEMM_KERNELS if v.family == "sm90ws"]
-    assert {v.tile_k for v in cuts} == {128, 256}
+    cuts = [v for v in build_cubins.GEMM_KERNELS if v.family in ("sm90ws", "sm90ws_splitk")]
+    assert sorted((v.family, v.tile_m, v.tile_k) for v in cuts) == [
+        ("sm90ws", 8, 128), ("sm90ws", 8, 256), ("sm90ws", 16, 128), ("sm90ws", 16, 256), ("sm90ws_splitk", 16, 128)]
     for v in cuts:
         entry = MANIFEST["kernels"][v.name]
         regs, blocks = entry["targets"]["sm_90"]["registers"], entry["blocks_per_sm"]
-        assert blocks == build_cubins._ws_blocks_per_sm(v) == 4, v.name
+        assert blocks == build_cubins._ws_blocks_per_sm(v) == (4 if v.family == "sm90ws" else 2), v.name
         assert regs * entry["threads"] * blocks <= 65_536, (v.name, regs)
         assert (entry["smem_bytes"] + 1024) * blocks <= build_cubins.SM90_SMEM_PER_SM, (v.name, entry["smem_bytes"])
 
@@ -112,8 +113,9 @@ def test_cubin_abi_and_resources_match_manifest(name, file):
         assert usage["local"] == 0 and usage["stack"] == 0, usage
     assert usage["registers"] == target["registers"]
     # The launch asks for smem_bytes of dynamic shared memory on top of the static part; 99 KiB is
-    # what sm_86/sm_89/sm_120 give one block, 227 KiB what sm_90 gives (the sm_90a-only family).
-    limit = 232_448 if set(entry["targets"]) == {"sm_90a"} else 101_376
+    # what sm_86/sm_89/sm_120 give one block, 227 KiB what sm_90 gives (the families built for sm_90a
+    # or sm_90 alone: that machine code runs on 9.x GPUs only).
+    limit = 232_448 if set(entry["targets"]) <= {"sm_90a", "sm_90"} else 101_376
     assert usage["shared"] + entry["smem_bytes"] <= limit
     # Registers x threads must fit one SM's 64K-register file, or the launch fails.
     assert usage["registers"] * entry["threads"] <= 65_536

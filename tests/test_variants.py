@@ -133,7 +133,7 @@ def test_8_token_tiles_run_on_hopper_only(tk):
 
 
 @pytest.mark.parametrize("cum_m,groups,expect", [
-    (128, 8, Tiles(16, 128, 256, True)),        # DeepSeek decode, E=8 x 16 rows
+    (128, 8, Tiles(16, 128, 128, True)),        # DeepSeek decode, E=8 x 16 rows: 15 x 32 tiles, sm90ws_splitk on 9.0
     (2048, 256, Tiles(8, 128, 256, True)),      # E=256 x 8 rows: 368 x 32 tiles, the sm90ws 8-token cut on 9.0
     (512, 128, Tiles(8, 128, 256, True)),       # Qwen3 decode, 4 rows: 152 x 32 tiles, likewise
     (2304, 256, Tiles(16, 128, 128, True)),     # 9 rows: the sm90ws 16-token cut on 9.0
@@ -158,8 +158,12 @@ def test_auto_tiles(cum_m, groups, expect):
     if expect.tile_m == 16:  # 9.0 runs the sm90ws kernel's cut where there are enough tiles, else the portable one's
         rows, cols = variants.tile_counts(p, expect)
         v = select_variant(p, None, (9, 0), force_ptx=False, twin=False, portable=False)
-        many = rows * cols >= variants.SM90WS_MIN_TILES
-        assert (v.family, v.tiles.tile_k) == ((Family.SM90WS, 128) if many else (Family.SM80, 256))
+        many, fewest = rows * cols >= variants.SM90WS_MIN_TILES, 0 < rows * cols <= variants.SM90WS_SPLITK_MAX_TILES
+        assert (v.family, v.tiles.tile_k) == ((Family.SM90WS, 128) if many else (Family.SM90WS_SPLITK, 128) if fewest
+                                              else (Family.SM80, 256))
+        if fewest:  # named, the same cut runs on sm90ws: the split kernel is the automatic choice's only
+            named = select_variant(p, expect, (9, 0), force_ptx=False, twin=False, portable=False)
+            assert named.family is Family.SM90WS
         assert variants.auto_tiles(p, wgmma=False) == Tiles(16, 128, 256, True)
     if expect.tile_m == 128 and cum_m // groups > 64:  # without the wgmma kernel: the portable kernel's cut
         assert variants.auto_tiles(p, wgmma=False) == Tiles(128, 128, 256, False)

@@ -58,11 +58,65 @@ def test_sm90ws_cases(rng, record_ulps, tiles, out_dtype, case):
 
 def test_automatic_cut_takes_sm90ws_for_many_tiles_only(rng, record_ulps):
     many = testing.random_problem(rng, [int(r) for r in rng.integers(1, 8, size=64)], n=2048, k=512)
-    assert dispatched(many, None).family is variants.Family.SM90WS  # 64 groups x 16 column tiles
+    v = dispatched(many, None)  # 64 groups x 16 column tiles, at most 8 rows a group: the 8-token cut
+    assert (v.family, v.tiles.tile_m, v.tiles.tile_k) == (variants.Family.SM90WS, 8, 256)
     bits, _ = run_case(many, "bfloat16")
     check(many, bits, "bfloat16", record_ulps)
+    between = testing.random_problem(rng, [16] * 16, n=3072, k=256, trailing_rows=0)  # 31 x 24 tiles (bound)
+    assert dispatched(between, None).family is variants.Family.SM80
     few = testing.random_problem(rng, [16] * 4, n=512, k=512, trailing_rows=0)  # 16 rows a group on average
-    assert dispatched(few, None).family is variants.Family.SM80  # 4 x 4 tiles: the portable kernel
+    assert dispatched(few, None).family is variants.Family.SM90WS_SPLITK  # 4 x 4 tiles: the K-split kernel
+
+
+# The K-split kernel (sm90ws_splitk_nvfp4_grouped_gemm.cu) serves the automatic choice only, for calls
+# of at most SM90WS_SPLITK_MAX_TILES tiles (the bound). Its two sets of warps take the global k steps of
+# either parity, so an odd number of k tiles a tile (K = 384: 3) hands the extra one to the other
+# set on the next tile; K = 128 leaves one set nothing; more tiles than the grid's blocks (2 an SM)
+# make the blocks run several tiles. Five groups of 17 rows and five empty ones (about 9 rows a group
+# on average): 10 row tiles x 27 column tiles = 270 tiles (an H100 or H200 runs 264 blocks), 405 by the
+# bound.
+SPLITK_CASES = {
+    "edges": lambda rng: testing.random_problem(rng, [37, 0, 1, 16, 0, 2, 15], n=136, k=384, row_offset=5,
+                                                trailing_rows=7),
+    "k128": lambda rng: testing.random_problem(rng, [9, 17, 3], n=264, k=128, row_offset=1),
+    "long_k": lambda rng: testing.random_problem(rng, [9, 17], n=264, k=5120, row_offset=1),
+    "more_tiles_than_blocks": lambda rng: testing.random_problem(rng, [17, 0] * 5, n=3456, k=384, row_offset=3),
+    "no_alpha": lambda rng: testing.random_problem(rng, [3, 17, 0, 15], n=64, k=256, alpha=False),
+    "sign_bit": lambda rng: testing.random_problem(rng, [4, 19], n=96, k=512, scale_sign_bit=True),
+}
+
+
+@pytest.mark.parametrize("out_dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("case", sorted(SPLITK_CASES))
+def test_sm90ws_splitk_cases(rng, record_ulps, out_dtype, case):
+    p = SPLITK_CASES[case](rng)
+    v = dispatched(p, None)
+    assert (v.family, v.tiles, v.target.name) == (variants.Family.SM90WS_SPLITK, variants.Tiles(16, 128, 128, True),
+                                                  "sm_90")
+    bits, _ = run_case(p, out_dtype)
+    check(p, bits, out_dtype, record_ulps)
+
+
+def test_sm90ws_splitk_exact_size_buffers_and_misaligned_scales(rng, record_ulps):
+    """Every operand in an allocation of exactly its size; then scales only 4 bytes aligned (TMA needs
+    16), where the launch falls back to the portable kernel's same cut."""
+    p = testing.random_problem(rng, [3, 17, 0, 15], n=136, k=384, alpha=False)
+    assert dispatched(p, None).family is variants.Family.SM90WS_SPLITK
+    names = ("a", "b", "a_scale", "b_scale", "m_indptr")
+    bufs = {name: DeviceBuffer.from_numpy(getattr(p, name)) for name in names}
+    out = DeviceBuffer((p.cum_m, p.n), "bfloat16")
+    out.fill_bytes(0xFF)
+    nd.group_gemm_nvfp4_nt_groupwise(*(bufs[name] for name in names), out=out)
+    bits = out.to_numpy()
+    check(p, bits, "bfloat16", record_ulps, poisoned=False)
+    assert testing.check_untouched(bits, 0xFFFF, p.m_indptr).ok
+    check_misaligned_scales(p, 4, record_ulps)
+
+
+def test_sm90ws_splitk_out_only_4_byte_aligned(rng, record_ulps):
+    p = testing.random_problem(rng, [11, 0, 1, 30], n=136, k=384, row_offset=1)
+    assert dispatched(p, None).family is variants.Family.SM90WS_SPLITK
+    check_out_4_bytes_in(p, record_ulps)
 
 
 @pytest.mark.parametrize("tiles", CUTS, ids=cut_id)
