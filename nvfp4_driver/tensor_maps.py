@@ -23,7 +23,7 @@ The maps (``nvfp4_grouped_gemm_ws.cuh`` reads them):
 
 Launches these kernels cannot take go to the same cut's sm120 kernel (sm90ws: sm80) (``fallback``): scale tensors
 not 16-byte aligned (TMA needs it; the op accepts 4), an ``a_scale`` without one whole 128-row block,
-or 2**31 tiles and more (the kernel's tile index is 32-bit).
+2**31 tiles and more (the kernel's tile index is 32-bit), or no rows at all (cum_m = 0: no map of zero rows).
 """
 from __future__ import annotations
 
@@ -91,7 +91,8 @@ class TmaGemmLaunch:
         self.kernel, self.grid = kernel, grid
         self.fallback, self.fallback_grid = fallback, fallback_grid
         self.shapes = gemm_map_shapes(problem, tiles, a_scale_rows)
-        self.usable = a_scale_rows >= 128 and tiles_total < 2**31 and problem.cum_m < 2**31
+        # cum_m = 0 (an empty batch): a map of no rows cannot be encoded; the fallback finds no rows.
+        self.usable = a_scale_rows >= 128 and tiles_total < 2**31 and 0 < problem.cum_m < 2**31
         # The maps of the addresses this plan saw last, by the four addresses alone (the shapes are the
         # plan's): one lookup of a 4-int key per launch instead of four of nested tuples (~2 us).
         self._recent: dict = {}

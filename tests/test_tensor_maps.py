@@ -51,8 +51,8 @@ def fake_encode(monkeypatch):
     return seen
 
 
-def make_launch(a_scale_rows=256, tiles_total=10):
-    p = Problem(num_groups=2, n=256, k=512, cum_m=200, out_dtype="bfloat16")
+def make_launch(a_scale_rows=256, tiles_total=10, cum_m=200):
+    p = Problem(num_groups=2, n=256, k=512, cum_m=cum_m, out_dtype="bfloat16")
     kernel, fallback = FakeKernel(), FakeKernel()
     launch = tensor_maps.TmaGemmLaunch(kernel, (264, 1, 1), fallback, (15, 2, 1), p, Tiles(16, 128, 128, True),
                                        a_scale_rows, tiles_total)
@@ -73,10 +73,12 @@ def test_launch_appends_the_four_maps_in_abi_order(fake_encode):
     assert tuple(params[:13]) == registry.args_type("grouped_gemm")._fields
 
 
-@pytest.mark.parametrize("why", ["a_scale 4-aligned", "b_scale 8-aligned", "no whole scale block", "2**31 tiles"])
+@pytest.mark.parametrize("why", ["a_scale 4-aligned", "b_scale 8-aligned", "no whole scale block", "2**31 tiles",
+                                 "no rows"])
 def test_fallback_where_tma_cannot_serve(fake_encode, why):
     launch, kernel, fallback = make_launch(a_scale_rows=0 if why == "no whole scale block" else 256,
-                                           tiles_total=2**31 if why == "2**31 tiles" else 10)
+                                           tiles_total=2**31 if why == "2**31 tiles" else 10,
+                                           cum_m=0 if why == "no rows" else 200)
     a_scale = 0x3004 if why == "a_scale 4-aligned" else 0x3000
     b_scale = 0x4008 if why == "b_scale 8-aligned" else 0x4000
     args = (0x1000, 0x2000, a_scale, b_scale, 0x5000, 0, 0x6000, 200, 256, 256, 512, 2, 0)

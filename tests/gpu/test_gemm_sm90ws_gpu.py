@@ -113,6 +113,17 @@ def test_sm90ws_splitk_exact_size_buffers_and_misaligned_scales(rng, record_ulps
     check_misaligned_scales(p, 4, record_ulps)
 
 
+@pytest.mark.parametrize("tiles", CUTS + [None], ids=lambda t: "auto" if t is None else cut_id(t))
+def test_no_rows(rng, record_ulps, tiles):
+    """cum_m = 0 (an empty batch; the automatic choice takes the K-split kernel): no tensor map of zero
+    rows can be encoded, so the launch falls back, which finds no rows; the empty output is returned."""
+    p = testing.random_problem(rng, [0, 0, 0], n=136, k=256, trailing_rows=0)
+    assert p.cum_m == 0
+    assert dispatched(p, tiles).family in (variants.Family.SM90WS, variants.Family.SM90WS_SPLITK)
+    bits, _ = run_case(p, "bfloat16", **(tiles or {}))
+    assert bits.shape == (0, 136)
+
+
 def test_sm90ws_splitk_out_only_4_byte_aligned(rng, record_ulps):
     p = testing.random_problem(rng, [11, 0, 1, 30], n=136, k=384, row_offset=1)
     assert dispatched(p, None).family is variants.Family.SM90WS_SPLITK
