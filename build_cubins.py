@@ -80,13 +80,18 @@ class FamilyBuild:
     blocks_per_sm: callable = lambda v: 0  # kernel -> blocks per SM of a persistent grid (0: not persistent)
 
 
+# The warp-specialized families (nvfp4_grouped_gemm_ws.cuh): the native one and Hopper's two.
+HOPPER_WS_FAMILIES = ("sm90ws", "sm90ws_splitk")
+WS_FAMILIES = ("sm120ws",) + HOPPER_WS_FAMILIES
+
+
 def gemm_warp_n(v: GemmKernel) -> int:
     """Columns of one warp's tile (nvfp4_grouped_gemm.cuh's WARP_N). The portable kernel's 16-token
     tiles take 64: with weights on the MMA's M side, each warp decodes the tile's 16 tokens again,
     and 64 weight rows a warp halve those repeats against 32 (perf-notes, v0.4)."""
     if v.family == "sm120ws" and v.tile_n > 128:  # nvfp4_grouped_gemm_ws.cuh: 8 warps, 64 x 64 each
         return 64
-    if v.family in ("sm90ws", "sm90ws_splitk"):  # each decoded token fragment serves 64 weight rows (v0.6)
+    if v.family in HOPPER_WS_FAMILIES:  # each decoded token fragment serves 64 weight rows (perf-notes, v0.6)
         return 64
     return 64 if v.family == "sm80" and v.tile_m == 16 and v.tile_k == 256 and v.tile_n % 64 == 0 else 32
 
@@ -114,7 +119,7 @@ def _stage_bytes(v: GemmKernel) -> int:
     return (v.tile_m + v.tile_n) * pitch + sf_words * (v.tile_m + v.tile_n) * 4
 
 
-def _gemm_family(source: str, targets: tuple[str, ...]) -> Family:
+def _gemm_family(source: str, targets: tuple[str, ...]) -> FamilyBuild:
     """A grouped-GEMM family: the shared body (nvfp4_grouped_gemm.cuh) with its own math policy."""
     return FamilyBuild(source=source, targets=targets, threads=_gemm_threads, stage_bytes=_stage_bytes, max_stages=4)
 
@@ -191,7 +196,7 @@ def _ws_stage_bytes(v: GemmKernel) -> int:
 
 
 def _ws_smem_budget(v: GemmKernel) -> int:
-    if v.family in ("sm90ws", "sm90ws_splitk"):
+    if v.family in HOPPER_WS_FAMILIES:
         return SM90_SMEM_PER_SM // _ws_blocks_per_sm(v) - 1024
     return min(SMEM_BUDGET, SM120_SMEM_PER_SM // _ws_blocks_per_sm(v) - 1024)
 
@@ -390,8 +395,7 @@ def macros(v: Kernel) -> list[str]:
         f"-DNVFP4_SWAP_AB={int(v.swap_ab)}", f"-DNVFP4_STAGES={cfg['stages']}",
         f"-DNVFP4_THREADS={cfg['threads']}", f"-DNVFP4_SMEM_BYTES={cfg['smem_bytes']}",
         f"-DNVFP4_WARPS_K={gemm_warps_k(v)}", f"-DNVFP4_WARP_N={gemm_warp_n(v)}",
-    ] + ([f"-DNVFP4_BLOCKS_PER_SM={_ws_blocks_per_sm(v)}"] if v.family in ("sm120ws", "sm90ws", "sm90ws_splitk")
-         else [])
+    ] + ([f"-DNVFP4_BLOCKS_PER_SM={_ws_blocks_per_sm(v)}"] if v.family in WS_FAMILIES else [])
 
 
 def output_file(v: Kernel, target: str) -> str:

@@ -85,7 +85,7 @@ def test_sm90ws_blocks_per_sm_fit_an_sm():
     block that does not fit waits for a whole pass), its K-split form two: those blocks' registers (the
     limit decode_word's forms are chosen by, nvfp4_decode.cuh) and shared memory must fit one sm_90 SM."""
     build_cubins = _build_cubins()
-    cuts = [v for v in build_cubins.GEMM_KERNELS if v.family in ("sm90ws", "sm90ws_splitk")]
+    cuts = [v for v in build_cubins.GEMM_KERNELS if v.family in build_cubins.HOPPER_WS_FAMILIES]
     assert sorted((v.family, v.tile_m, v.tile_k) for v in cuts) == [
         ("sm90ws", 8, 128), ("sm90ws", 8, 256), ("sm90ws", 16, 128), ("sm90ws", 16, 256), ("sm90ws_splitk", 16, 128)]
     for v in cuts:
